@@ -1,0 +1,40 @@
+"""quark: Linux process telemetry (a Python re-implementation of Elastic's quark).
+
+See ``quark.errors`` for the exception tree and README.md for the API.
+"""
+
+from quark.errors import (
+    BackendError,
+    BTFError,
+    ConfigError,
+    DecodeError,
+    LibbpfError,
+    NotSupportedError,
+    PrivilegeError,
+    QuarkError,
+    RuleError,
+)
+from quark.events import ELT, EV, ID_CHANGE, QQ, Event, Process, QueueAttr, Stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ELT",
+    "EV",
+    "ID_CHANGE",
+    "QQ",
+    "BTFError",
+    "BackendError",
+    "ConfigError",
+    "DecodeError",
+    "Event",
+    "LibbpfError",
+    "NotSupportedError",
+    "PrivilegeError",
+    "Process",
+    "QuarkError",
+    "QueueAttr",
+    "RuleError",
+    "Stats",
+    "__version__",
+]

@@ -1,0 +1,106 @@
+"""Backends: the kernel-facing side that turns kernel records into raw events.
+
+A backend is opened by its constructor (it starts listening before it
+returns), drained by :meth:`Backend.read` without blocking, and released by
+:meth:`Backend.close`, which is idempotent. :class:`quark.Queue` drives it; it
+never runs threads of its own.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from typing import TYPE_CHECKING, ClassVar
+
+from quark.errors import ConfigError
+
+if TYPE_CHECKING:
+    from quark.events import QueueAttr
+    from quark.raw.types import RawEvent, Seed
+
+__all__ = ["BACKENDS", "Backend", "get_backend_class"]
+
+
+class Backend(abc.ABC):
+    """The interface every backend implements."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def __init__(self, attr: QueueAttr, **options: object) -> None:
+        """Open: load/attach/install whatever is needed and start listening.
+
+        Raises a :class:`quark.QuarkError` subclass that says what is missing
+        (``NotSupportedError``, ``PrivilegeError``, ...), after releasing
+        whatever it had acquired.
+        """
+
+    @abc.abstractmethod
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when :meth:`read` has work."""
+
+    @abc.abstractmethod
+    def read(self, limit: int) -> list[RawEvent]:
+        """Return up to ``limit`` raw events without blocking.
+
+        A malformed record is counted (see :meth:`lost`) and skipped; it never
+        raises to the consumer.
+        """
+
+    @abc.abstractmethod
+    def lost(self) -> int:
+        """Cumulative count of raw events lost before reaching the engine."""
+
+    def decode_errors(self) -> int:
+        """Cumulative count of records that arrived but could not be decoded
+        (included in :meth:`lost`)."""
+        return 0
+
+    def now(self) -> int:
+        """Current time in ns on the raw events' clock (CLOCK_MONOTONIC)."""
+        import time
+
+        return time.monotonic_ns()
+
+    def poll_interval(self) -> float | None:
+        """Seconds between reads when the fd does not wake for every record
+        (batched wakeups); ``None`` if the fd always wakes."""
+        return None
+
+    def seed(self) -> list[Seed] | None:
+        """Initial processes; ``None`` means "scrape /proc" (live backends)."""
+        return None
+
+    def exhausted(self) -> bool:
+        """True when no more records will ever come (end of a replay)."""
+        return False
+
+    def skipped_probes(self) -> tuple[str, ...]:
+        """Optional hooks that could not attach, each with its reason."""
+        return ()
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every kernel resource. Idempotent."""
+
+
+# name -> "module:Class"; imported lazily so that a missing dependency of one
+# backend never breaks the others.
+BACKENDS: dict[str, str] = {
+    "ebpf": "quark.backends.ebpf:EbpfBackend",
+    "kprobe": "quark.backends.kprobe:KprobeBackend",
+    "replay": "quark.backends.replay:ReplayBackend",
+}
+
+
+def get_backend_class(name: str) -> type[Backend]:
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}"
+        ) from None
+    mod, _, cls = target.partition(":")
+    module = importlib.import_module(mod)
+    klass: type[Backend] = getattr(module, cls)
+    return klass

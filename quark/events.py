@@ -1,0 +1,328 @@
+"""Public records: the flags, the event and process snapshots, the stats.
+
+``Event`` and ``Process`` are immutable snapshots. They are built once per
+delivered event on the hot path, so they are small tuple-backed records rather
+than dataclasses: one tuple and one object per snapshot, read through
+attribute accessors. List members (``cmdline``, ``env``) are stored as tuples
+and handed out as fresh lists, so nobody can change a snapshot in place.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+__all__ = [
+    "ELT",
+    "EV",
+    "ID_CHANGE",
+    "QQ",
+    "Event",
+    "Process",
+    "QueueAttr",
+    "Stats",
+]
+
+
+class QQ(enum.IntFlag):
+    """Queue flags; the bit values are upstream's ``QQ_*``."""
+
+    THREAD_EVENTS = 1 << 0
+    KPROBE = 1 << 1
+    EBPF = 1 << 2
+    MIN_AGG = 1 << 3
+    ENTRY_LEADER = 1 << 4
+    SOCK_CONN = 1 << 5
+    DNS = 1 << 6
+    BYPASS = 1 << 7
+    FILE = 1 << 8
+    SHM = 1 << 9
+    TTY = 1 << 10
+    PTRACE = 1 << 11
+    MODULE_LOAD = 1 << 12
+    ALL_BACKENDS = KPROBE | EBPF
+
+
+class EV(enum.IntFlag):
+    """Event kinds; the bit values are upstream's ``QUARK_EV_*``."""
+
+    FORK = 1 << 0
+    EXEC = 1 << 1
+    EXIT = 1 << 2
+    ID_CHANGE = 1 << 3
+    SETPROCTITLE = 1 << 4
+    SOCK_CONN_ESTABLISHED = 1 << 5
+    SOCK_CONN_CLOSED = 1 << 6
+    PACKET = 1 << 7
+    BYPASS = 1 << 8
+    FILE = 1 << 9
+    PTRACE = 1 << 10
+    MODULE_LOAD = 1 << 11
+    SHM = 1 << 12
+    TTY = 1 << 13
+
+
+class ID_CHANGE(enum.IntFlag):  # noqa: N801 - upstream's name
+    """Bits of ``Event.id_change`` (upstream ``QUARK_ID_CHANGE_*``)."""
+
+    SETSID = 1 << 0
+    SETUID = 1 << 1
+    SETGID = 1 << 2
+
+
+class ELT(enum.IntEnum):
+    """Entry leader types (upstream ``QUARK_ELT_*``)."""
+
+    UNKNOWN = 0
+    INIT = 1
+    KTHREAD = 2
+    SSHD = 3
+    SSM = 4
+    CONTAINER = 5
+    TERM = 6
+    CONSOLE = 7
+
+
+_R = TypeVar("_R", bound="_Record")
+_set_values = None  # replaced below by the slot's setter
+
+
+class _Record:
+    """An immutable record backed by one tuple (``_v``)."""
+
+    __slots__ = ("_v",)
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _index: ClassVar[dict[str, int]] = {}
+    _listy: ClassVar[frozenset[str]] = frozenset()
+
+    if TYPE_CHECKING:
+        _v: tuple[Any, ...]
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(self._index)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}: unknown field(s) {sorted(unknown)}"
+            )
+        listy = self._listy
+        _slot_set(
+            self,
+            tuple(
+                _freeze(values.get(name)) if name in listy
+                else values.get(name)
+                for name in self._fields
+            ),
+        )
+
+    @classmethod
+    def _make(cls: type[_R], values: tuple[Any, ...]) -> _R:
+        """Build from a tuple in ``_fields`` order (no checks: hot path)."""
+        obj = object.__new__(cls)
+        _slot_set(obj, values)
+        return obj
+
+    def _replace(self: _R, **changes: Any) -> _R:
+        vals = list(self._v)
+        for name, value in changes.items():
+            if name in self._listy:
+                value = _freeze(value)
+            vals[self._index[name]] = value
+        return self._make(tuple(vals))
+
+    def _asdict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._fields}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._v == other._v  # type: ignore[attr-defined, no-any-return]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._v))
+
+    def __repr__(self) -> str:
+        parts = (
+            f"{name}={getattr(self, name)!r}"
+            for name in self._fields
+            if self._v[self._index[name]] is not None
+        )
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self)._make, (self._v,))
+
+
+_slot_set = _Record._v.__set__  # type: ignore[attr-defined]
+
+
+def _freeze(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _list_getter(i: int) -> property:
+    def get(self: _Record) -> list[str] | None:
+        v = self._v[i]
+        return None if v is None else list(v)
+
+    return property(get)
+
+
+def _getter(i: int) -> property:
+    def get(self: _Record) -> Any:
+        return self._v[i]
+
+    return property(get)
+
+
+def _install(cls: type[_Record], fields: tuple[str, ...], listy: set[str]) -> None:
+    cls._fields = fields
+    cls._index = {name: i for i, name in enumerate(fields)}
+    cls._listy = frozenset(listy)
+    for i, name in enumerate(fields):
+        prop = _list_getter(i) if name in listy else _getter(i)
+        setattr(cls, name, prop)
+
+
+class Process(_Record):
+    """What is known about one process (a thread-group leader).
+
+    Every member that is not known is ``None``. ``start_time`` is in ns
+    since boot; ``exit_code`` follows :mod:`subprocess`: the exit status, or
+    ``-N`` when the process was killed by signal N.
+    """
+
+    __slots__ = ()
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "pid", "ppid", "uid", "gid", "suid", "sgid", "euid", "egid",
+        "pgid", "sid",
+        "cap_inheritable", "cap_permitted", "cap_effective", "cap_bset",
+        "cap_ambient",
+        "start_time", "tty_major", "tty_minor",
+        "uts_inonum", "ipc_inonum", "mnt_inonum", "net_inonum",
+        "entry_leader", "entry_leader_type", "entity_id",
+        "comm", "exe", "cmdline", "cwd", "cgroup", "env",
+        "exit_code", "exit_time", "poison_tag",
+    )  # fmt: skip
+
+    if TYPE_CHECKING:
+        pid: int
+        ppid: int | None
+        uid: int | None
+        gid: int | None
+        suid: int | None
+        sgid: int | None
+        euid: int | None
+        egid: int | None
+        pgid: int | None
+        sid: int | None
+        cap_inheritable: int | None
+        cap_permitted: int | None
+        cap_effective: int | None
+        cap_bset: int | None
+        cap_ambient: int | None
+        start_time: int | None
+        tty_major: int | None
+        tty_minor: int | None
+        uts_inonum: int | None
+        ipc_inonum: int | None
+        mnt_inonum: int | None
+        net_inonum: int | None
+        entry_leader: int | None
+        entry_leader_type: int | None
+        entity_id: str | None
+        comm: str | None
+        exe: str | None
+        cmdline: list[str] | None
+        cwd: str | None
+        cgroup: str | None
+        env: list[str] | None
+        exit_code: int | None
+        exit_time: int | None
+        poison_tag: int | None
+
+    @property
+    def exited(self) -> bool:
+        """True once the process's exit has been seen."""
+        return self.exit_time is not None
+
+
+_install(Process, Process.FIELDS, {"cmdline", "env"})
+
+
+class Event(_Record):
+    """One delivered event.
+
+    ``events`` says what caused it (several bits when raw events were
+    aggregated), ``time`` is the backend's monotonic stamp in ns of the first
+    raw event, ``process`` the process snapshot after the event was applied.
+    ``id_change`` is an :class:`ID_CHANGE` mask for ``EV.ID_CHANGE`` events.
+    """
+
+    __slots__ = ()
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "events", "time", "process", "id_change",
+    )  # fmt: skip
+
+    if TYPE_CHECKING:
+        events: EV
+        time: int
+        process: Process | None
+        id_change: ID_CHANGE | None
+
+    @property
+    def pid(self) -> int | None:
+        """The process's pid, or None for an event with no process."""
+        p = self.process
+        return None if p is None else p.pid
+
+
+_install(Event, Event.FIELDS, set())
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counters of a queue. All are cumulative since open.
+
+    ``lost`` counts raw events the kernel produced that never reached the
+    engine (ring overruns, failed reservations, undecodable records);
+    ``decode_errors`` the part of them that arrived but could not be decoded.
+    """
+
+    insertions: int = 0
+    removals: int = 0
+    aggregations: int = 0
+    non_aggregations: int = 0
+    lost: int = 0
+    garbage_collections: int = 0
+    backend: str = ""
+    length: int = 0
+    max_length: int = 0
+    cache_size: int = 0
+    decode_errors: int = 0
+    dropped_by_rules: int = 0
+    skipped_probes: tuple[str, ...] = ()
+
+
+@dataclass
+class QueueAttr:
+    """Queue attributes, with upstream's ``quark_queue_default_attr``.
+
+    ``hold_time`` and ``cache_grace_time`` are in milliseconds; ``max_env``
+    in bytes (0: no environment is kept).
+    """
+
+    flags: QQ = QQ.ALL_BACKENDS
+    max_length: int = 10000
+    cache_grace_time: int = 4000
+    hold_time: int = 1000
+    max_env: int = 4096
+    ruleset: Any = field(default=None, repr=False)
