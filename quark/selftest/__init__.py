@@ -1,0 +1,61 @@
+"""Integration test cases shared by ``quark-test`` (inside guests) and pytest
+(``tests/system``), so the two never drift.
+
+A case is a function ``f(backend: str) -> None`` registered with :func:`case`.
+It opens its own :class:`quark.Queue` with that backend, runs something, and
+fails by raising ``AssertionError`` (or any exception). It raises
+:class:`NotApplicable` only when the case cannot apply on this system for a
+reason that is not a missing kernel feature (for example: no tty attached).
+A backend that reports a feature as unsupported raises
+:class:`quark.NotSupportedError`; the runners decide whether that is a skip
+(host without the feature) or a failure (``QUARK_TEST_STRICT=1``, as inside
+the guests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["CASES", "Case", "NotApplicable", "case", "load_cases"]
+
+BACKEND_NAMES = ("ebpf", "kprobe")
+
+
+class NotApplicable(Exception):  # noqa: N818 - reads better at call sites
+    """The case does not apply here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    func: Callable[[str], None]
+    backends: tuple[str, ...]
+    doc: str
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(
+    *, backends: tuple[str, ...] = BACKEND_NAMES
+) -> Callable[[Callable[[str], None]], Callable[[str], None]]:
+    """Register a case under its function name (``t_*``)."""
+
+    def register(func: Callable[[str], None]) -> Callable[[str], None]:
+        name = func.__name__
+        if name in CASES:
+            raise ValueError(f"duplicate selftest case {name}")
+        CASES[name] = Case(
+            name, func, tuple(backends), (func.__doc__ or "").strip()
+        )
+        return func
+
+    return register
+
+
+def load_cases() -> dict[str, Case]:
+    """Import every case module and return the registry."""
+    import quark.selftest.cases  # noqa: F401  (registers by import)
+
+    return CASES

@@ -1,0 +1,1 @@
+"""The integration test cases (see quark.selftest)."""
