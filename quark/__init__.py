@@ -15,6 +15,8 @@ from quark.errors import (
     RuleError,
 )
 from quark.events import ELT, EV, ID_CHANGE, QQ, Event, Process, QueueAttr, Stats
+from quark.queue import Queue
+from quark.raw.types import RawKind
 
 __version__ = "0.1.0"
 
@@ -33,7 +35,9 @@ __all__ = [
     "PrivilegeError",
     "Process",
     "QuarkError",
+    "Queue",
     "QueueAttr",
+    "RawKind",
     "RuleError",
     "Stats",
     "__version__",

@@ -1,0 +1,146 @@
+"""The replay backend: feeds a recorded raw stream through the engine.
+
+``Queue(backend="replay", path=FILE)``. The clock is the stream's: ``now()``
+is the latest ``now`` record or raw time read so far, and once the stream
+is exhausted the queue releases everything still held. The result is
+deterministic: the same stream gives the same events on any host.
+
+A malformed line raises :class:`quark.DecodeError` naming the file and line
+from the ``get_event`` that reads it; the line is skipped and the next call
+goes on. With ``errors="count"`` such lines are counted in
+``Stats.decode_errors`` (and ``lost``) instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from quark.backends import Backend
+from quark.errors import ConfigError, DecodeError
+from quark.raw.record import Lost, Now, StreamReader
+from quark.raw.types import RawEvent, Seed
+
+if TYPE_CHECKING:
+    from quark.events import QueueAttr
+
+__all__ = ["ReplayBackend"]
+
+_END = 1 << 62
+
+
+class ReplayBackend(Backend):
+    name = "replay"
+
+    def __init__(
+        self,
+        attr: QueueAttr,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        errors: str = "raise",
+        **options: object,
+    ) -> None:
+        if path is None:
+            raise ConfigError('backend="replay" needs path= (a recorded stream)')
+        if errors not in ("raise", "count"):
+            raise ConfigError(f"errors must be 'raise' or 'count', not {errors!r}")
+        if options:
+            raise ConfigError(
+                f"unknown option(s) for the replay backend: {sorted(options)}"
+            )
+        self._errors = errors
+        self._reader: StreamReader | None = StreamReader(path)
+        self.header = self._reader.header
+        self._seeds: list[Seed] = []
+        self._pending: RawEvent | None = None
+        self._lost = 0
+        self._decode_errors = 0
+        self._now = 0
+        self._done = False
+        self._rfd = self._wfd = -1
+        try:
+            # Seeds come first: read up to the first raw event.
+            while True:
+                item = self._next()
+                if item is None or isinstance(item, RawEvent):
+                    self._pending = item
+                    break
+                self._seeds.append(item)
+            self._rfd, self._wfd = os.pipe()
+            os.write(self._wfd, b"x")  # always readable: reads never block
+        except BaseException:
+            self.close()
+            raise
+
+    def _next(self) -> Seed | RawEvent | None:
+        """Next seed or raw event; applies lost/now records on the way."""
+        reader = self._reader
+        while reader is not None and not self._done:
+            try:
+                item = reader.next_item()
+            except DecodeError:
+                self._decode_errors += 1
+                self._lost += 1
+                if self._errors == "raise":
+                    raise
+                continue
+            if item is None:
+                self._finish()
+                return None
+            if isinstance(item, Lost):
+                self._lost = max(self._lost, int(item) + self._decode_errors)
+            elif isinstance(item, Now):
+                self._now = max(self._now, int(item))
+            else:
+                return item
+        return None
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def seed(self) -> list[Seed]:
+        return self._seeds
+
+    def fileno(self) -> int:
+        return self._rfd
+
+    def read(self, limit: int) -> list[RawEvent]:
+        out: list[RawEvent] = []
+        while len(out) < limit:
+            raw = self._pending
+            if raw is None:
+                if self._done:
+                    break
+                item = self._next()
+                if item is None:
+                    break
+                if isinstance(item, Seed):
+                    continue  # a seed after raw events: ignored by design
+                raw = item
+            self._pending = None
+            if raw.time > self._now:
+                self._now = raw.time
+            out.append(raw)
+        return out
+
+    def lost(self) -> int:
+        return self._lost
+
+    def decode_errors(self) -> int:
+        return self._decode_errors
+
+    def now(self) -> int:
+        return _END if self.exhausted() else self._now
+
+    def exhausted(self) -> bool:
+        return self._done and self._pending is None
+
+    def close(self) -> None:
+        self._finish()
+        for fd in (self._rfd, self._wfd):
+            if fd >= 0:
+                os.close(fd)
+        self._rfd = self._wfd = -1

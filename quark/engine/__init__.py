@@ -1,0 +1,312 @@
+"""The engine: raw events in, ordered, aggregated, enriched events out.
+
+Pure: no syscalls, no clock reads, no ctypes. ``now`` (ns on the raw events'
+clock) is passed in by the caller.
+
+Ordering uses a heap keyed by time (upstream's by-time tree) plus a per-pid,
+time-ordered list (upstream's by-pid-time tree) for aggregation. Times are
+unique in the queue: a colliding time is bumped by 1 ns until free, as
+upstream does, except that nothing is ever dropped for it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from quark.engine.aggregate import (
+    AggFn,
+    Matrix,
+    agg_fork_exec,
+    agg_mult,
+    agg_single,
+    default_matrix,
+    min_matrix,
+)
+from quark.engine.cache import (
+    EV_OF_KIND,
+    PROCESS_KINDS,
+    ProcessCache,
+    decode_exit_status,
+    entity_id,
+)
+from quark.errors import ConfigError
+from quark.events import EV, ID_CHANGE, Event, Process
+from quark.raw.types import RAW_NUM_TYPES, RawEvent, RawKind, Seed
+
+__all__ = [
+    "AggFn",
+    "Engine",
+    "QueueFull",
+    "Ruleset",
+    "agg_fork_exec",
+    "agg_mult",
+    "agg_single",
+    "decode_exit_status",
+    "default_matrix",
+    "entity_id",
+    "min_matrix",
+    "target_age_ms",
+]
+
+MS = 1_000_000
+
+
+class Ruleset(Protocol):
+    """What the engine needs of a ruleset (see quark.rules)."""
+
+    def evaluate(
+        self, event: Event, poison_tag: int | None
+    ) -> tuple[bool, int | None]: ...
+
+    def reset_counters(self, poison_only: bool = False) -> None: ...
+
+
+class QueueFull(ConfigError):
+    """push() beyond max_length: the caller must respect :meth:`space`."""
+
+
+def target_age_ms(length: int, max_length: int, hold_time: int) -> int:
+    """How long (ms) an event is held, from how full the queue is.
+
+    Upstream's ``raw_event_target_age`` with its integer arithmetic: the full
+    hold time below 10% of ``max_length``, no holding from 90%, and in between
+    a line from just over 90% of the hold time down to about 10% of it.
+    """
+    m, h = max_length, hold_time
+    if length < m // 10:
+        return h
+    if length >= (m // 10) * 9:
+        return 0
+    v = h - length // (m // h) + 1 if m > h else h - length * (h // m) + 1
+    return v if v > 0 else 0
+
+
+class Engine:
+    """Orders, holds, aggregates and enriches raw events.
+
+    - :meth:`push` a raw event (at most :meth:`space` of them);
+    - :meth:`pop` with the current time to get the next due event;
+    - :meth:`seed` the process cache with scraped processes.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_length: int = 10000,
+        hold_time: int = 1000,
+        cache_grace_time: int = 4000,
+        max_env: int = 4096,
+        min_agg: bool = False,
+        thread_events: bool = False,
+        entry_leaders: bool = False,
+        ruleset: Ruleset | None = None,
+        tick_ns: int = 10_000_000,
+    ) -> None:
+        if max_length <= 0:
+            raise ConfigError(f"max_length must be > 0, not {max_length}")
+        if hold_time < 10:
+            raise ConfigError(f"hold_time must be >= 10 ms, not {hold_time}")
+        if cache_grace_time < 0:
+            raise ConfigError(
+                f"cache_grace_time must be >= 0 ms, not {cache_grace_time}"
+            )
+        if max_env < 0:
+            raise ConfigError(f"max_env must be >= 0, not {max_env}")
+        self.max_length = max_length
+        self.hold_time = hold_time
+        self.thread_events = thread_events
+        self.matrix: Matrix = min_matrix() if min_agg else default_matrix()
+        self.cache = ProcessCache(
+            grace_ns=cache_grace_time * MS,
+            max_env=max_env,
+            entry_leaders=entry_leaders,
+            tick_ns=tick_ns,
+        )
+        self.ruleset = ruleset
+        self._heap: list[tuple[int, RawEvent]] = []
+        self._times: set[int] = set()
+        self._by_pid: dict[int, list[RawEvent]] = {}
+        self.length = 0
+        self.insertions = 0
+        self.removals = 0
+        self.aggregations = 0
+        self.non_aggregations = 0
+        self.dropped_by_rules = 0
+        self._ages = self._age_table()
+
+    # -- configuration -------------------------------------------------------
+    def set_agg_matrix(
+        self, parent: RawKind | int, child: RawKind | int, fn: AggFn | None
+    ) -> None:
+        """Set one cell; ``fn=None`` turns that pair off."""
+        for k in (parent, child):
+            if not 0 <= int(k) < RAW_NUM_TYPES:
+                raise ConfigError(f"raw kind {k!r} out of range")
+        self.matrix[int(parent)][int(child)] = fn
+
+    def _age_table(self) -> list[int]:
+        # target age in ns for every length: O(1) per pop.
+        return [
+            target_age_ms(n, self.max_length, self.hold_time) * MS
+            for n in range(self.max_length + 1)
+        ]
+
+    # -- input ----------------------------------------------------------------
+    def space(self) -> int:
+        return self.max_length - self.length
+
+    def push(self, raw: RawEvent) -> None:
+        if self.length >= self.max_length:
+            raise QueueFull(
+                f"queue full ({self.max_length}): push at most space() events"
+            )
+        t = raw.time
+        times = self._times
+        while t in times:
+            t += 1
+        raw.time = t
+        times.add(t)
+        heapq.heappush(self._heap, (t, raw))
+        lst = self._by_pid.get(raw.pid)
+        if lst is None:
+            self._by_pid[raw.pid] = [raw]
+        elif lst[-1].time < t:
+            lst.append(raw)
+        else:
+            bisect.insort(lst, raw, key=_time_of)
+        self.length += 1
+        self.insertions += 1
+
+    def push_many(self, raws: Iterable[RawEvent]) -> None:
+        for raw in raws:
+            self.push(raw)
+
+    def seed(self, seeds: list[Seed]) -> None:
+        """Seed the cache; with a ruleset, poison rules run over every
+        seeded process (a fake event with no bits), then the non-poison
+        counters are reset, as upstream does."""
+        self.cache.seed(seeds)
+        rs = self.ruleset
+        if rs is None:
+            return
+        for proc in list(self.cache):
+            fake = Event._make((EV(0), 0, proc, None))
+            _, tag = rs.evaluate(fake, proc.poison_tag)
+            if tag != proc.poison_tag:
+                self.cache.set_poison(proc.pid, tag)
+        rs.reset_counters(poison_only=False)
+
+    # -- output ---------------------------------------------------------------
+    def next_due(self) -> int | None:
+        """The time at which the oldest queued event becomes due, if any."""
+        heap = self._heap
+        while heap and heap[0][1].dead:
+            heapq.heappop(heap)
+        if not heap:
+            return None
+        return heap[0][0] + self._ages[self.length]
+
+    def pop(self, now: int) -> Event | None:
+        """Return the next due event, or None when nothing is due at ``now``."""
+        cache = self.cache
+        if cache._gc:
+            cache.collect(now)
+        heap = self._heap
+        while heap:
+            t, raw = heap[0]
+            if raw.dead:
+                heapq.heappop(heap)
+                continue
+            if now - t < self._ages[self.length]:
+                return None
+            heapq.heappop(heap)
+            ev = self._release(raw, now)
+            if ev is not None:
+                return ev
+        return None
+
+    def drain(self, now: int) -> Iterator[Event]:
+        while (ev := self.pop(now)) is not None:
+            yield ev
+
+    def _release(self, head: RawEvent, now: int) -> Event | None:
+        self._times.discard(head.time)
+        pid = head.pid
+        lst = self._by_pid[pid]
+        # head is the oldest live event of all, hence first of its pid
+        row = self.matrix[head.kind]
+        n = len(lst)
+        i = 1
+        if n > 1:
+            agg: list[RawEvent] = []
+            head.agg = agg
+            times = self._times
+            while i < n:
+                child = lst[i]
+                fn = row[child.kind]
+                if fn is None or not fn(head, child):
+                    break
+                agg.append(child)
+                child.dead = True
+                times.discard(child.time)
+                i += 1
+        if i == n:
+            del self._by_pid[pid]
+        else:
+            del lst[:i]
+        self.length -= i
+        self.removals += i
+        if i > 1:
+            self.aggregations += 1
+        else:
+            self.non_aggregations += 1
+        return self._convert(head, now)
+
+    def _convert(self, head: RawEvent, now: int) -> Event | None:
+        if head.kind in PROCESS_KINDS:
+            proc, mask, idc = self.cache.apply(head, now, self.thread_events)
+        else:
+            proc = self.cache.lookup(head.pid)
+            mask = EV(EV_OF_KIND.get(head.kind, 0))
+            idc = 0
+        event = Event._make(
+            (mask, head.time, proc, ID_CHANGE(idc) if idc else None)
+        )
+        rs = self.ruleset
+        if rs is not None:
+            tag = proc.poison_tag if proc is not None else None
+            deliver, new_tag = rs.evaluate(event, tag)
+            if proc is not None and new_tag != tag:
+                proc = self.cache.set_poison(proc.pid, new_tag)
+                event = event._replace(process=proc)
+            if not deliver:
+                self.dropped_by_rules += 1
+                return None
+        return event
+
+    # -- queries ----------------------------------------------------------------
+    def lookup(self, pid: int) -> Process | None:
+        return self.cache.lookup(pid)
+
+    def processes(self) -> Iterator[Process]:
+        return iter(self.cache)
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "insertions": self.insertions,
+            "removals": self.removals,
+            "aggregations": self.aggregations,
+            "non_aggregations": self.non_aggregations,
+            "garbage_collections": self.cache.garbage_collections,
+            "length": self.length,
+            "max_length": self.max_length,
+            "cache_size": len(self.cache),
+            "dropped_by_rules": self.dropped_by_rules,
+        }
+
+
+def _time_of(raw: RawEvent) -> int:
+    return raw.time

@@ -1,0 +1,90 @@
+"""The aggregation matrix (upstream ``base_agg_matrix``).
+
+A cell ``matrix[parent][child]`` is a callback ``fn(head, child) -> bool``
+deciding whether raw event ``child`` merges into ``head`` (whose already
+merged children are ``head.agg``), or ``None`` for "never". The matrix is
+always indexed by the head's kind, as upstream does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from quark.raw.types import RAW_NUM_TYPES, RawEvent, RawKind
+
+__all__ = [
+    "AggFn",
+    "Matrix",
+    "agg_fork_exec",
+    "agg_mult",
+    "agg_single",
+    "default_matrix",
+    "min_matrix",
+]
+
+AggFn = Callable[[RawEvent, RawEvent], bool]
+Matrix = list[list[AggFn | None]]
+
+_EXEC = RawKind.EXEC
+_ID_CHANGE = RawKind.ID_CHANGE
+
+
+def agg_single(head: RawEvent, child: RawEvent) -> bool:
+    """At most one child of each kind (fork+exec+exec: [fork+exec], [exec])."""
+    kind = child.kind
+    return all(c.kind != kind for c in head.agg or ())
+
+
+def agg_mult(head: RawEvent, child: RawEvent) -> bool:
+    """Always; later values overwrite earlier ones when applied."""
+    return True
+
+
+def agg_fork_exec(head: RawEvent, child: RawEvent) -> bool:
+    """Refuse an EXEC once the head holds an EXEC or an ID_CHANGE.
+
+    Two execs never merge (the first would be lost), and an exec after an id
+    change (sudo-like) stays a separate event.
+    """
+    for c in head.agg or ():
+        if c.kind == _EXEC or c.kind == _ID_CHANGE:
+            return False
+    return True
+
+
+def _empty() -> Matrix:
+    return [[None] * RAW_NUM_TYPES for _ in range(RAW_NUM_TYPES)]
+
+
+def default_matrix() -> Matrix:
+    """Upstream's default matrix (upstream.md §4.4)."""
+    K = RawKind
+    m = _empty()
+    fork = m[K.WAKE_UP_NEW_TASK]
+    fork[K.EXEC] = agg_fork_exec
+    fork[K.EXEC_CONNECTOR] = agg_fork_exec
+    fork[K.COMM] = agg_mult
+    fork[K.ID_CHANGE] = agg_mult
+    fork[K.EXIT_THREAD] = agg_single
+    exe = m[K.EXEC]
+    exe[K.EXEC_CONNECTOR] = agg_single
+    exe[K.COMM] = agg_mult
+    exe[K.EXIT_THREAD] = agg_single
+    comm = m[K.COMM]
+    comm[K.COMM] = agg_mult
+    comm[K.EXIT_THREAD] = agg_single
+    m[K.ID_CHANGE][K.ID_CHANGE] = agg_mult
+    return m
+
+
+def min_matrix() -> Matrix:
+    """``QQ.MIN_AGG``: no fork/exec/exit merging (upstream
+    ``base_agg_matrix_min``)."""
+    K = RawKind
+    m = _empty()
+    m[K.WAKE_UP_NEW_TASK][K.COMM] = agg_mult
+    m[K.EXEC][K.EXEC_CONNECTOR] = agg_single
+    m[K.EXEC][K.COMM] = agg_mult
+    m[K.COMM][K.COMM] = agg_mult
+    m[K.ID_CHANGE][K.ID_CHANGE] = agg_mult
+    return m

@@ -1,0 +1,411 @@
+"""The process cache: what is known about every process, updated by events.
+
+Each entry keeps its values in a list in :attr:`quark.Process.FIELDS` order,
+so a snapshot is one ``tuple()`` and one object, built only when something
+changed since the last one.
+"""
+
+from __future__ import annotations
+
+import base64
+import os.path
+import struct
+from collections import deque
+from collections.abc import Iterator
+
+from quark.events import ELT, EV, Process
+from quark.raw.types import RawEvent, RawKind, RawTask, Seed
+
+__all__ = ["ProcessCache", "decode_exit_status", "entity_id"]
+
+_F = {name: i for i, name in enumerate(Process.FIELDS)}
+_PID = _F["pid"]
+_PPID = _F["ppid"]
+_START = _F["start_time"]
+_ENTITY = _F["entity_id"]
+_COMM = _F["comm"]
+_EXE = _F["exe"]
+_CMDLINE = _F["cmdline"]
+_CWD = _F["cwd"]
+_CGROUP = _F["cgroup"]
+_ENV = _F["env"]
+_EXIT_CODE = _F["exit_code"]
+_EXIT_TIME = _F["exit_time"]
+_POISON = _F["poison_tag"]
+_EL = _F["entry_leader"]
+_ELT = _F["entry_leader_type"]
+_SID = _F["sid"]
+_TTY_MAJ = _F["tty_major"]
+_TTY_MIN = _F["tty_minor"]
+_NFIELDS = len(Process.FIELDS)
+
+# RawTask members copied as they are (when not None) onto the process.
+_PLAIN = tuple(
+    (name, _F[name])
+    for name in (
+        "cap_inheritable", "cap_permitted", "cap_effective", "cap_bset",
+        "cap_ambient", "ppid", "uid", "gid", "suid", "sgid", "euid", "egid",
+        "pgid", "sid", "tty_major", "tty_minor",
+        "uts_inonum", "ipc_inonum", "mnt_inonum", "net_inonum", "comm",
+        "cgroup",
+    )
+)  # fmt: skip
+
+# What a child inherits from its parent at fork: true of the child at that
+# instant (same image, argv, environment memory, cwd and, barring
+# CLONE_INTO_CGROUP, cgroup); the fork's own task data then overrides.
+_INHERIT = (_COMM, _EXE, _CMDLINE, _CWD, _CGROUP, _ENV, _POISON)
+
+EV_OF_KIND: dict[int, EV] = {
+    RawKind.WAKE_UP_NEW_TASK: EV.FORK,
+    RawKind.EXEC: EV.EXEC,
+    RawKind.EXEC_CONNECTOR: EV.EXEC,
+    RawKind.EXIT_THREAD: EV.EXIT,
+    RawKind.ID_CHANGE: EV.ID_CHANGE,
+    RawKind.COMM: EV.SETPROCTITLE,
+    RawKind.SOCK_CONN: EV.SOCK_CONN_ESTABLISHED,
+    RawKind.PACKET: EV.PACKET,
+    RawKind.FILE: EV.FILE,
+    RawKind.PTRACE: EV.PTRACE,
+    RawKind.MODULE_LOAD: EV.MODULE_LOAD,
+    RawKind.SHM: EV.SHM,
+    RawKind.TTY: EV.TTY,
+}
+
+PROCESS_KINDS = frozenset(
+    {
+        RawKind.WAKE_UP_NEW_TASK,
+        RawKind.EXEC,
+        RawKind.EXEC_CONNECTOR,
+        RawKind.EXIT_THREAD,
+        RawKind.ID_CHANGE,
+        RawKind.COMM,
+        RawKind.GETPID,
+    }
+)
+
+
+def decode_exit_status(status: int) -> int:
+    """A raw wait status as :mod:`subprocess` reports it: the exit status,
+    or ``-N`` when killed by signal N (upstream loses the signal)."""
+    sig = status & 0x7F
+    if sig:
+        return -sig
+    return (status >> 8) & 0xFF
+
+
+def entity_id(pid: int, start_time: int, tick_ns: int) -> str:
+    """ECS ``process.entity_id``: base64 of ``le32(pid) || le64(start)``.
+
+    The start time is truncated to clock ticks first, the precision /proc
+    gives, so a process gets the same id whether it was first seen by an
+    event or by the /proc scrape, across restarts of the agent.
+    """
+    start = start_time - start_time % tick_ns if tick_ns > 0 else start_time
+    raw = struct.pack("<IQ", pid & 0xFFFFFFFF, start & 0xFFFFFFFFFFFFFFFF)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def truncate_env(env: tuple[str, ...], max_env: int) -> tuple[str, ...]:
+    """Keep whole ``NAME=value`` entries while the NUL-separated size fits."""
+    out: list[str] = []
+    used = 0
+    for item in env:
+        size = len(os.fsencode(item)) + 1
+        if used + size > max_env:
+            break
+        out.append(item)
+        used += size
+    return tuple(out)
+
+
+class _Entry:
+    __slots__ = ("gc", "snap", "vals")
+
+    def __init__(self, pid: int) -> None:
+        self.vals: list[object] = [None] * _NFIELDS
+        self.vals[_PID] = pid
+        self.snap: Process | None = None
+        self.gc: int | None = None  # time of the exit mark
+
+    def snapshot(self) -> Process:
+        snap = self.snap
+        if snap is None:
+            snap = self.snap = Process._make(tuple(self.vals))
+        return snap
+
+
+class ProcessCache:
+    """Processes by pid, with grace-time garbage collection of exited ones."""
+
+    def __init__(
+        self,
+        *,
+        grace_ns: int,
+        max_env: int,
+        entry_leaders: bool = False,
+        tick_ns: int = 10_000_000,
+    ) -> None:
+        self._procs: dict[int, _Entry] = {}
+        self._gc: deque[tuple[int, int, _Entry]] = deque()
+        self.grace_ns = grace_ns
+        self.max_env = max_env
+        self.entry_leaders = entry_leaders
+        self.tick_ns = tick_ns
+        self.garbage_collections = 0
+
+    # -- queries ------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def lookup(self, pid: int) -> Process | None:
+        e = self._procs.get(pid)
+        return None if e is None else e.snapshot()
+
+    def __iter__(self) -> Iterator[Process]:
+        for pid in sorted(self._procs):
+            e = self._procs.get(pid)
+            if e is not None:
+                yield e.snapshot()
+
+    def poison_tag(self, pid: int) -> int | None:
+        e = self._procs.get(pid)
+        return None if e is None else e.vals[_POISON]  # type: ignore[return-value]
+
+    def set_poison(self, pid: int, tag: int | None) -> Process | None:
+        e = self._procs.get(pid)
+        if e is None:
+            return None
+        if e.vals[_POISON] != tag:
+            e.vals[_POISON] = tag
+            e.snap = None
+        return e.snapshot()
+
+    # -- garbage collection -------------------------------------------------
+    def collect(self, now: int) -> int:
+        """Purge processes whose exit mark is ``grace_ns`` old or older."""
+        gc = self._gc
+        grace = self.grace_ns
+        n = 0
+        while gc and now - gc[0][0] >= grace:
+            _, pid, entry = gc.popleft()
+            if entry.gc is not None and self._procs.get(pid) is entry:
+                del self._procs[pid]
+                n += 1
+        self.garbage_collections += n
+        return n
+
+    def next_collection(self) -> int | None:
+        return self._gc[0][0] + self.grace_ns if self._gc else None
+
+    # -- seeding -------------------------------------------------------------
+    def seed(self, seeds: list[Seed]) -> None:
+        """Add scraped processes; a pid already known with the same start
+        time (to the tick) is kept, one with another start time replaced."""
+        for s in seeds:
+            old = self._procs.get(s.pid)
+            start = s.task.start_time
+            if old is not None and self._same_start(old, start):
+                continue
+            e = _Entry(s.pid)
+            self._apply_task(e, s.task, exiting=False)
+            if s.exe is not None:
+                e.vals[_EXE] = s.exe
+            if s.args is not None:
+                e.vals[_CMDLINE] = tuple(s.args)
+            self._procs[s.pid] = e
+        if self.entry_leaders:
+            self._entry_leaders_from_roots()
+
+    def _same_start(self, e: _Entry, start: int | None) -> bool:
+        old = e.vals[_START]
+        if old is None or start is None:
+            return True
+        return abs(old - start) < self.tick_ns  # type: ignore[operator]
+
+    # -- applying raw events ------------------------------------------------
+    def apply(
+        self, head: RawEvent, now: int, thread_events: bool
+    ) -> tuple[Process, EV, int]:
+        """Apply a head and its aggregated children to the process.
+
+        Returns the snapshot after all of them, the EV mask and the
+        ID_CHANGE mask.
+        """
+        pid = head.pid
+        e = self._procs.get(pid)
+        mask = 0
+        id_change = 0
+        chain = [head]
+        if head.agg:
+            chain.extend(head.agg)
+        for raw in chain:
+            kind = raw.kind
+            if kind == RawKind.WAKE_UP_NEW_TASK:
+                e = self._fork(pid, e, raw.task)
+            elif e is None:
+                e = self._procs[pid] = _Entry(pid)
+            elif e.gc is not None and kind != RawKind.EXIT_THREAD:
+                # Activity on a process marked exited: a lost fork of a
+                # reused pid. Start over rather than mix two processes.
+                e = self._procs[pid] = _Entry(pid)
+            task = raw.task
+            is_exit = kind == RawKind.EXIT_THREAD
+            process_exit = is_exit and (not thread_events or raw.tid == pid)
+            if task is not None:
+                self._apply_task(e, task, exiting=is_exit)
+            vals = e.vals
+            if kind == RawKind.EXEC:
+                if raw.exe is not None:
+                    vals[_EXE] = raw.exe
+                if raw.args is not None:
+                    vals[_CMDLINE] = raw.args
+            elif kind == RawKind.EXEC_CONNECTOR:
+                if raw.args is not None:
+                    vals[_CMDLINE] = raw.args
+            elif kind == RawKind.COMM:
+                if raw.comm is not None:
+                    vals[_COMM] = raw.comm
+            elif process_exit:
+                status = task.exit_code if task is not None else None
+                if status is not None:
+                    vals[_EXIT_CODE] = decode_exit_status(status)
+                vals[_EXIT_TIME] = raw.time
+                if e.gc is None:
+                    e.gc = now
+                    self._gc.append((now, pid, e))
+            e.snap = None
+            mask |= EV_OF_KIND.get(kind, 0)
+            id_change |= raw.id_change
+            if self.entry_leaders and kind in (
+                RawKind.WAKE_UP_NEW_TASK,
+                RawKind.EXEC,
+                RawKind.EXEC_CONNECTOR,
+            ):
+                self._entry_leader(e)
+        assert e is not None
+        return e.snapshot(), EV(mask), id_change
+
+    def _fork(
+        self, pid: int, old: _Entry | None, task: RawTask | None
+    ) -> _Entry:
+        start = task.start_time if task is not None else None
+        if old is not None and old.gc is None and self._same_start(old, start):
+            e = old  # already known (scraped after the fork happened)
+        else:
+            e = _Entry(pid)
+            self._procs[pid] = e
+        ppid = task.ppid if task is not None else None
+        parent = self._procs.get(ppid) if ppid is not None else None
+        if parent is not None:
+            pv = parent.vals
+            for i in _INHERIT:
+                if pv[i] is not None:
+                    e.vals[i] = pv[i]
+        e.snap = None
+        return e
+
+    def _apply_task(self, e: _Entry, task: RawTask, *, exiting: bool) -> None:
+        vals = e.vals
+        for name, i in _PLAIN:
+            v = getattr(task, name)
+            if v is not None:
+                vals[i] = v
+        if vals[_START] is None and task.start_time is not None:
+            vals[_START] = task.start_time
+            vals[_ENTITY] = entity_id(
+                vals[_PID], task.start_time, self.tick_ns  # type: ignore[arg-type]
+            )
+        if task.cwd is not None and not exiting:
+            vals[_CWD] = task.cwd
+        env = task.env
+        if env is not None:
+            if self.max_env <= 0:
+                vals[_ENV] = None
+            else:
+                vals[_ENV] = truncate_env(env, self.max_env)
+        e.snap = None
+
+    # -- entry leaders (upstream.md §4.8) ------------------------------------
+    def _entry_leaders_from_roots(self) -> None:
+        children: dict[int, list[int]] = {}
+        roots: list[int] = []
+        for pid, e in self._procs.items():
+            ppid = e.vals[_PPID]
+            if not ppid or ppid not in self._procs:
+                roots.append(pid)
+            else:
+                children.setdefault(ppid, []).append(pid)  # type: ignore[arg-type]
+        queue = deque(sorted(roots))
+        while queue:
+            pid = queue.popleft()
+            self._entry_leader(self._procs[pid])
+            queue.extend(sorted(children.get(pid, ())))
+
+    def _entry_leader(self, e: _Entry) -> None:
+        leader, kind = self._compute_entry_leader(e)
+        vals = e.vals
+        if vals[_EL] != leader or vals[_ELT] != kind:
+            vals[_EL] = leader
+            vals[_ELT] = kind
+            e.snap = None
+
+    def _compute_entry_leader(self, e: _Entry) -> tuple[int | None, int | None]:
+        vals = e.vals
+        pid = vals[_PID]
+        ppid = vals[_PPID]
+        if pid == 1:
+            return 1, ELT.INIT
+        is_sl = vals[_SID] == pid
+        if pid == 2 or ppid == 2:
+            return (pid if is_sl else 2), ELT.KTHREAD  # type: ignore[return-value]
+        tty = _tty_kind(vals[_TTY_MAJ], vals[_TTY_MIN])  # type: ignore[arg-type]
+        name = _basename(vals)
+        if is_sl and (
+            tty == "tty" or (tty == "console" and name == "login")
+        ):
+            return pid, ELT.TERM  # type: ignore[return-value]
+        parent = self._procs.get(ppid) if ppid is not None else None  # type: ignore[arg-type]
+        if parent is None:
+            return None, None
+        p_leader = parent.vals[_EL]
+        p_kind = parent.vals[_ELT]
+        if p_kind is None or p_kind == ELT.UNKNOWN:
+            return None, None
+        if not is_sl:
+            return p_leader, p_kind  # type: ignore[return-value]
+        if name.startswith(
+            ("runc", "containerd-shim", "calico-node", "check-status",
+             "pause", "conmon")
+        ):
+            return p_leader, p_kind  # type: ignore[return-value]
+        pname = _basename(parent.vals)
+        if tty == "pts" and pname == "ssm-session-worker":
+            return pid, ELT.SSM  # type: ignore[return-value]
+        if pname == "sshd" and name != "sshd":
+            return pid, ELT.SSHD  # type: ignore[return-value]
+        if pname.startswith(("containerd-shim", "runc", "conmon")):
+            return pid, ELT.CONTAINER  # type: ignore[return-value]
+        return p_leader, p_kind  # type: ignore[return-value]
+
+
+def _basename(vals: list[object]) -> str:
+    exe = vals[_EXE]
+    if isinstance(exe, str) and exe:
+        return exe.rsplit("/", 1)[-1]
+    comm = vals[_COMM]
+    return comm if isinstance(comm, str) else ""
+
+
+def _tty_kind(major: int | None, minor: int | None) -> str:
+    """upstream ``tty_type``: pts, console, tty or unknown."""
+    if major is None or minor is None:
+        return "unknown"
+    if 136 <= major <= 143:
+        return "pts"
+    if major == 4:
+        if minor <= 63:
+            return "console"
+        if minor <= 255:
+            return "tty"
+    return "unknown"

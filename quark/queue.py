@@ -1,0 +1,294 @@
+"""``quark.Queue``: wires a backend to the engine; driven only by the caller."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import select
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+from quark import procfs as _procfs
+from quark.backends import Backend, get_backend_class
+from quark.engine import AggFn, Engine, Ruleset
+from quark.errors import BackendError, ConfigError, QuarkError
+from quark.events import QQ, Event, Process, QueueAttr, Stats
+from quark.raw.record import StreamWriter
+from quark.raw.types import RawKind
+
+__all__ = ["Queue"]
+
+log = logging.getLogger("quark")
+
+_ATTR_FIELDS = {f.name for f in dataclasses.fields(QueueAttr)}
+_BACKEND_FLAGS = (("ebpf", QQ.EBPF), ("kprobe", QQ.KPROBE))
+
+
+def _backend_order(backend: str | None, flags: QQ) -> list[str]:
+    if backend is not None and backend != "auto":
+        return [backend]
+    if backend == "auto":
+        return [name for name, _ in _BACKEND_FLAGS]
+    names = [name for name, bit in _BACKEND_FLAGS if flags & bit]
+    if not names:
+        raise ConfigError(
+            "no backend: set QQ.EBPF and/or QQ.KPROBE in flags, or pass "
+            "backend="
+        )
+    return names
+
+
+class Queue:
+    """A queue of process events from one backend.
+
+    ``Queue(attr=None, *, backend=None, record=None, ruleset=None,
+    procfs="/proc", **overrides)``: ``overrides`` name :class:`QueueAttr`
+    fields (``flags``, ``max_length``, ``cache_grace_time``, ``hold_time``,
+    ``max_env``); any other keyword is an option of the backend (``path=``
+    for ``backend="replay"``). ``backend`` is ``"auto"`` (EBPF, then KPROBE,
+    logging the fallback), a backend name, or None to follow the backend bits
+    of ``flags``. ``record=FILE`` writes everything the backend delivers (and
+    the scraped processes) as a raw stream that ``backend="replay"`` reads.
+
+    Opening starts the backend listening first, then scrapes /proc, so no
+    process started in between is missed.
+    """
+
+    def __init__(
+        self,
+        attr: QueueAttr | None = None,
+        *,
+        backend: str | None = None,
+        record: str | os.PathLike[str] | None = None,
+        ruleset: Ruleset | None = None,
+        procfs: str = "/proc",
+        **overrides: Any,
+    ) -> None:
+        self._backend: Backend | None = None
+        self._recorder: StreamWriter | None = None
+        self._closed = False
+        attr = dataclasses.replace(attr) if attr is not None else QueueAttr()
+        options = {}
+        for key, value in overrides.items():
+            if key in _ATTR_FIELDS:
+                setattr(attr, key, value)
+            else:
+                options[key] = value
+        try:
+            attr.flags = QQ(attr.flags)
+        except (TypeError, ValueError):
+            raise ConfigError(f"invalid flags {attr.flags!r}") from None
+        if ruleset is not None:
+            attr.ruleset = ruleset
+        self.attr = attr
+        flags = attr.flags
+        self._engine = Engine(
+            max_length=attr.max_length,
+            hold_time=attr.hold_time,
+            cache_grace_time=attr.cache_grace_time,
+            max_env=attr.max_env,
+            min_agg=bool(flags & QQ.MIN_AGG),
+            thread_events=bool(flags & QQ.THREAD_EVENTS),
+            entry_leaders=bool(flags & QQ.ENTRY_LEADER),
+            ruleset=attr.ruleset,
+            tick_ns=1_000_000_000 // _procfs.clock_ticks(),
+        )
+        try:
+            self._backend = self._open_backend(
+                _backend_order(backend, flags), attr, options
+            )
+            if record is not None:
+                self._recorder = StreamWriter(
+                    record, backend=self._backend.name, hold_time=attr.hold_time
+                )
+            seeds = self._backend.seed()
+            if seeds is None:
+                seeds = _procfs.scrape(procfs, max_env=attr.max_env)
+            if self._recorder is not None:
+                for s in seeds:
+                    self._recorder.seed(s)
+            self._engine.seed(seeds)
+            self._poll = select.poll()
+            self._poll.register(self._backend.fileno(), select.POLLIN)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _open_backend(
+        names: list[str], attr: QueueAttr, options: dict[str, Any]
+    ) -> Backend:
+        failures: list[tuple[str, QuarkError]] = []
+        for i, name in enumerate(names):
+            try:
+                cls = get_backend_class(name)
+            except ImportError as e:
+                err: QuarkError = BackendError(
+                    f"backend {name} is not available: {e}"
+                )
+                failures.append((name, err))
+                continue
+            try:
+                backend = cls(attr, **options)
+            except QuarkError as e:
+                failures.append((name, e))
+                if i + 1 < len(names):
+                    log.warning(
+                        "backend %s failed (%s); falling back to %s",
+                        name, e, names[i + 1],
+                    )
+                continue
+            if failures:
+                log.warning(
+                    "using backend %s after: %s", name,
+                    "; ".join(f"{n}: {e}" for n, e in failures),
+                )
+            else:
+                log.info("using backend %s", name)
+            return backend
+        if len(failures) == 1:
+            raise failures[0][1]
+        raise BackendError(
+            "all backends failed: "
+            + "; ".join(f"{n}: {e}" for n, e in failures),
+            errno=failures[-1][1].errno,
+        )
+
+    # -- the driving loop ---------------------------------------------------
+    def _populate(self) -> int:
+        backend = self._require_open()
+        space = self._engine.space()
+        if space <= 0:
+            return 0
+        raws = backend.read(space)
+        rec = self._recorder
+        if rec is not None:
+            for raw in raws:
+                rec.raw(raw)
+            rec.lost(backend.lost())
+        push = self._engine.push
+        for raw in raws:
+            push(raw)
+        return len(raws)
+
+    def get_event(self) -> Event | None:
+        """The next event, or None when nothing is ready now."""
+        backend = self._require_open()
+        engine = self._engine
+        self._populate()
+        ev = engine.pop(backend.now())
+        if ev is None and engine.space() == 0:
+            # Full and nothing due yet cannot last: from 90% full nothing
+            # is held. Still, never stall with records waiting.
+            ev = engine.pop(backend.now())
+        return ev
+
+    def block(self, timeout: float | None = None) -> None:
+        """Wait until :meth:`get_event` may have work, or ``timeout`` s."""
+        backend = self._require_open()
+        now = backend.now()
+        wait: float | None = timeout
+        due = self._engine.next_due()
+        if due is not None:
+            until_due = max(0.0, (due - now) / 1e9)
+            wait = until_due if wait is None else min(wait, until_due)
+        gc = self._engine.cache.next_collection()
+        if gc is not None:
+            until_gc = max(0.0, (gc - now) / 1e9)
+            wait = until_gc if wait is None else min(wait, until_gc)
+        interval = backend.poll_interval()
+        if interval is not None:
+            wait = interval if wait is None else min(wait, interval)
+        if wait is not None and wait <= 0:
+            return
+        ms = None if wait is None else max(1, int(wait * 1000 + 0.999))
+        try:
+            self._poll.poll(ms)
+        except InterruptedError:
+            pass
+
+    def __iter__(self) -> Iterator[Event]:
+        """Events forever, blocking in between; a replay ends at its end."""
+        while True:
+            ev = self.get_event()
+            if ev is not None:
+                yield ev
+                continue
+            backend = self._require_open()
+            if backend.exhausted() and self._engine.length == 0:
+                return
+            self.block()
+
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when get_event may have work."""
+        return self._require_open().fileno()
+
+    # -- cache and stats ----------------------------------------------------
+    def lookup(self, pid: int) -> Process | None:
+        return self._engine.lookup(pid)
+
+    def processes(self) -> Iterator[Process]:
+        """Every cached process, by ascending pid."""
+        return self._engine.processes()
+
+    def stats(self) -> Stats:
+        backend = self._require_open()
+        c = self._engine.counters()
+        return Stats(
+            lost=backend.lost(),
+            decode_errors=backend.decode_errors(),
+            backend=backend.name,
+            skipped_probes=backend.skipped_probes(),
+            **c,
+        )
+
+    @property
+    def backend(self) -> str:
+        """The active backend's name."""
+        return self._require_open().name
+
+    def set_agg_matrix(
+        self, parent: RawKind | int, child: RawKind | int, fn: AggFn | None
+    ) -> None:
+        """Set one cell of the aggregation matrix: ``fn(head, child) ->
+        bool`` decides whether raw event ``child`` merges into ``head``
+        (see :mod:`quark.engine.aggregate`); None turns the pair off."""
+        self._engine.set_agg_matrix(parent, child, fn)
+
+    # -- lifetime -----------------------------------------------------------
+    def _require_open(self) -> Backend:
+        if self._backend is None or self._closed:
+            raise ConfigError("the queue is closed", errno=9)
+        return self._backend
+
+    def close(self) -> None:
+        """Release every kernel resource. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        backend, self._backend = self._backend, None
+        try:
+            if backend is not None:
+                backend.close()
+        finally:
+            if self._recorder is not None:
+                self._recorder.close()
+                self._recorder = None
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+

@@ -1,0 +1,276 @@
+"""The recorded raw-event stream: JSON lines.
+
+Line 1 is the header, every other line one record::
+
+    {"quark": "raw-stream", "version": 1, "clock": "CLOCK_MONOTONIC", ...}
+    {"seed": {"pid": 1, "task": {...}, "exe": "/sbin/init", "args": [...]}}
+    {"raw": {"kind": "EXEC", "time": 123, "pid": 42, "task": {...}, ...}}
+    {"lost": 3}
+    {"now": 456}
+
+- ``seed``: a process found by the /proc scrape at open. Seeds come before
+  the first ``raw``.
+- ``raw``: one raw event (:meth:`quark.raw.RawEvent.to_dict`): ``kind`` is a
+  :class:`quark.raw.RawKind` name; ``time`` ns on CLOCK_MONOTONIC; ``pid`` the
+  tgid, ``tid`` when different; ``task`` the :class:`quark.raw.RawTask`
+  members that are known; ``exe``, ``args``, ``comm``, ``id_change``.
+- ``lost``: the backend's cumulative lost counter, when it changed.
+- ``now``: the consumer's clock at a read, so a replay releases events when
+  the live queue could have (optional).
+
+Strings are JSON strings; bytes that were not UTF-8 are kept as Python's
+surrogate escapes (``\\udcXX``), so they round-trip exactly. Unknown keys are
+ignored (forward compatibility); a wrong version is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import IO, Any
+
+from quark.errors import DecodeError
+from quark.raw.types import RawEvent, RawKind, RawTask, Seed
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Lost",
+    "Now",
+    "StreamReader",
+    "StreamWriter",
+    "decode_raw",
+    "decode_seed",
+]
+
+FORMAT = "raw-stream"
+VERSION = 1
+
+
+class Lost(int):
+    """A cumulative lost counter read from the stream."""
+
+
+class Now(int):
+    """The consumer's clock at a read."""
+
+
+def _task(d: Any, where: str) -> RawTask | None:
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise DecodeError(f"{where}: 'task' must be an object")
+    try:
+        return RawTask.from_dict(d)
+    except TypeError as e:
+        raise DecodeError(f"{where}: {e}") from None
+
+
+def _int(d: dict[str, Any], key: str, where: str, default: Any = ...) -> Any:
+    v = d.get(key, default)
+    if v is ...:
+        raise DecodeError(f"{where}: missing {key!r}")
+    if v is not None and v is not default and (
+        not isinstance(v, int) or isinstance(v, bool)
+    ):
+        raise DecodeError(f"{where}: {key!r} must be an integer, not {v!r}")
+    return v
+
+
+def _strs(v: Any, key: str, where: str) -> tuple[str, ...] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise DecodeError(f"{where}: {key!r} must be a list of strings")
+    return tuple(v)
+
+
+def _str(v: Any, key: str, where: str) -> str | None:
+    if v is not None and not isinstance(v, str):
+        raise DecodeError(f"{where}: {key!r} must be a string")
+    return v
+
+
+def decode_raw(d: Any, where: str = "raw") -> RawEvent:
+    if not isinstance(d, dict):
+        raise DecodeError(f"{where}: a raw record must be an object")
+    kind_name = d.get("kind")
+    try:
+        kind = RawKind[kind_name]
+    except (KeyError, TypeError):
+        raise DecodeError(f"{where}: unknown raw kind {kind_name!r}") from None
+    pid = _int(d, "pid", where)
+    task = _task(d.get("task"), where)
+    if task is not None:
+        for name in RawTask.FIELDS:
+            v = getattr(task, name)
+            if name in ("comm", "cwd", "cgroup"):
+                _str(v, name, where)
+            elif name == "env":
+                _strs(list(v) if v is not None else None, name, where)
+            elif v is not None and (
+                not isinstance(v, int) or isinstance(v, bool)
+            ):
+                raise DecodeError(f"{where}: task.{name} must be an integer")
+    return RawEvent(
+        kind,
+        _int(d, "time", where),
+        pid,
+        _int(d, "tid", where, pid),
+        cpu=_int(d, "cpu", where, None),
+        task=task,
+        exe=_str(d.get("exe"), "exe", where),
+        args=_strs(d.get("args"), "args", where),
+        comm=_str(d.get("comm"), "comm", where),
+        id_change=_int(d, "id_change", where, 0),
+    )
+
+
+def decode_seed(d: Any, where: str = "seed") -> Seed:
+    if not isinstance(d, dict):
+        raise DecodeError(f"{where}: a seed record must be an object")
+    task = _task(d.get("task", {}), where)
+    assert task is not None
+    return Seed(
+        _int(d, "pid", where),
+        task,
+        exe=_str(d.get("exe"), "exe", where),
+        args=_strs(d.get("args"), "args", where),
+    )
+
+
+class StreamReader:
+    """Reads a recorded stream; iteration yields ``Seed``, ``RawEvent``,
+    :class:`Lost` and :class:`Now` items. Errors name the line."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._f: IO[str] = open(  # noqa: SIM115 - closed by close()
+                self.path, encoding="utf-8", errors="surrogateescape"
+            )
+        except OSError as e:
+            raise DecodeError(
+                f"cannot open recorded stream {self.path}: {e.strerror}",
+                errno=e.errno,
+            ) from None
+        self.lineno = 0
+        try:
+            self.header = self._header()
+        except BaseException:
+            self.close()
+            raise
+
+    def _where(self) -> str:
+        return f"{self.path}:{self.lineno}"
+
+    def _header(self) -> dict[str, Any]:
+        line = self._f.readline()
+        self.lineno = 1
+        if not line:
+            raise DecodeError(f"{self._where()}: empty file, no header")
+        try:
+            h = json.loads(line)
+        except ValueError as e:
+            raise DecodeError(f"{self._where()}: header is not JSON: {e}") from None
+        if not isinstance(h, dict) or h.get("quark") != FORMAT:
+            raise DecodeError(
+                f"{self._where()}: not a quark raw stream "
+                f"(header must have \"quark\": \"{FORMAT}\")"
+            )
+        if h.get("version") != VERSION:
+            raise DecodeError(
+                f"{self._where()}: unsupported stream version "
+                f"{h.get('version')!r} (this quark reads {VERSION})"
+            )
+        return h
+
+    def __iter__(self) -> Iterator[Seed | RawEvent | Lost | Now]:
+        while True:
+            item = self.next_item()
+            if item is None:
+                return
+            yield item
+
+    def next_item(self) -> Seed | RawEvent | Lost | Now | None:
+        """The next item, None at the end. A malformed line raises
+        DecodeError naming it; the line is consumed, so reading can go on."""
+        while True:
+            line = self._f.readline()
+            if not line:
+                return None
+            self.lineno += 1
+            if line.strip():
+                break
+        where = self._where()
+        try:
+            d = json.loads(line)
+        except ValueError as e:
+            raise DecodeError(f"{where}: not JSON: {e}") from None
+        if not isinstance(d, dict) or len(d) != 1:
+            raise DecodeError(
+                f"{where}: a record is an object with exactly one key "
+                "(seed, raw, lost or now)"
+            )
+        ((key, value),) = d.items()
+        if key == "raw":
+            return decode_raw(value, where)
+        if key == "seed":
+            return decode_seed(value, where)
+        if key in ("lost", "now"):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise DecodeError(f"{where}: {key!r} must be an integer >= 0")
+            return Lost(value) if key == "lost" else Now(value)
+        raise DecodeError(f"{where}: unknown record type {key!r}")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+
+
+class StreamWriter:
+    """Writes a recorded stream (the header at open)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], **header: Any
+    ) -> None:
+        self.path = os.fspath(path)
+        self._f: IO[str] | None = open(  # noqa: SIM115 - closed by close()
+            self.path, "w", encoding="utf-8"
+        )
+        self._last_lost = 0
+        self._write({"quark": FORMAT, "version": VERSION,
+                     "clock": "CLOCK_MONOTONIC", **header})
+
+    def _write(self, obj: Any) -> None:
+        if self._f is None:
+            raise ValueError("stream writer is closed")
+        self._f.write(_dumps(obj))
+        self._f.write("\n")
+
+    def seed(self, seed: Seed) -> None:
+        self._write({"seed": seed.to_dict()})
+
+    def raw(self, raw: RawEvent) -> None:
+        self._write({"raw": raw.to_dict()})
+
+    def lost(self, total: int) -> None:
+        if total != self._last_lost:
+            self._last_lost = total
+            self._write({"lost": total})
+
+    def now(self, now: int) -> None:
+        self._write({"now": now})
+
+    def flush(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
