@@ -129,7 +129,6 @@ class Engine:
         self._heap: list[tuple[int, RawEvent]] = []
         self._times: set[int] = set()
         self._by_pid: dict[int, list[RawEvent]] = {}
-        self.length = 0
         self.insertions = 0
         self.removals = 0
         self.aggregations = 0
@@ -145,6 +144,10 @@ class Engine:
         for k in (parent, child):
             if not 0 <= int(k) < RAW_NUM_TYPES:
                 raise ConfigError(f"raw kind {k!r} out of range")
+        if int(child) == RawKind.WAKE_UP_NEW_TASK and fn is not None:
+            raise ConfigError(
+                "a fork starts a process: it cannot merge into another event"
+            )
         self.matrix[int(parent)][int(child)] = fn
 
     def _age_table(self) -> list[int]:
@@ -155,11 +158,16 @@ class Engine:
         ]
 
     # -- input ----------------------------------------------------------------
+    @property
+    def length(self) -> int:
+        """Raw events held now."""
+        return self.insertions - self.removals
+
     def space(self) -> int:
-        return self.max_length - self.length
+        return self.max_length - self.insertions + self.removals
 
     def push(self, raw: RawEvent) -> None:
-        if self.length >= self.max_length:
+        if self.insertions - self.removals >= self.max_length:
             raise QueueFull(
                 f"queue full ({self.max_length}): push at most space() events"
             )
@@ -177,7 +185,6 @@ class Engine:
             lst.append(raw)
         else:
             bisect.insort(lst, raw, key=_time_of)
-        self.length += 1
         self.insertions += 1
 
     def push_many(self, raws: Iterable[RawEvent]) -> None:
@@ -207,7 +214,7 @@ class Engine:
             heapq.heappop(heap)
         if not heap:
             return None
-        return heap[0][0] + self._ages[self.length]
+        return heap[0][0] + self._ages[self.insertions - self.removals]
 
     def pop(self, now: int) -> Event | None:
         """Return the next due event, or None when nothing is due at ``now``."""
@@ -220,7 +227,7 @@ class Engine:
             if raw.dead:
                 heapq.heappop(heap)
                 continue
-            if now - t < self._ages[self.length]:
+            if now - t < self._ages[self.insertions - self.removals]:
                 return None
             heapq.heappop(heap)
             ev = self._release(raw, now)
@@ -257,7 +264,6 @@ class Engine:
             del self._by_pid[pid]
         else:
             del lst[:i]
-        self.length -= i
         self.removals += i
         if i > 1:
             self.aggregations += 1

@@ -7,11 +7,12 @@ changed since the last one.
 
 from __future__ import annotations
 
-import base64
+from binascii import b2a_base64
 import os.path
 import struct
 from collections import deque
 from collections.abc import Iterator
+from operator import attrgetter
 
 from quark.events import ELT, EV, Process
 from quark.raw.types import RawEvent, RawKind, RawTask, Seed
@@ -39,38 +40,53 @@ _TTY_MAJ = _F["tty_major"]
 _TTY_MIN = _F["tty_minor"]
 _NFIELDS = len(Process.FIELDS)
 
-# RawTask members copied as they are (when not None) onto the process.
-_PLAIN = tuple(
-    (name, _F[name])
-    for name in (
-        "cap_inheritable", "cap_permitted", "cap_effective", "cap_bset",
-        "cap_ambient", "ppid", "uid", "gid", "suid", "sgid", "euid", "egid",
-        "pgid", "sid", "tty_major", "tty_minor",
-        "uts_inonum", "ipc_inonum", "mnt_inonum", "net_inonum", "comm",
-        "cgroup",
-    )
-)  # fmt: skip
+# RawTask members copied as they are (when not None) onto the process: two
+# runs that are contiguous in Process.FIELDS (so a task that carries them all,
+# the common case, is copied with two slice assignments), then comm, cgroup.
+_RUN1 = ("ppid", "uid", "gid", "suid", "sgid", "euid", "egid", "pgid",
+         "sid", "cap_inheritable", "cap_permitted", "cap_effective",
+         "cap_bset", "cap_ambient")
+_RUN2 = ("tty_major", "tty_minor", "uts_inonum", "ipc_inonum",
+         "mnt_inonum", "net_inonum")
+_R1 = _F[_RUN1[0]]
+_R2 = _F[_RUN2[0]]
+assert Process.FIELDS[_R1 : _R1 + len(_RUN1)] == _RUN1
+assert Process.FIELDS[_R2 : _R2 + len(_RUN2)] == _RUN2
+_N1 = len(_RUN1)
+_N12 = _N1 + len(_RUN2)
+_PLAIN = _RUN1 + _RUN2
+_PLAIN_IDX = tuple(_F[name] for name in _PLAIN)
+_plain_values = attrgetter(*_PLAIN)
 
 # What a child inherits from its parent at fork: true of the child at that
 # instant (same image, argv, environment memory, cwd and, barring
 # CLONE_INTO_CGROUP, cgroup); the fork's own task data then overrides.
 _INHERIT = (_COMM, _EXE, _CMDLINE, _CWD, _CGROUP, _ENV, _POISON)
 
-EV_OF_KIND: dict[int, EV] = {
-    RawKind.WAKE_UP_NEW_TASK: EV.FORK,
-    RawKind.EXEC: EV.EXEC,
-    RawKind.EXEC_CONNECTOR: EV.EXEC,
-    RawKind.EXIT_THREAD: EV.EXIT,
-    RawKind.ID_CHANGE: EV.ID_CHANGE,
-    RawKind.COMM: EV.SETPROCTITLE,
-    RawKind.SOCK_CONN: EV.SOCK_CONN_ESTABLISHED,
-    RawKind.PACKET: EV.PACKET,
-    RawKind.FILE: EV.FILE,
-    RawKind.PTRACE: EV.PTRACE,
-    RawKind.MODULE_LOAD: EV.MODULE_LOAD,
-    RawKind.SHM: EV.SHM,
-    RawKind.TTY: EV.TTY,
+EV_OF_KIND: dict[int, int] = {
+    RawKind.WAKE_UP_NEW_TASK: int(EV.FORK),
+    RawKind.EXEC: int(EV.EXEC),
+    RawKind.EXEC_CONNECTOR: int(EV.EXEC),
+    RawKind.EXIT_THREAD: int(EV.EXIT),
+    RawKind.ID_CHANGE: int(EV.ID_CHANGE),
+    RawKind.COMM: int(EV.SETPROCTITLE),
+    RawKind.SOCK_CONN: int(EV.SOCK_CONN_ESTABLISHED),
+    RawKind.PACKET: int(EV.PACKET),
+    RawKind.FILE: int(EV.FILE),
+    RawKind.PTRACE: int(EV.PTRACE),
+    RawKind.MODULE_LOAD: int(EV.MODULE_LOAD),
+    RawKind.SHM: int(EV.SHM),
+    RawKind.TTY: int(EV.TTY),
 }
+
+_EV_CACHE: dict[int, EV] = {}
+_EV_OF_KIND_INT = [EV_OF_KIND.get(k, 0) for k in range(len(RawKind))]
+_K_FORK = int(RawKind.WAKE_UP_NEW_TASK)
+_K_EXEC = int(RawKind.EXEC)
+_K_EXEC_CONNECTOR = int(RawKind.EXEC_CONNECTOR)
+_K_EXIT = int(RawKind.EXIT_THREAD)
+_K_COMM = int(RawKind.COMM)
+_LEADER_KINDS = frozenset({_K_FORK, _K_EXEC, _K_EXEC_CONNECTOR})
 
 PROCESS_KINDS = frozenset(
     {
@@ -94,6 +110,9 @@ def decode_exit_status(status: int) -> int:
     return (status >> 8) & 0xFF
 
 
+_PACK_ID = struct.Struct("<IQ").pack
+
+
 def entity_id(pid: int, start_time: int, tick_ns: int) -> str:
     """ECS ``process.entity_id``: base64 of ``le32(pid) || le64(start)``.
 
@@ -102,12 +121,16 @@ def entity_id(pid: int, start_time: int, tick_ns: int) -> str:
     event or by the /proc scrape, across restarts of the agent.
     """
     start = start_time - start_time % tick_ns if tick_ns > 0 else start_time
-    raw = struct.pack("<IQ", pid & 0xFFFFFFFF, start & 0xFFFFFFFFFFFFFFFF)
-    return base64.b64encode(raw).decode("ascii")
+    raw = _PACK_ID(pid & 0xFFFFFFFF, start & 0xFFFFFFFFFFFFFFFF)
+    return b2a_base64(raw, newline=False).decode("ascii")
 
 
 def truncate_env(env: tuple[str, ...], max_env: int) -> tuple[str, ...]:
     """Keep whole ``NAME=value`` entries while the NUL-separated size fits."""
+    # A character is at most 4 bytes in UTF-8 (1 for surrogate escapes):
+    # most environments fit without encoding anything.
+    if (sum(map(len, env)) + len(env)) * 4 <= max_env:
+        return env
     out: list[str] = []
     used = 0
     for item in env:
@@ -236,55 +259,62 @@ class ProcessCache:
         e = self._procs.get(pid)
         mask = 0
         id_change = 0
-        chain = [head]
-        if head.agg:
-            chain.extend(head.agg)
+        agg = head.agg
+        kind = head.kind
+        if kind == _K_FORK:
+            e = self._fork(pid, e, head.task)
+        elif e is None:
+            e = self._procs[pid] = _Entry(pid)
+        elif e.gc is not None and kind != _K_EXIT:
+            # Activity on a process marked exited: a lost fork of a reused
+            # pid. Start over rather than mix two processes.
+            e = self._procs[pid] = _Entry(pid)
+        # A FORK is never a child (no matrix column for it), so the entry is
+        # settled by the head. The plain task fields of the last task win:
+        # when that task carries them all, apply them once, not per raw.
+        chain = (head, *agg) if agg else (head,)
+        last = chain[-1].task
+        plain_once = last is not None and None not in _plain_values(last)
+        if plain_once:
+            _apply_plain(e.vals, _plain_values(last))  # type: ignore[arg-type]
         for raw in chain:
             kind = raw.kind
-            if kind == RawKind.WAKE_UP_NEW_TASK:
-                e = self._fork(pid, e, raw.task)
-            elif e is None:
-                e = self._procs[pid] = _Entry(pid)
-            elif e.gc is not None and kind != RawKind.EXIT_THREAD:
-                # Activity on a process marked exited: a lost fork of a
-                # reused pid. Start over rather than mix two processes.
-                e = self._procs[pid] = _Entry(pid)
             task = raw.task
-            is_exit = kind == RawKind.EXIT_THREAD
-            process_exit = is_exit and (not thread_events or raw.tid == pid)
             if task is not None:
-                self._apply_task(e, task, exiting=is_exit)
+                self._apply_task(
+                    e, task, exiting=kind == _K_EXIT, plain=not plain_once
+                )
             vals = e.vals
-            if kind == RawKind.EXEC:
+            if kind == _K_EXEC:
                 if raw.exe is not None:
                     vals[_EXE] = raw.exe
                 if raw.args is not None:
                     vals[_CMDLINE] = raw.args
-            elif kind == RawKind.EXEC_CONNECTOR:
-                if raw.args is not None:
-                    vals[_CMDLINE] = raw.args
-            elif kind == RawKind.COMM:
+            elif kind == _K_EXIT:
+                if not thread_events or raw.tid == pid:
+                    status = task.exit_code if task is not None else None
+                    if status is not None:
+                        vals[_EXIT_CODE] = decode_exit_status(status)
+                    vals[_EXIT_TIME] = raw.time
+                    if e.gc is None:
+                        e.gc = now
+                        self._gc.append((now, pid, e))
+            elif kind == _K_COMM:
                 if raw.comm is not None:
                     vals[_COMM] = raw.comm
-            elif process_exit:
-                status = task.exit_code if task is not None else None
-                if status is not None:
-                    vals[_EXIT_CODE] = decode_exit_status(status)
-                vals[_EXIT_TIME] = raw.time
-                if e.gc is None:
-                    e.gc = now
-                    self._gc.append((now, pid, e))
+            elif kind == _K_EXEC_CONNECTOR:
+                if raw.args is not None:
+                    vals[_CMDLINE] = raw.args
             e.snap = None
-            mask |= EV_OF_KIND.get(kind, 0)
+            mask |= _EV_OF_KIND_INT[kind]
             id_change |= raw.id_change
-            if self.entry_leaders and kind in (
-                RawKind.WAKE_UP_NEW_TASK,
-                RawKind.EXEC,
-                RawKind.EXEC_CONNECTOR,
-            ):
+            if self.entry_leaders and kind in _LEADER_KINDS:
                 self._entry_leader(e)
         assert e is not None
-        return e.snapshot(), EV(mask), id_change
+        ev = _EV_CACHE.get(mask)
+        if ev is None:
+            ev = _EV_CACHE[mask] = EV(mask)
+        return e.snapshot(), ev, id_change
 
     def _fork(
         self, pid: int, old: _Entry | None, task: RawTask | None
@@ -305,12 +335,16 @@ class ProcessCache:
         e.snap = None
         return e
 
-    def _apply_task(self, e: _Entry, task: RawTask, *, exiting: bool) -> None:
+    def _apply_task(
+        self, e: _Entry, task: RawTask, *, exiting: bool, plain: bool = True
+    ) -> None:
         vals = e.vals
-        for name, i in _PLAIN:
-            v = getattr(task, name)
-            if v is not None:
-                vals[i] = v
+        if plain:
+            _apply_plain(vals, _plain_values(task))
+        if task.comm is not None:
+            vals[_COMM] = task.comm
+        if task.cgroup is not None:
+            vals[_CGROUP] = task.cgroup
         if vals[_START] is None and task.start_time is not None:
             vals[_START] = task.start_time
             vals[_ENTITY] = entity_id(
@@ -387,6 +421,16 @@ class ProcessCache:
         if pname.startswith(("containerd-shim", "runc", "conmon")):
             return pid, ELT.CONTAINER  # type: ignore[return-value]
         return p_leader, p_kind  # type: ignore[return-value]
+
+
+def _apply_plain(vals: list[object], new: tuple[object, ...]) -> None:
+    if None not in new:
+        vals[_R1 : _R1 + _N1] = new[:_N1]
+        vals[_R2 : _R2 + _N12 - _N1] = new[_N1:]
+    else:
+        for i, v in zip(_PLAIN_IDX, new):
+            if v is not None:
+                vals[i] = v
 
 
 def _basename(vals: list[object]) -> str:
