@@ -1,4 +1,6 @@
-"""quark: Linux process telemetry (a Python re-implementation of Elastic's quark).
+"""quark: Linux process telemetry.
+
+A Python re-implementation of Elastic's quark.
 
 See ``quark.errors`` for the exception tree and README.md for the API.
 """
@@ -14,7 +16,16 @@ from quark.errors import (
     QuarkError,
     RuleError,
 )
-from quark.events import ELT, EV, ID_CHANGE, QQ, Event, Process, QueueAttr, Stats
+from quark.events import (
+    ELT,
+    EV,
+    ID_CHANGE,
+    QQ,
+    Event,
+    Process,
+    QueueAttr,
+    Stats,
+)
 from quark.queue import Queue
 from quark.raw.types import RawKind
 

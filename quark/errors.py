@@ -60,7 +60,11 @@ class QuarkError(OSError):
     def __reduce__(self) -> tuple[object, ...]:
         # Subclasses take other keyword arguments: rebuild through the base
         # initializer, then restore their attributes from __dict__.
-        return (_rebuild, (type(self), self.message, self.errno), self.__dict__)
+        return (
+            _rebuild,
+            (type(self), self.message, self.errno),
+            self.__dict__,
+        )
 
 
 def _rebuild(
@@ -120,7 +124,9 @@ class RuleError(QuarkError, ValueError):
 
     default_errno = _errno.EINVAL
 
-    def __init__(self, message: str, *, line: int = 0, column: int = 0) -> None:
+    def __init__(
+        self, message: str, *, line: int = 0, column: int = 0
+    ) -> None:
         where = f" at line {line} column {column}" if line else ""
         super().__init__(message + where)
         self.line = line

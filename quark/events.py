@@ -64,7 +64,7 @@ class EV(enum.IntFlag):
     TTY = 1 << 13
 
 
-class ID_CHANGE(enum.IntFlag):  # noqa: N801 - upstream's name
+class ID_CHANGE(enum.IntFlag):
     """Bits of ``Event.id_change`` (upstream ``QUARK_ID_CHANGE_*``)."""
 
     SETSID = 1 << 0
@@ -110,7 +110,8 @@ class _Record:
         _slot_set(
             self,
             tuple(
-                _freeze(values.get(name)) if name in listy
+                _freeze(values.get(name))
+                if name in listy
                 else values.get(name)
                 for name in self._fields
             ),
@@ -143,7 +144,7 @@ class _Record:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self._v == other._v  # type: ignore[attr-defined, no-any-return]
+        return bool(self._v == other._v)
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._v))
@@ -160,7 +161,7 @@ class _Record:
         return (type(self)._make, (self._v,))
 
 
-_slot_set = _Record._v.__set__  # type: ignore[attr-defined]
+_slot_set = _Record.__dict__["_v"].__set__
 
 
 def _freeze(value: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -182,7 +183,9 @@ def _getter(i: int) -> property:
     return property(get)
 
 
-def _install(cls: type[_Record], fields: tuple[str, ...], listy: set[str]) -> None:
+def _install(
+    cls: type[_Record], fields: tuple[str, ...], listy: set[str]
+) -> None:
     cls._fields = fields
     cls._index = {name: i for i, name in enumerate(fields)}
     cls._listy = frozenset(listy)

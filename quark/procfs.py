@@ -141,9 +141,7 @@ def _read_env(path: str, max_env: int) -> tuple[str, ...] | None:
     return _split_nul(data)
 
 
-def scrape_pid(
-    root: str, pid: int, *, max_env: int, hz: int
-) -> Seed | None:
+def scrape_pid(root: str, pid: int, *, max_env: int, hz: int) -> Seed | None:
     """One process, or None if it vanished or is not readable."""
     d = f"{root}/{pid}"
     try:

@@ -1,4 +1,4 @@
-"""``quark.Queue``: wires a backend to the engine; driven only by the caller."""
+"""``quark.Queue``: wires a backend to the engine; driven by the caller."""
 
 from __future__ import annotations
 
@@ -101,7 +101,9 @@ class Queue:
             )
             if record is not None:
                 self._recorder = StreamWriter(
-                    record, backend=self._backend.name, hold_time=attr.hold_time
+                    record,
+                    backend=self._backend.name,
+                    hold_time=attr.hold_time,
                 )
             seeds = self._backend.seed()
             if seeds is None:
@@ -137,12 +139,15 @@ class Queue:
                 if i + 1 < len(names):
                     log.warning(
                         "backend %s failed (%s); falling back to %s",
-                        name, e, names[i + 1],
+                        name,
+                        e,
+                        names[i + 1],
                     )
                 continue
             if failures:
                 log.warning(
-                    "using backend %s after: %s", name,
+                    "using backend %s after: %s",
+                    name,
                     "; ".join(f"{n}: {e}" for n, e in failures),
                 )
             else:
@@ -291,4 +296,3 @@ class Queue:
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self.close()
-

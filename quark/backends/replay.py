@@ -41,9 +41,13 @@ class ReplayBackend(Backend):
         **options: object,
     ) -> None:
         if path is None:
-            raise ConfigError('backend="replay" needs path= (a recorded stream)')
+            raise ConfigError(
+                'backend="replay" needs path= (a recorded stream)'
+            )
         if errors not in ("raise", "count"):
-            raise ConfigError(f"errors must be 'raise' or 'count', not {errors!r}")
+            raise ConfigError(
+                f"errors must be 'raise' or 'count', not {errors!r}"
+            )
         if options:
             raise ConfigError(
                 f"unknown option(s) for the replay backend: {sorted(options)}"

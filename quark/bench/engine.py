@@ -61,7 +61,11 @@ def generate(n: int, seed: int = 1) -> list[RawEvent]:
             et.env = env
             out.append(
                 RawEvent(
-                    K.EXEC, t + 20_000, pid, task=et, exe="/usr/bin/true",
+                    K.EXEC,
+                    t + 20_000,
+                    pid,
+                    task=et,
+                    exe="/usr/bin/true",
                     args=("true", "--flag", f"arg{pid}"),
                 )
             )
@@ -73,7 +77,11 @@ def generate(n: int, seed: int = 1) -> list[RawEvent]:
             et.comm = "server"
             out.append(
                 RawEvent(
-                    K.EXEC, t + 30_000, pid, task=et, exe="/usr/sbin/server",
+                    K.EXEC,
+                    t + 30_000,
+                    pid,
+                    task=et,
+                    exe="/usr/sbin/server",
                     args=("server", "-c", "/etc/server.conf"),
                 )
             )
@@ -86,8 +94,9 @@ def generate(n: int, seed: int = 1) -> list[RawEvent]:
             idt = _task(rng, parent, 0)
             idt.uid = idt.euid = idt.suid = 0
             out.append(
-                RawEvent(K.ID_CHANGE, t + 70_000, victim, task=idt,
-                         id_change=2)
+                RawEvent(
+                    K.ID_CHANGE, t + 70_000, victim, task=idt, id_change=2
+                )
             )
     out.sort(key=lambda r: r.time)
     return out[:n]

@@ -217,7 +217,7 @@ class Engine:
         return heap[0][0] + self._ages[self.insertions - self.removals]
 
     def pop(self, now: int) -> Event | None:
-        """Return the next due event, or None when nothing is due at ``now``."""
+        """The next due event, or None when nothing is due at ``now``."""
         cache = self.cache
         if cache._gc:
             cache.collect(now)
@@ -272,6 +272,7 @@ class Engine:
         return self._convert(head, now)
 
     def _convert(self, head: RawEvent, now: int) -> Event | None:
+        proc: Process | None
         if head.kind in PROCESS_KINDS:
             proc, mask, idc = self.cache.apply(head, now, self.thread_events)
         else:
@@ -293,7 +294,7 @@ class Engine:
                 return None
         return event
 
-    # -- queries ----------------------------------------------------------------
+    # -- queries ------------------------------------------------------------
     def lookup(self, pid: int) -> Process | None:
         return self.cache.lookup(pid)
 

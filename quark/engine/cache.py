@@ -7,12 +7,12 @@ changed since the last one.
 
 from __future__ import annotations
 
-from binascii import b2a_base64
-import os.path
 import struct
+from binascii import b2a_base64
 from collections import deque
 from collections.abc import Iterator
 from operator import attrgetter
+from typing import Any
 
 from quark.events import ELT, EV, Process
 from quark.raw.types import RawEvent, RawKind, RawTask, Seed
@@ -43,11 +43,30 @@ _NFIELDS = len(Process.FIELDS)
 # RawTask members copied as they are (when not None) onto the process: two
 # runs that are contiguous in Process.FIELDS (so a task that carries them all,
 # the common case, is copied with two slice assignments), then comm, cgroup.
-_RUN1 = ("ppid", "uid", "gid", "suid", "sgid", "euid", "egid", "pgid",
-         "sid", "cap_inheritable", "cap_permitted", "cap_effective",
-         "cap_bset", "cap_ambient")
-_RUN2 = ("tty_major", "tty_minor", "uts_inonum", "ipc_inonum",
-         "mnt_inonum", "net_inonum")
+_RUN1 = (
+    "ppid",
+    "uid",
+    "gid",
+    "suid",
+    "sgid",
+    "euid",
+    "egid",
+    "pgid",
+    "sid",
+    "cap_inheritable",
+    "cap_permitted",
+    "cap_effective",
+    "cap_bset",
+    "cap_ambient",
+)
+_RUN2 = (
+    "tty_major",
+    "tty_minor",
+    "uts_inonum",
+    "ipc_inonum",
+    "mnt_inonum",
+    "net_inonum",
+)
 _R1 = _F[_RUN1[0]]
 _R2 = _F[_RUN2[0]]
 assert Process.FIELDS[_R1 : _R1 + len(_RUN1)] == _RUN1
@@ -134,7 +153,7 @@ def truncate_env(env: tuple[str, ...], max_env: int) -> tuple[str, ...]:
     out: list[str] = []
     used = 0
     for item in env:
-        size = len(os.fsencode(item)) + 1
+        size = len(item.encode("utf-8", "surrogateescape")) + 1
         if used + size > max_env:
             break
         out.append(item)
@@ -146,7 +165,7 @@ class _Entry:
     __slots__ = ("gc", "snap", "vals")
 
     def __init__(self, pid: int) -> None:
-        self.vals: list[object] = [None] * _NFIELDS
+        self.vals: list[Any] = [None] * _NFIELDS
         self.vals[_PID] = pid
         self.snap: Process | None = None
         self.gc: int | None = None  # time of the exit mark
@@ -193,7 +212,7 @@ class ProcessCache:
 
     def poison_tag(self, pid: int) -> int | None:
         e = self._procs.get(pid)
-        return None if e is None else e.vals[_POISON]  # type: ignore[return-value]
+        return None if e is None else e.vals[_POISON]
 
     def set_poison(self, pid: int, tag: int | None) -> Process | None:
         e = self._procs.get(pid)
@@ -244,7 +263,7 @@ class ProcessCache:
         old = e.vals[_START]
         if old is None or start is None:
             return True
-        return abs(old - start) < self.tick_ns  # type: ignore[operator]
+        return bool(abs(old - start) < self.tick_ns)
 
     # -- applying raw events ------------------------------------------------
     def apply(
@@ -276,7 +295,7 @@ class ProcessCache:
         last = chain[-1].task
         plain_once = last is not None and None not in _plain_values(last)
         if plain_once:
-            _apply_plain(e.vals, _plain_values(last))  # type: ignore[arg-type]
+            _apply_plain(e.vals, _plain_values(last))
         for raw in chain:
             kind = raw.kind
             task = raw.task
@@ -290,21 +309,19 @@ class ProcessCache:
                     vals[_EXE] = raw.exe
                 if raw.args is not None:
                     vals[_CMDLINE] = raw.args
-            elif kind == _K_EXIT:
-                if not thread_events or raw.tid == pid:
-                    status = task.exit_code if task is not None else None
-                    if status is not None:
-                        vals[_EXIT_CODE] = decode_exit_status(status)
-                    vals[_EXIT_TIME] = raw.time
-                    if e.gc is None:
-                        e.gc = now
-                        self._gc.append((now, pid, e))
+            elif kind == _K_EXIT and (not thread_events or raw.tid == pid):
+                status = task.exit_code if task is not None else None
+                if status is not None:
+                    vals[_EXIT_CODE] = decode_exit_status(status)
+                vals[_EXIT_TIME] = raw.time
+                if e.gc is None:
+                    e.gc = now
+                    self._gc.append((now, pid, e))
             elif kind == _K_COMM:
                 if raw.comm is not None:
                     vals[_COMM] = raw.comm
-            elif kind == _K_EXEC_CONNECTOR:
-                if raw.args is not None:
-                    vals[_CMDLINE] = raw.args
+            elif kind == _K_EXEC_CONNECTOR and raw.args is not None:
+                vals[_CMDLINE] = raw.args
             e.snap = None
             mask |= _EV_OF_KIND_INT[kind]
             id_change |= raw.id_change
@@ -348,7 +365,9 @@ class ProcessCache:
         if vals[_START] is None and task.start_time is not None:
             vals[_START] = task.start_time
             vals[_ENTITY] = entity_id(
-                vals[_PID], task.start_time, self.tick_ns  # type: ignore[arg-type]
+                vals[_PID],
+                task.start_time,
+                self.tick_ns,
             )
         if task.cwd is not None and not exiting:
             vals[_CWD] = task.cwd
@@ -369,7 +388,7 @@ class ProcessCache:
             if not ppid or ppid not in self._procs:
                 roots.append(pid)
             else:
-                children.setdefault(ppid, []).append(pid)  # type: ignore[arg-type]
+                children.setdefault(ppid, []).append(pid)
         queue = deque(sorted(roots))
         while queue:
             pid = queue.popleft()
@@ -384,7 +403,9 @@ class ProcessCache:
             vals[_ELT] = kind
             e.snap = None
 
-    def _compute_entry_leader(self, e: _Entry) -> tuple[int | None, int | None]:
+    def _compute_entry_leader(
+        self, e: _Entry
+    ) -> tuple[int | None, int | None]:
         vals = e.vals
         pid = vals[_PID]
         ppid = vals[_PPID]
@@ -392,14 +413,12 @@ class ProcessCache:
             return 1, ELT.INIT
         is_sl = vals[_SID] == pid
         if pid == 2 or ppid == 2:
-            return (pid if is_sl else 2), ELT.KTHREAD  # type: ignore[return-value]
-        tty = _tty_kind(vals[_TTY_MAJ], vals[_TTY_MIN])  # type: ignore[arg-type]
+            return (pid if is_sl else 2), ELT.KTHREAD
+        tty = _tty_kind(vals[_TTY_MAJ], vals[_TTY_MIN])
         name = _basename(vals)
-        if is_sl and (
-            tty == "tty" or (tty == "console" and name == "login")
-        ):
-            return pid, ELT.TERM  # type: ignore[return-value]
-        parent = self._procs.get(ppid) if ppid is not None else None  # type: ignore[arg-type]
+        if is_sl and (tty == "tty" or (tty == "console" and name == "login")):
+            return pid, ELT.TERM
+        parent = self._procs.get(ppid) if ppid is not None else None
         if parent is None:
             return None, None
         p_leader = parent.vals[_EL]
@@ -407,33 +426,39 @@ class ProcessCache:
         if p_kind is None or p_kind == ELT.UNKNOWN:
             return None, None
         if not is_sl:
-            return p_leader, p_kind  # type: ignore[return-value]
+            return p_leader, p_kind
         if name.startswith(
-            ("runc", "containerd-shim", "calico-node", "check-status",
-             "pause", "conmon")
+            (
+                "runc",
+                "containerd-shim",
+                "calico-node",
+                "check-status",
+                "pause",
+                "conmon",
+            )
         ):
-            return p_leader, p_kind  # type: ignore[return-value]
+            return p_leader, p_kind
         pname = _basename(parent.vals)
         if tty == "pts" and pname == "ssm-session-worker":
-            return pid, ELT.SSM  # type: ignore[return-value]
+            return pid, ELT.SSM
         if pname == "sshd" and name != "sshd":
-            return pid, ELT.SSHD  # type: ignore[return-value]
+            return pid, ELT.SSHD
         if pname.startswith(("containerd-shim", "runc", "conmon")):
-            return pid, ELT.CONTAINER  # type: ignore[return-value]
-        return p_leader, p_kind  # type: ignore[return-value]
+            return pid, ELT.CONTAINER
+        return p_leader, p_kind
 
 
-def _apply_plain(vals: list[object], new: tuple[object, ...]) -> None:
+def _apply_plain(vals: list[Any], new: tuple[Any, ...]) -> None:
     if None not in new:
         vals[_R1 : _R1 + _N1] = new[:_N1]
         vals[_R2 : _R2 + _N12 - _N1] = new[_N1:]
     else:
-        for i, v in zip(_PLAIN_IDX, new):
+        for i, v in zip(_PLAIN_IDX, new, strict=False):
             if v is not None:
                 vals[i] = v
 
 
-def _basename(vals: list[object]) -> str:
+def _basename(vals: list[Any]) -> str:
     exe = vals[_EXE]
     if isinstance(exe, str) and exe:
         return exe.rsplit("/", 1)[-1]

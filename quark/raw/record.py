@@ -71,8 +71,10 @@ def _int(d: dict[str, Any], key: str, where: str, default: Any = ...) -> Any:
     v = d.get(key, default)
     if v is ...:
         raise DecodeError(f"{where}: missing {key!r}")
-    if v is not None and v is not default and (
-        not isinstance(v, int) or isinstance(v, bool)
+    if (
+        v is not None
+        and v is not default
+        and (not isinstance(v, int) or isinstance(v, bool))
     ):
         raise DecodeError(f"{where}: {key!r} must be an integer, not {v!r}")
     return v
@@ -97,7 +99,9 @@ def decode_raw(d: Any, where: str = "raw") -> RawEvent:
         raise DecodeError(f"{where}: a raw record must be an object")
     kind_name = d.get("kind")
     try:
-        kind = RawKind[kind_name]
+        kind = RawKind[str(kind_name)] if isinstance(kind_name, str) else None
+        if kind is None:
+            raise KeyError(kind_name)
     except (KeyError, TypeError):
         raise DecodeError(f"{where}: unknown raw kind {kind_name!r}") from None
     pid = _int(d, "pid", where)
@@ -173,11 +177,13 @@ class StreamReader:
         try:
             h = json.loads(line)
         except ValueError as e:
-            raise DecodeError(f"{self._where()}: header is not JSON: {e}") from None
+            raise DecodeError(
+                f"{self._where()}: header is not JSON: {e}"
+            ) from None
         if not isinstance(h, dict) or h.get("quark") != FORMAT:
             raise DecodeError(
                 f"{self._where()}: not a quark raw stream "
-                f"(header must have \"quark\": \"{FORMAT}\")"
+                f'(header must have "quark": "{FORMAT}")'
             )
         if h.get("version") != VERSION:
             raise DecodeError(
@@ -219,7 +225,11 @@ class StreamReader:
         if key == "seed":
             return decode_seed(value, where)
         if key in ("lost", "now"):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < 0
+            ):
                 raise DecodeError(f"{where}: {key!r} must be an integer >= 0")
             return Lost(value) if key == "lost" else Now(value)
         raise DecodeError(f"{where}: unknown record type {key!r}")
@@ -235,16 +245,20 @@ def _dumps(obj: Any) -> str:
 class StreamWriter:
     """Writes a recorded stream (the header at open)."""
 
-    def __init__(
-        self, path: str | os.PathLike[str], **header: Any
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], **header: Any) -> None:
         self.path = os.fspath(path)
         self._f: IO[str] | None = open(  # noqa: SIM115 - closed by close()
             self.path, "w", encoding="utf-8"
         )
         self._last_lost = 0
-        self._write({"quark": FORMAT, "version": VERSION,
-                     "clock": "CLOCK_MONOTONIC", **header})
+        self._write(
+            {
+                "quark": FORMAT,
+                "version": VERSION,
+                "clock": "CLOCK_MONOTONIC",
+                **header,
+            }
+        )
 
     def _write(self, obj: Any) -> None:
         if self._f is None:

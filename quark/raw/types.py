@@ -108,9 +108,7 @@ class RawTask:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RawTask):
             return NotImplemented
-        return all(
-            getattr(self, n) == getattr(other, n) for n in self.FIELDS
-        )
+        return all(getattr(self, n) == getattr(other, n) for n in self.FIELDS)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -22,7 +22,7 @@ __all__ = ["CASES", "Case", "NotApplicable", "case", "load_cases"]
 BACKEND_NAMES = ("ebpf", "kprobe")
 
 
-class NotApplicable(Exception):  # noqa: N818 - reads better at call sites
+class NotApplicable(Exception):
     """The case does not apply here; the message says why."""
 
 
