@@ -298,6 +298,12 @@ class Stats:
     ``lost`` counts raw events the kernel produced that never reached the
     engine (ring overruns, failed reservations, undecodable records);
     ``decode_errors`` the part of them that arrived but could not be decoded.
+    ``late`` counts raw events that arrived after a newer event had already
+    been delivered; they are stamped just after it, so ``Event.time`` never
+    decreases. ``length`` is the number of raw events held now,
+    ``cache_size`` the number of cached processes, ``dropped_by_rules`` the
+    events a ruleset dropped, ``skipped_probes`` the optional kernel hooks
+    that could not attach, each with its reason.
     """
 
     insertions: int = 0
@@ -312,6 +318,7 @@ class Stats:
     cache_size: int = 0
     decode_errors: int = 0
     dropped_by_rules: int = 0
+    late: int = 0
     skipped_probes: tuple[str, ...] = ()
 
 

@@ -134,6 +134,8 @@ class Engine:
         self.aggregations = 0
         self.non_aggregations = 0
         self.dropped_by_rules = 0
+        self.late = 0
+        self._released = -1  # time of the last released head
         self._ages = self._age_table()
 
     # -- configuration -------------------------------------------------------
@@ -172,6 +174,13 @@ class Engine:
                 f"queue full ({self.max_length}): push at most space() events"
             )
         t = raw.time
+        if t <= self._released:
+            # Older than an event already delivered (a ring that lagged
+            # beyond the hold time): delivering it with its own time would
+            # break the non-decreasing order users rely on. Stamp it just
+            # after the last delivered one, and count it.
+            t = self._released + 1
+            self.late += 1
         times = self._times
         while t in times:
             t += 1
@@ -240,6 +249,7 @@ class Engine:
             yield ev
 
     def _release(self, head: RawEvent, now: int) -> Event | None:
+        self._released = head.time
         self._times.discard(head.time)
         pid = head.pid
         lst = self._by_pid[pid]
@@ -312,6 +322,7 @@ class Engine:
             "max_length": self.max_length,
             "cache_size": len(self.cache),
             "dropped_by_rules": self.dropped_by_rules,
+            "late": self.late,
         }
 
 
