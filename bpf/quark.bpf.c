@@ -1,0 +1,567 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * quark's BPF probes: process events from tracepoints only, so that they run
+ * on kernels without kprobes or fentry (see docs: platform facts).
+ *
+ * Every program exists twice: tp_btf/ (BTF-typed tracepoints) and raw_tp/
+ * (kernels without BTF tracepoints). Userspace loads one flavour. The bodies
+ * read kernel memory with CO-RE probe reads only, so they are the same for
+ * both. Every loop is bounded by a constant and every buffer offset masked,
+ * so that the verifiers of 5.10 to 7.x accept them.
+ */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "proto.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile struct q_config cfg = {};
+
+#define Q_NEST 2                 /* scratch buffers per CPU (nesting) */
+#define DATA_MASK ((1 << 17) - 1) /* offsets into the variable area */
+#define DATA_SIZE (DATA_MASK + 1 + Q_ARGS_MAX)
+
+struct q_scratch {
+	struct q_event ev;
+	char data[DATA_SIZE];
+	/* loop cursors, kept in map memory: the verifier does not track
+	 * values there, so a cursor read back is just [0, mask] in every
+	 * iteration and the loop's states prune instead of multiplying */
+	u32 cursor;
+	u32 used;
+};
+
+/* Forget what the verifier knows of v's range (see q_scratch.cursor). */
+#define LAUNDER(s, field, v)                                   \
+	({                                                     \
+		*(volatile u32 *)&(s)->field = (v);            \
+		*(volatile u32 *)&(s)->field;                  \
+	})
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} ringbuf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, Q_CNT_NUM);
+	__type(key, u32);
+	__type(value, u64);
+} counters SEC(".maps");
+
+/* Resized by userspace to nr_cpus * Q_NEST before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct q_scratch);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} nesting SEC(".maps");
+
+/* Threads inside execve(2): their task_rename is the exec's, not a
+ * SETPROCTITLE. Set at syscall entry, cleared at exec or syscall exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u32);
+} in_exec SEC(".maps");
+
+static __always_inline void count(u32 which)
+{
+	u64 *v = bpf_map_lookup_elem(&counters, &which);
+
+	if (v)
+		*v += 1;
+}
+
+/* A scratch buffer of this CPU, or NULL (counted) if all are busy. */
+static __always_inline struct q_scratch *scratch_get(u32 **levelp)
+{
+	u32 zero = 0, key;
+	u32 *level = bpf_map_lookup_elem(&nesting, &zero);
+	struct q_scratch *s;
+
+	if (!level)
+		return NULL;
+	if (*level >= Q_NEST) {
+		count(Q_CNT_NOBUF);
+		return NULL;
+	}
+	key = bpf_get_smp_processor_id() * Q_NEST + *level;
+	s = bpf_map_lookup_elem(&scratch, &key);
+	if (!s) {
+		count(Q_CNT_NOBUF);
+		return NULL;
+	}
+	*level += 1;
+	*levelp = level;
+	return s;
+}
+
+static __always_inline void scratch_put(u32 *level)
+{
+	if (*level > 0)
+		*level -= 1;
+}
+
+static __always_inline void emit(struct q_scratch *s, u32 data_len)
+{
+	u64 size = sizeof(struct q_event) + (data_len & DATA_MASK);
+
+	/* the cursors after data[] are not part of the record */
+	u64 avail, flags;
+
+	if (size > sizeof(struct q_event) + DATA_SIZE)
+		size = sizeof(struct q_event) + DATA_SIZE;
+	s->ev.size = size;
+	avail = bpf_ringbuf_query(&ringbuf, BPF_RB_AVAIL_DATA);
+	flags = avail + size >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+						   : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&ringbuf, s, size, flags))
+		count(Q_CNT_LOST);
+	else
+		count(Q_CNT_SENT);
+}
+
+static __always_inline void fill_task(struct q_event *e,
+				      struct task_struct *task)
+{
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	struct signal_struct *signal = BPF_CORE_READ(task, signal);
+	struct nsproxy *nsp = BPF_CORE_READ(task, nsproxy);
+	struct tty_struct *tty;
+
+	e->pid = BPF_CORE_READ(task, tgid);
+	e->tid = BPF_CORE_READ(task, pid);
+	/* kernel_cap_t is u32[2] before 6.3 and u64 since: 8 bytes either way */
+	bpf_core_read(&e->cap_inheritable, 8, &cred->cap_inheritable);
+	bpf_core_read(&e->cap_permitted, 8, &cred->cap_permitted);
+	bpf_core_read(&e->cap_effective, 8, &cred->cap_effective);
+	bpf_core_read(&e->cap_bset, 8, &cred->cap_bset);
+	bpf_core_read(&e->cap_ambient, 8, &cred->cap_ambient);
+	e->start_boottime = BPF_CORE_READ(task, start_boottime);
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->uid = BPF_CORE_READ(cred, uid.val);
+	e->gid = BPF_CORE_READ(cred, gid.val);
+	e->suid = BPF_CORE_READ(cred, suid.val);
+	e->sgid = BPF_CORE_READ(cred, sgid.val);
+	e->euid = BPF_CORE_READ(cred, euid.val);
+	e->egid = BPF_CORE_READ(cred, egid.val);
+	e->pgid = BPF_CORE_READ(signal, pids[PIDTYPE_PGID], numbers[0].nr);
+	e->sid = BPF_CORE_READ(signal, pids[PIDTYPE_SID], numbers[0].nr);
+	tty = BPF_CORE_READ(signal, tty);
+	if (tty) {
+		e->tty_major = BPF_CORE_READ(tty, driver, major);
+		e->tty_minor = BPF_CORE_READ(tty, driver, minor_start) +
+			       BPF_CORE_READ(tty, index);
+	} else {
+		e->tty_major = 0;
+		e->tty_minor = 0;
+	}
+	e->uts_inonum = BPF_CORE_READ(nsp, uts_ns, ns.inum);
+	e->ipc_inonum = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
+	e->mnt_inonum = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
+	e->net_inonum = BPF_CORE_READ(nsp, net_ns, ns.inum);
+	bpf_core_read_str(e->comm, sizeof(e->comm), &task->comm);
+	e->exit_code = 0;
+}
+
+static __always_inline void start(struct q_scratch *s, u32 kind,
+				  struct task_struct *task)
+{
+	struct q_event *e = &s->ev;
+
+	e->kind = kind;
+	e->time = bpf_ktime_get_ns();
+	e->id_change = 0;
+	e->flags = 0;
+	e->pad = 0;
+	fill_task(e, task);
+#pragma unroll
+	for (int i = 0; i < Q_VAR_NUM; i++)
+		e->len[i] = 0;
+}
+
+/*
+ * Path components from (dentry, vfsmount) up to the global root, crossing
+ * mounts, leaf first, each NUL-terminated, at data[off...]. Returns the new
+ * offset. Sets trunc_flag when the path is deeper or longer than kept.
+ */
+static __always_inline u32 put_path(struct q_scratch *s, u32 off,
+				    struct dentry *dentry,
+				    struct vfsmount *vfsmnt, u32 trunc_flag)
+{
+	u32 used = 0;
+	struct mount *mnt;
+	long n;
+	int i;
+
+	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+#pragma clang loop unroll(disable)
+	for (i = 0; i < Q_PATH_DEPTH; i++) {
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		struct dentry *root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		const unsigned char *name;
+
+		if (!dentry)
+			return off;
+		if (dentry == root || dentry == parent) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+			if (!up || up == mnt || dentry != root)
+				return off; /* the global root */
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = up;
+			continue;
+		}
+		if (used > Q_PATH_MAX - Q_NAME_MAX) {
+			s->ev.flags |= trunc_flag;
+			return off;
+		}
+		name = BPF_CORE_READ(dentry, d_name.name);
+		n = bpf_probe_read_kernel_str(&s->data[off & DATA_MASK],
+					      Q_NAME_MAX, name);
+		if (n <= 0)
+			return off;
+		/* masked, so that every iteration's state is the same range
+		 * and the verifier prunes instead of exploring 2^depth paths */
+		off = LAUNDER(s, cursor, off + n) & DATA_MASK;
+		used = LAUNDER(s, used, used + n) & 0x1FFF;
+		dentry = parent;
+	}
+	s->ev.flags |= trunc_flag;
+	return off;
+}
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(struct kernfs_node___new, __parent))
+		return BPF_CORE_READ((struct kernfs_node___new *)kn, __parent);
+	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+}
+
+/* cgroup v2 path components, leaf first, as put_path. */
+static __always_inline u32 put_cgroup(struct q_scratch *s, u32 off,
+				      struct task_struct *task)
+{
+	struct kernfs_node *kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+	u32 used = 0;
+	long n;
+	int i;
+
+#pragma clang loop unroll(disable)
+	for (i = 0; i < Q_PATH_DEPTH; i++) {
+		struct kernfs_node *parent;
+		const char *name;
+
+		if (!kn)
+			return off;
+		parent = kn_parent(kn);
+		if (!parent)
+			return off; /* the root's own name is not part of it */
+		if (used > Q_PATH_MAX - Q_NAME_MAX) {
+			s->ev.flags |= Q_F_CGROUP_TRUNC;
+			return off;
+		}
+		name = BPF_CORE_READ(kn, name);
+		n = bpf_probe_read_kernel_str(&s->data[off & DATA_MASK],
+					      Q_NAME_MAX, name);
+		if (n <= 0)
+			return off;
+		off = LAUNDER(s, cursor, off + n) & DATA_MASK;
+		used = LAUNDER(s, used, used + n) & 0x1FFF;
+		kn = parent;
+	}
+	s->ev.flags |= Q_F_CGROUP_TRUNC;
+	return off;
+}
+
+/* Copy user memory [from, to) up to max bytes; returns bytes copied. */
+static __always_inline u32 put_user(struct q_scratch *s, u32 off,
+				    unsigned long from, unsigned long to,
+				    u32 max, u32 trunc_flag)
+{
+	unsigned long len;
+
+	if (!from || to <= from)
+		return 0;
+	len = to - from;
+	if (len > max) {
+		len = max;
+		s->ev.flags |= trunc_flag;
+	}
+	len &= (Q_ARGS_MAX - 1);
+	if (len == 0)
+		return 0;
+	if (bpf_probe_read_user(&s->data[off & DATA_MASK], len, (void *)from))
+		return 0;
+	return len;
+}
+
+static __always_inline u32 put_cwd(struct q_scratch *s, u32 off,
+				   struct task_struct *task)
+{
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	u32 end;
+
+	if (!fs)
+		return off;
+	end = put_path(s, off, BPF_CORE_READ(fs, pwd.dentry),
+		       BPF_CORE_READ(fs, pwd.mnt), Q_F_CWD_TRUNC);
+	s->ev.len[Q_VAR_CWD] = (end - off) & DATA_MASK;
+	return end;
+}
+
+static __always_inline u32 put_cgroup_var(struct q_scratch *s, u32 off,
+					  struct task_struct *task)
+{
+	u32 end = put_cgroup(s, off, task);
+
+	s->ev.len[Q_VAR_CGROUP] = (end - off) & DATA_MASK;
+	return end;
+}
+
+/* --- fork -------------------------------------------------------------- */
+
+static __always_inline int on_fork(struct task_struct *child)
+{
+	struct q_scratch *s;
+	u32 *level, off = 0;
+
+	if (BPF_CORE_READ(child, flags) & PF_KTHREAD)
+		return 0;
+	if (!cfg.thread_events &&
+	    BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	start(s, Q_FORK, child);
+	off = put_cwd(s, off, child);
+	off = put_cgroup_var(s, off, child);
+	emit(s, off);
+	scratch_put(level);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(q_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return on_fork(child);
+}
+
+SEC("raw_tp/sched_process_fork")
+int q_fork_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_fork((struct task_struct *)ctx->args[1]);
+}
+
+/* --- exec -------------------------------------------------------------- */
+
+static __always_inline int on_exec(struct task_struct *task)
+{
+	struct q_scratch *s;
+	struct mm_struct *mm;
+	struct file *exe;
+	u32 *level, off = 0, n, tid;
+
+	tid = BPF_CORE_READ(task, pid);
+	bpf_map_delete_elem(&in_exec, &tid);
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	start(s, Q_EXEC, task);
+	mm = BPF_CORE_READ(task, mm);
+	exe = BPF_CORE_READ(mm, exe_file);
+	if (exe) {
+		n = put_path(s, off, BPF_CORE_READ(exe, f_path.dentry),
+			     BPF_CORE_READ(exe, f_path.mnt), Q_F_EXE_TRUNC);
+		s->ev.len[Q_VAR_EXE] = (n - off) & DATA_MASK;
+		off = n;
+	}
+	n = put_user(s, off, BPF_CORE_READ(mm, arg_start),
+		     BPF_CORE_READ(mm, arg_end), Q_ARGS_MAX - 1, Q_F_ARGS_TRUNC);
+	s->ev.len[Q_VAR_ARGS] = n;
+	off = (off + n) & DATA_MASK;
+	if (cfg.max_env) {
+		n = put_user(s, off, BPF_CORE_READ(mm, env_start),
+			     BPF_CORE_READ(mm, env_end), cfg.max_env,
+			     Q_F_ENV_TRUNC);
+		s->ev.len[Q_VAR_ENV] = n;
+		off = (off + n) & DATA_MASK;
+	}
+	off = put_cwd(s, off, task);
+	off = put_cgroup_var(s, off, task);
+	emit(s, off);
+	scratch_put(level);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(q_exec_btf, struct task_struct *p, int old_pid,
+	     struct linux_binprm *bprm)
+{
+	return on_exec(p);
+}
+
+SEC("raw_tp/sched_process_exec")
+int q_exec_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_exec((struct task_struct *)ctx->args[0]);
+}
+
+/* --- exit -------------------------------------------------------------- */
+
+static __always_inline int on_exit(struct task_struct *task)
+{
+	struct signal_struct *signal = BPF_CORE_READ(task, signal);
+	int live = BPF_CORE_READ(signal, live.counter);
+	struct q_scratch *s;
+	u32 *level;
+	int code;
+
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		return 0;
+	if (live != 0 && !cfg.thread_events)
+		return 0;
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	start(s, Q_EXIT, task);
+	code = BPF_CORE_READ(task, exit_code);
+	if (BPF_CORE_READ(signal, flags) & SIGNAL_GROUP_EXIT)
+		code = BPF_CORE_READ(signal, group_exit_code);
+	s->ev.exit_code = code;
+	if (live == 0)
+		s->ev.tid = s->ev.pid; /* the process, not the last thread */
+	emit(s, 0);
+	scratch_put(level);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(q_exit_btf, struct task_struct *p)
+{
+	return on_exit(p);
+}
+
+SEC("raw_tp/sched_process_exit")
+int q_exit_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_exit((struct task_struct *)ctx->args[0]);
+}
+
+/* --- comm (SETPROCTITLE) ----------------------------------------------- */
+
+static __always_inline int on_rename(struct task_struct *task,
+				     const char *comm)
+{
+	struct q_scratch *s;
+	u32 *level, tid = BPF_CORE_READ(task, pid);
+
+	if (bpf_map_lookup_elem(&in_exec, &tid))
+		return 0;
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+		return 0;
+	if (!cfg.thread_events && tid != BPF_CORE_READ(task, tgid))
+		return 0;
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	start(s, Q_COMM, task);
+	bpf_probe_read_kernel_str(s->ev.comm, sizeof(s->ev.comm), comm);
+	emit(s, 0);
+	scratch_put(level);
+	return 0;
+}
+
+SEC("tp_btf/task_rename")
+int BPF_PROG(q_rename_btf, struct task_struct *task, const char *comm)
+{
+	return on_rename(task, comm);
+}
+
+SEC("raw_tp/task_rename")
+int q_rename_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_rename((struct task_struct *)ctx->args[0],
+			 (const char *)ctx->args[1]);
+}
+
+/* --- exec markers (syscall tracepoints) -------------------------------- */
+
+static __always_inline int exec_enter(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid(), one = 1;
+
+	bpf_map_update_elem(&in_exec, &tid, &one, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int exec_exit(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&in_exec, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int q_enter_execve(struct sys_enter_args *ctx) { return exec_enter(); }
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int q_enter_execveat(struct sys_enter_args *ctx) { return exec_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int q_exit_execve(struct sys_exit_args *ctx) { return exec_exit(); }
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int q_exit_execveat(struct sys_exit_args *ctx) { return exec_exit(); }
+
+/* --- credential and session changes ------------------------------------ */
+
+static __always_inline int on_id_change(long ret, u32 what)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct q_scratch *s;
+	u32 *level;
+
+	if (what == Q_ID_SETSID ? ret <= 0 : ret != 0)
+		return 0; /* failed */
+	if (!cfg.thread_events && (u32)pid_tgid != (u32)(pid_tgid >> 32))
+		return 0; /* glibc repeats set*id in every thread */
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	start(s, Q_ID_CHANGE, task);
+	s->ev.id_change = what;
+	emit(s, 0);
+	scratch_put(level);
+	return 0;
+}
+
+#define ID_PROBE(sc, what)                                              \
+	SEC("tracepoint/syscalls/sys_exit_" #sc)                        \
+	int q_exit_##sc(struct sys_exit_args *ctx)                      \
+	{                                                               \
+		return on_id_change(ctx->ret, what);                    \
+	}
+
+ID_PROBE(setuid, Q_ID_SETUID)
+ID_PROBE(setreuid, Q_ID_SETUID)
+ID_PROBE(setresuid, Q_ID_SETUID)
+ID_PROBE(setgid, Q_ID_SETGID)
+ID_PROBE(setregid, Q_ID_SETGID)
+ID_PROBE(setresgid, Q_ID_SETGID)
+ID_PROBE(setsid, Q_ID_SETSID)

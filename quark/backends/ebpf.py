@@ -1,0 +1,341 @@
+"""The EBPF backend: our CO-RE BPF programs on tracepoints, one ring buffer.
+
+Programs (``bpf/quark.bpf.c``), BTF-typed tracepoints first (``tp_btf``),
+raw tracepoints (``raw_tp``) on kernels without them:
+
+- core: ``sched_process_fork``, ``sched_process_exec``,
+  ``sched_process_exit``; if one cannot load or attach, opening fails with
+  a :class:`quark.NotSupportedError` that quotes the verifier;
+- optional: ``task_rename`` (SETPROCTITLE), the ``execve``/``execveat``
+  syscall tracepoints (they tell an exec's rename from a process's own),
+  and the ``set*id``/``setsid`` syscall exit tracepoints (ID_CHANGE). One
+  that cannot load or attach is left out and reported in
+  ``Stats.skipped_probes``, never fatal.
+
+Records are read from the ring buffer's mmap'd pages in batches. Programs
+wake the reader only when a quarter of the ring is used; the queue polls the
+ring at :meth:`EbpfBackend.poll_interval` anyway, well inside the hold time.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import os
+import struct
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from quark import libbpf_ctypes as bpf
+from quark.backends import Backend
+from quark.backends.ebpf_proto import decode
+from quark.errors import (
+    DecodeError,
+    LibbpfError,
+    NotSupportedError,
+    PrivilegeError,
+    QuarkError,
+)
+from quark.events import QQ
+from quark.sys import libc
+from quark.sys.ringbuf import RingReader
+
+if TYPE_CHECKING:
+    from quark.events import QueueAttr
+    from quark.raw.types import RawEvent
+
+__all__ = ["EbpfBackend", "ensure_mounts"]
+
+log = logging.getLogger("quark.ebpf")
+
+RING_SIZE = 4 << 20
+NEST = 2  # scratch buffers per CPU, as Q_NEST in quark.bpf.c
+ENV_MAX = 32768  # Q_ENV_MAX
+CNT_SENT, CNT_LOST, CNT_NOBUF = 0, 1, 2
+
+CORE = ("fork", "exec", "exit")
+OPTIONAL = {
+    "q_rename": "task_rename (SETPROCTITLE)",
+    "q_enter_execve": "sys_enter_execve",
+    "q_enter_execveat": "sys_enter_execveat",
+    "q_exit_execve": "sys_exit_execve",
+    "q_exit_execveat": "sys_exit_execveat",
+    "q_exit_setuid": "sys_exit_setuid (ID_CHANGE)",
+    "q_exit_setreuid": "sys_exit_setreuid (ID_CHANGE)",
+    "q_exit_setresuid": "sys_exit_setresuid (ID_CHANGE)",
+    "q_exit_setgid": "sys_exit_setgid (ID_CHANGE)",
+    "q_exit_setregid": "sys_exit_setregid (ID_CHANGE)",
+    "q_exit_setresgid": "sys_exit_setresgid (ID_CHANGE)",
+    "q_exit_setsid": "sys_exit_setsid (ID_CHANGE)",
+}
+# The programs that exist in both flavours: q_<name>_btf and q_<name>_raw.
+FLAVOURED = ("q_fork", "q_exec", "q_exit", "q_rename")
+
+_CFG = struct.Struct("<IIII")  # struct q_config
+
+
+def ensure_mounts() -> None:
+    """Mount tracefs and bpffs where they belong when they are missing."""
+    for target, fstype in (
+        ("/sys/kernel/tracing", "tracefs"),
+        ("/sys/fs/bpf", "bpf"),
+    ):
+        if libc.is_mounted(target, fstype) or not os.path.isdir(target):
+            continue
+        try:
+            libc.mount(fstype, target, fstype)
+        except OSError as e:
+            if e.errno in (_errno.EPERM, _errno.EACCES):
+                raise PrivilegeError(
+                    f"cannot mount {fstype} on {target}: not root?",
+                    errno=e.errno,
+                ) from None
+            raise NotSupportedError(
+                f"cannot mount {fstype} on {target}: {e.strerror}",
+                errno=e.errno,
+            ) from None
+
+
+def object_path() -> str:
+    ref = resources.files("quark._data") / "quark.bpf.o"
+    path = str(ref)
+    if not os.path.exists(path):
+        raise NotSupportedError(
+            f"the BPF object is missing from the package ({path}); "
+            "rebuild it with python bpf/build.py"
+        )
+    return path
+
+
+def _program_names(flavour: str) -> list[str]:
+    names = [f"{base}_{flavour}" for base in FLAVOURED]
+    names += [n for n in OPTIONAL if n not in FLAVOURED]
+    return names
+
+
+def _failed_program(lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        if "prog '" in line and (
+            "failed to load" in line or "load failed" in line
+        ):
+            return line.split("prog '", 1)[1].split("'", 1)[0]
+    return None
+
+
+def _verifier_reason(lines: list[str]) -> str:
+    keep = [
+        ln for ln in lines
+        if not ln.startswith(("libbpf: prog", "libbpf: map", "libbpf: sec",
+                              "libbpf: elf", "libbpf: CO-RE"))
+    ]  # fmt: skip
+    return " | ".join(keep[-4:])
+
+
+def _preflight() -> None:
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        raise NotSupportedError(
+            "no kernel BTF (/sys/kernel/btf/vmlinux): the EBPF backend needs "
+            "CONFIG_DEBUG_INFO_BTF; use the kprobe backend"
+        )
+    if os.geteuid() != 0:
+        raise PrivilegeError(
+            "the EBPF backend needs root (CAP_BPF, CAP_PERFMON and "
+            "CAP_SYS_ADMIN)"
+        )
+
+
+class EbpfBackend(Backend):
+    name = "ebpf"
+
+    def __init__(self, attr: QueueAttr, **options: object) -> None:
+        if options:
+            from quark.errors import ConfigError
+
+            raise ConfigError(
+                f"unknown option(s) for the ebpf backend: {sorted(options)}"
+            )
+        self._obj: bpf.BpfObject | None = None
+        self._ring: RingReader | None = None
+        self._skipped: list[str] = []
+        self._decode_errors = 0
+        self._counters_fd = -1
+        self._ring_fd = -1
+        self._ncpus = 1
+        self._hold_ms = attr.hold_time
+        try:
+            _preflight()
+            ensure_mounts()
+            self._open(attr)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening --------------------------------------------------------------
+    def _config(self, attr: QueueAttr) -> bytes:
+        max_env = min(max(attr.max_env, 0), ENV_MAX - 1)
+        threads = 1 if attr.flags & QQ.THREAD_EVENTS else 0
+        return _CFG.pack(max_env, threads, RING_SIZE // 4, 0)
+
+    def _open(self, attr: QueueAttr) -> None:
+        path = object_path()
+        self._ncpus = bpf.num_possible_cpus()
+        errors: list[str] = []
+        for flavour in ("btf", "raw"):
+            disabled: set[str] = set()
+            while True:
+                try:
+                    self._try_load(path, attr, flavour, disabled)
+                except _ProgramFailed as e:
+                    if e.program in OPTIONAL or e.program.startswith(
+                        "q_rename"
+                    ):
+                        disabled.add(e.program)
+                        self._skip(e.program, e.reason)
+                        continue
+                    errors.append(f"{flavour}: {e.program}: {e.reason}")
+                    break
+                self._attach_all(flavour, disabled)
+                return
+        raise NotSupportedError(
+            "the EBPF programs cannot load on this kernel: "
+            + "; ".join(errors)
+        )
+
+    def _skip(self, program: str, reason: str) -> None:
+        what = OPTIONAL.get(
+            program.replace("_btf", "").replace("_raw", ""), program
+        )
+        entry = f"{what}: {reason}"
+        if entry not in self._skipped:
+            self._skipped.append(entry)
+            log.warning("optional probe skipped: %s", entry)
+
+    def _try_load(
+        self, path: str, attr: QueueAttr, flavour: str, disabled: set[str]
+    ) -> None:
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        obj = bpf.BpfObject(path)
+        self._obj = obj
+        wanted = set(_program_names(flavour)) - disabled
+        for name, _ in list(obj.programs()):
+            obj.set_autoload(name, name in wanted)
+        obj.set_max_entries("scratch", self._ncpus * NEST)
+        obj.write_initial_value(".rodata", self._config(attr))
+        mark = bpf.log_mark()
+        try:
+            obj.load()
+        except LibbpfError as e:
+            lines = bpf.recent_log(mark)
+            prog = _failed_program(lines)
+            if e.errno in (_errno.EPERM, _errno.EACCES) and prog is None:
+                raise PrivilegeError(
+                    f"loading BPF programs: {e} (root with CAP_BPF needed)",
+                    errno=e.errno,
+                ) from None
+            if prog is None:
+                raise NotSupportedError(
+                    f"loading the BPF object failed: {e}: "
+                    f"{_verifier_reason(lines)}",
+                    errno=e.errno,
+                ) from None
+            raise _ProgramFailed(prog, _verifier_reason(lines)) from None
+
+    def _attach_all(self, flavour: str, disabled: set[str]) -> None:
+        obj = self._obj
+        assert obj is not None
+        for name in _program_names(flavour):
+            if name in disabled:
+                continue
+            try:
+                obj.attach(name)
+            except LibbpfError as e:
+                base = (
+                    name.rsplit("_", 1)[0]
+                    if name.startswith(FLAVOURED)
+                    else name
+                )
+                if base in ("q_fork", "q_exec", "q_exit"):
+                    raise NotSupportedError(
+                        f"cannot attach {obj.section(name)}: {e}",
+                        errno=e.errno,
+                    ) from None
+                self._skip(name, f"attach failed: {e}")
+        self._counters_fd = obj.map_fd("counters")
+        self._ring_fd = obj.map_fd("ringbuf")
+        self._ring = RingReader(self._ring_fd, RING_SIZE)
+        log.info("ebpf backend: %s tracepoints, %d CPUs", flavour, self._ncpus)
+
+    # -- Backend interface ----------------------------------------------------
+    def fileno(self) -> int:
+        return self._ring_fd
+
+    def poll_interval(self) -> float:
+        # Records do not wake the reader one by one: poll well inside the
+        # hold time so that holding, not polling, sets the latency.
+        return min(0.1, max(0.005, self._hold_ms / 4000))
+
+    def read(self, limit: int) -> list[RawEvent]:
+        ring = self._ring
+        if ring is None or limit <= 0:
+            return []
+        out: list[RawEvent] = []
+        for rec in ring.read(limit):
+            try:
+                out.append(decode(rec))
+            except DecodeError as e:
+                self._decode_errors += 1
+                log.warning("skipped a ring record: %s", e)
+        return out
+
+    def _counter(self, which: int) -> int:
+        if self._counters_fd < 0:
+            return 0
+        return sum(
+            bpf.lookup_percpu_u64(self._counters_fd, which, self._ncpus)
+        )
+
+    def lost(self) -> int:
+        return (
+            self._counter(CNT_LOST)
+            + self._counter(CNT_NOBUF)
+            + self._decode_errors
+        )
+
+    def decode_errors(self) -> int:
+        return self._decode_errors
+
+    def sent(self) -> int:
+        return self._counter(CNT_SENT)
+
+    def skipped_probes(self) -> tuple[str, ...]:
+        return tuple(self._skipped)
+
+    def prog_fds(self) -> dict[str, int]:
+        """fds of the loaded programs (for run-time statistics)."""
+        out: dict[str, int] = {}
+        if self._obj is None:
+            return out
+        for name, prog in self._obj.programs():
+            try:
+                out[name] = bpf.lib().bpf_program__fd(prog)
+            except LibbpfError:
+                continue
+        return out
+
+    def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        self._counters_fd = self._ring_fd = -1
+
+
+class _ProgramFailed(QuarkError):
+    def __init__(self, program: str, reason: str) -> None:
+        super().__init__(f"{program}: {reason}")
+        self.program = program
+        self.reason = reason

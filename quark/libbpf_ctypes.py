@@ -1,0 +1,351 @@
+"""The binding of the system's libbpf (``libbpf.so.1``) through ctypes.
+
+The only module that talks to libbpf. Rules (style.md §4.3):
+
+- the library is loaded on first use, never at import; when it is absent the
+  error says so (:class:`quark.NotSupportedError`);
+- one table, :data:`SYMBOLS`, declares every function used, with its
+  argument and result types; libbpf's names are kept so a grep works across
+  C and Python;
+- libbpf 1.x reports failure as a negative errno (int functions) or NULL
+  with ``errno`` set (pointer functions): both become
+  :class:`quark.LibbpfError` in :func:`_check_int` and :func:`_check_ptr`;
+- libbpf's log goes to the ``quark.libbpf`` logger; the callback is kept
+  referenced and never lets an exception escape. The last lines are kept so
+  that a load failure can say what the verifier said;
+- every handle has one owner object with an idempotent ``close()``.
+
+x86_64 and aarch64 pass ``va_list`` differently; the log callback formats
+with ``vsnprintf`` taking it as a pointer, which is right on x86_64 (the
+architecture the BPF object is built for).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import errno as _errno
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from quark.errors import LibbpfError, NotSupportedError
+
+__all__ = [
+    "BpfLink",
+    "BpfObject",
+    "lib",
+    "libbpf_version",
+    "num_possible_cpus",
+    "recent_log",
+]
+
+log = logging.getLogger("quark.libbpf")
+
+
+class BpfObjectP(ctypes.c_void_p):
+    """``struct bpf_object *``"""
+
+
+class BpfProgramP(ctypes.c_void_p):
+    """``struct bpf_program *``"""
+
+
+class BpfMapP(ctypes.c_void_p):
+    """``struct bpf_map *``"""
+
+
+class BpfLinkP(ctypes.c_void_p):
+    """``struct bpf_link *``"""
+
+
+c_int, c_uint, c_char_p, c_void_p, c_bool, c_size_t = (
+    ctypes.c_int,
+    ctypes.c_uint,
+    ctypes.c_char_p,
+    ctypes.c_void_p,
+    ctypes.c_bool,
+    ctypes.c_size_t,
+)
+
+# name: (restype, argtypes, kind) with kind "int" (negative errno), "ptr"
+# (NULL + errno) or "raw" (no check).
+SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
+    "libbpf_major_version": (c_uint, [], "raw"),
+    "libbpf_minor_version": (c_uint, [], "raw"),
+    "libbpf_set_print": (c_void_p, [c_void_p], "raw"),
+    "libbpf_num_possible_cpus": (c_int, [], "int"),
+    "bpf_object__open_file": (BpfObjectP, [c_char_p, c_void_p], "ptr"),
+    "bpf_object__load": (c_int, [BpfObjectP], "int"),
+    "bpf_object__close": (None, [BpfObjectP], "raw"),
+    "bpf_object__next_program": (
+        BpfProgramP,
+        [BpfObjectP, BpfProgramP],
+        "raw",
+    ),
+    "bpf_object__next_map": (BpfMapP, [BpfObjectP, BpfMapP], "raw"),
+    "bpf_object__find_map_by_name": (BpfMapP, [BpfObjectP, c_char_p], "ptr"),
+    "bpf_program__name": (c_char_p, [BpfProgramP], "raw"),
+    "bpf_program__section_name": (c_char_p, [BpfProgramP], "raw"),
+    "bpf_program__set_autoload": (c_int, [BpfProgramP, c_bool], "int"),
+    "bpf_program__autoload": (c_bool, [BpfProgramP], "raw"),
+    "bpf_program__attach": (BpfLinkP, [BpfProgramP], "ptr"),
+    "bpf_program__fd": (c_int, [BpfProgramP], "int"),
+    "bpf_link__destroy": (c_int, [BpfLinkP], "raw"),
+    "bpf_map__name": (c_char_p, [BpfMapP], "raw"),
+    "bpf_map__fd": (c_int, [BpfMapP], "int"),
+    "bpf_map__set_max_entries": (c_int, [BpfMapP, ctypes.c_uint32], "int"),
+    "bpf_map__initial_value": (
+        c_void_p,
+        [BpfMapP, ctypes.POINTER(c_size_t)],
+        "ptr",
+    ),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], "int"),
+}
+
+_PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+
+_lock = threading.Lock()
+_lib: Any = None
+_libc: Any = None
+_print_cb: Any = None  # kept referenced for as long as libbpf may call it
+_recent: collections.deque[str] = collections.deque(maxlen=200)
+
+
+def _check_int(result: int, func: Any, args: tuple[Any, ...]) -> int:
+    if result < 0:
+        code = -result
+        raise LibbpfError(
+            f"{func.__name__}: {os.strerror(code)}", errno=code,
+            call=func.__name__,
+        )  # fmt: skip
+    return result
+
+
+def _check_ptr(result: Any, func: Any, args: tuple[Any, ...]) -> Any:
+    if not result:
+        code = ctypes.get_errno() or _errno.EINVAL
+        raise LibbpfError(
+            f"{func.__name__}: {os.strerror(code)}", errno=code,
+            call=func.__name__,
+        )  # fmt: skip
+    return result
+
+
+def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
+    # Called from C: must never raise.
+    try:
+        buf = ctypes.create_string_buffer(4096)
+        if fmt is not None:
+            _libc.vsnprintf(buf, len(buf), fmt, c_void_p(args))
+        text = buf.value.decode(errors="replace").rstrip("\n")
+        if text:
+            _recent.append(text)
+            log.log(_LEVELS.get(level, logging.DEBUG), "%s", text)
+    except BaseException:  # nothing may cross into C
+        return 0
+    return 0
+
+
+def _load() -> Any:
+    names = []
+    found = ctypes.util.find_library("bpf")
+    if found:
+        names.append(found)
+    names += ["libbpf.so.1", "libbpf.so.0"]
+    errors = []
+    for name in names:
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError as e:
+            errors.append(f"{name}: {e}")
+    raise NotSupportedError(
+        "libbpf not found (install Debian's libbpf1): " + "; ".join(errors),
+        errno=_errno.ENOENT,
+    )
+
+
+def lib() -> Any:
+    """The loaded library, with every symbol of :data:`SYMBOLS` declared."""
+    global _lib, _libc, _print_cb
+    with _lock:
+        if _lib is not None:
+            return _lib
+        handle = _load()
+        for name, (restype, argtypes, kind) in SYMBOLS.items():
+            try:
+                fn = getattr(handle, name)
+            except AttributeError:
+                raise NotSupportedError(
+                    f"libbpf lacks {name} (libbpf 1.0 or newer needed)"
+                ) from None
+            fn.restype = restype
+            fn.argtypes = argtypes
+            if kind == "int":
+                fn.errcheck = _check_int
+            elif kind == "ptr":
+                fn.errcheck = _check_ptr
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+        _libc.vsnprintf.restype = c_int
+        _print_cb = _PRINT_FN(_on_print)
+        handle.libbpf_set_print(ctypes.cast(_print_cb, c_void_p))
+        _lib = handle
+        return _lib
+
+
+def libbpf_version() -> tuple[int, int]:
+    lb = lib()
+    return (lb.libbpf_major_version(), lb.libbpf_minor_version())
+
+
+def num_possible_cpus() -> int:
+    n: int = lib().libbpf_num_possible_cpus()
+    return n
+
+
+def recent_log(since: int = 0) -> list[str]:
+    """libbpf's last log lines (a load failure's verifier output)."""
+    return list(_recent)[since:]
+
+
+def log_mark() -> int:
+    return len(_recent)
+
+
+def clear_log() -> None:
+    _recent.clear()
+
+
+class BpfLink:
+    """An attached program; ``close()`` detaches it."""
+
+    def __init__(self, handle: BpfLinkP, name: str) -> None:
+        self._handle: BpfLinkP | None = handle
+        self.name = name
+        self._finalizer = weakref.finalize(self, _destroy_link, handle)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle = None
+            self._finalizer()
+
+
+def _destroy_link(handle: BpfLinkP) -> None:
+    lib().bpf_link__destroy(handle)
+
+
+def _close_object(handle: BpfObjectP) -> None:
+    lib().bpf_object__close(handle)
+
+
+class BpfObject:
+    """A BPF object file: open, configure, load, attach, close.
+
+    ``close()`` destroys every link made through :meth:`attach`, then the
+    object (its programs and maps, hence their fds).
+    """
+
+    def __init__(self, path: str) -> None:
+        lb = lib()
+        self.path = path
+        self._handle: BpfObjectP | None = lb.bpf_object__open_file(
+            os.fsencode(path), None
+        )
+        self._links: list[BpfLink] = []
+        self._finalizer = weakref.finalize(self, _close_object, self._handle)
+
+    @property
+    def handle(self) -> BpfObjectP:
+        if self._handle is None:
+            raise LibbpfError("BPF object is closed", errno=_errno.EBADF)
+        return self._handle
+
+    # -- programs -----------------------------------------------------------
+    def programs(self) -> Iterator[tuple[str, BpfProgramP]]:
+        lb = lib()
+        prog = BpfProgramP(None)
+        while True:
+            prog = lb.bpf_object__next_program(self.handle, prog)
+            if not prog:
+                return
+            yield lb.bpf_program__name(prog).decode(), prog
+
+    def program(self, name: str) -> BpfProgramP:
+        for pname, prog in self.programs():
+            if pname == name:
+                return prog
+        raise LibbpfError(
+            f"no program {name} in {self.path}", errno=_errno.ENOENT
+        )
+
+    def set_autoload(self, name: str, on: bool) -> None:
+        lib().bpf_program__set_autoload(self.program(name), on)
+
+    def section(self, name: str) -> str:
+        sec: bytes = lib().bpf_program__section_name(self.program(name))
+        return sec.decode()
+
+    # -- maps ---------------------------------------------------------------
+    def maps(self) -> Iterator[tuple[str, BpfMapP]]:
+        lb = lib()
+        m = BpfMapP(None)
+        while True:
+            m = lb.bpf_object__next_map(self.handle, m)
+            if not m:
+                return
+            yield lb.bpf_map__name(m).decode(), m
+
+    def map(self, name: str) -> BpfMapP:
+        for mname, m in self.maps():
+            if mname == name or mname.endswith(name):
+                return m
+        raise LibbpfError(f"no map {name} in {self.path}", errno=_errno.ENOENT)
+
+    def set_max_entries(self, name: str, n: int) -> None:
+        lib().bpf_map__set_max_entries(self.map(name), n)
+
+    def write_initial_value(self, name: str, data: bytes) -> None:
+        """Overwrite the start of a data map (``.rodata``) before load."""
+        size = c_size_t(0)
+        ptr = lib().bpf_map__initial_value(self.map(name), ctypes.byref(size))
+        if len(data) > size.value:
+            raise LibbpfError(
+                f"{name}: {len(data)} bytes do not fit in {size.value}",
+                errno=_errno.E2BIG,
+            )
+        ctypes.memmove(ptr, data, len(data))
+
+    def map_fd(self, name: str) -> int:
+        fd: int = lib().bpf_map__fd(self.map(name))
+        return fd
+
+    # -- load and attach ----------------------------------------------------
+    def load(self) -> None:
+        lib().bpf_object__load(self.handle)
+
+    def attach(self, name: str) -> BpfLink:
+        link = BpfLink(lib().bpf_program__attach(self.program(name)), name)
+        self._links.append(link)
+        return link
+
+    def close(self) -> None:
+        links, self._links = self._links, []
+        for link in links:
+            link.close()
+        if self._handle is not None:
+            self._handle = None
+            self._finalizer()
+
+
+def lookup_percpu_u64(map_fd: int, key: int, ncpus: int) -> list[int]:
+    """The per-CPU u64 values of ``key`` in a PERCPU_ARRAY map."""
+    k = ctypes.c_uint32(key)
+    values = (ctypes.c_uint64 * ncpus)()
+    lib().bpf_map_lookup_elem(map_fd, ctypes.byref(k), values)
+    return list(values)

@@ -1,0 +1,82 @@
+"""A reader of a BPF ring buffer map, straight from its mmap'd pages.
+
+Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (the only
+page userspace may write); page 1 the producer position; then the data
+pages, mapped twice in a row so that a record that wraps reads contiguously.
+Each record is an 8-byte header (u32 length with the BUSY and DISCARD bits,
+u32 page offset) followed by the data, padded to 8 bytes.
+
+Reading the positions straight from memory, in batches, costs a fraction of
+a ctypes callback per record (``ring_buffer__consume``).
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+
+__all__ = ["RingReader"]
+
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_HDR = 8
+_u64 = struct.Struct("<Q")
+_u32 = struct.Struct("<I")
+
+
+class RingReader:
+    """Reads records of the ring buffer map ``fd`` of ``size`` data bytes."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        if size <= 0 or size & (size - 1) or size % page:
+            raise ValueError(f"ring size {size} is not a power-of-2 pages")
+        self.size = size
+        self._mask = size - 1
+        self._cons = mmap.mmap(
+            fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
+        try:
+            self._prod = mmap.mmap(
+                fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                offset=page,
+            )  # fmt: skip
+        except BaseException:
+            self._cons.close()
+            raise
+        self._data = page  # data starts after the producer page
+        self.discarded = 0
+
+    def pending(self) -> int:
+        """Bytes waiting to be read."""
+        prod = _u64.unpack_from(self._prod, 0)[0]
+        cons = _u64.unpack_from(self._cons, 0)[0]
+        return int(prod - cons)
+
+    def read(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` records (fewer if the ring has fewer)."""
+        out: list[bytes] = []
+        cons_mm, prod_mm = self._cons, self._prod
+        cons = _u64.unpack_from(cons_mm, 0)[0]
+        prod = _u64.unpack_from(prod_mm, 0)[0]
+        mask, base = self._mask, self._data
+        start = cons
+        while cons < prod and len(out) < limit:
+            off = base + (cons & mask)
+            word = _u32.unpack_from(prod_mm, off)[0]
+            if word & _BUSY:
+                break  # being written: the rest comes next time
+            length = word & ~(_BUSY | _DISCARD)
+            if word & _DISCARD:
+                self.discarded += 1
+            else:
+                out.append(prod_mm[off + _HDR : off + _HDR + length])
+            cons += (length + _HDR + 7) & ~7
+        if cons != start:
+            _u64.pack_into(cons_mm, 0, cons)
+        return out
+
+    def close(self) -> None:
+        for m in (self._cons, self._prod):
+            if not m.closed:
+                m.close()
