@@ -1,1 +1,446 @@
-"""The integration test cases (see quark.selftest)."""
+"""The integration test cases (see :mod:`quark.selftest`).
+
+Each case opens its own queue on the backend it is given, makes something
+happen (children are always spawned with an argv list, never through a
+shell string built from input), drains the events of that child with a
+deadline, and asserts what users rely on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+
+import quark
+from quark import EV, ID_CHANGE, QQ, Event
+from quark.selftest import case
+
+DEADLINE = 10.0  # seconds to wait for a child's events
+TRUE = "/bin/true"
+
+
+def _queue(backend: str, **kw: object) -> quark.Queue:
+    kw.setdefault("hold_time", 100)
+    kw.setdefault("max_env", 32768)
+    return quark.Queue(backend=backend, **kw)  # type: ignore[arg-type]
+
+
+def _drain(
+    q: quark.Queue,
+    pids: Iterable[int],
+    done: Callable[[dict[int, list[Event]]], bool] | None = None,
+    timeout: float = DEADLINE,
+) -> dict[int, list[Event]]:
+    """Events of ``pids`` until ``done`` (default: each pid has exited)."""
+    want = set(pids)
+    got: dict[int, list[Event]] = {pid: [] for pid in want}
+
+    def exited(g: dict[int, list[Event]]) -> bool:
+        return all(any(e.events & EV.EXIT for e in evs) for evs in g.values())
+
+    done = done or exited
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = q.get_event()
+        if ev is None:
+            if done(got):
+                return got
+            q.block(0.05)
+            continue
+        p = ev.process
+        if p is not None and p.pid in want:
+            got[p.pid].append(ev)
+    missing = {pid: [str(e.events) for e in evs] for pid, evs in got.items()}
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for events; got {missing}"
+    )
+
+
+def _py(code: str, **kw: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", code], **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def _only(events: list[Event]) -> Event:
+    assert len(events) == 1, f"expected one event, got {events}"
+    return events[0]
+
+
+def _boottime_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+@case()
+def t_probe(backend: str) -> None:
+    """The queue opens, names its backend, and closes."""
+    with _queue(backend) as q:
+        assert q.stats().backend == backend
+
+
+@case()
+def t_fork_exec_exit(backend: str) -> None:
+    """A short-lived /bin/sh -c 'exit 7' is one FORK|EXEC|EXIT event with
+    exact argv, cwd, exe, comm, ppid, ids and exit code."""
+    with tempfile.TemporaryDirectory() as d, _queue(backend) as q:
+        cwd = os.path.realpath(d)
+        before = _boottime_ns()
+        argv = ["/bin/sh", "-c", "exit 7"]
+        child = subprocess.Popen(argv, cwd=cwd)
+        assert child.wait() == 7
+        ev = _only(_drain(q, [child.pid])[child.pid])
+        assert ev.events == EV.FORK | EV.EXEC | EV.EXIT, ev.events
+        p = ev.process
+        assert p is not None
+        assert p.pid == child.pid
+        assert p.ppid == os.getpid()
+        assert p.cmdline == argv
+        assert p.exe == os.path.realpath("/bin/sh")
+        assert p.comm == "sh"
+        assert p.cwd == cwd
+        assert (p.uid, p.gid, p.suid, p.sgid, p.euid, p.egid) == (
+            os.getuid(), os.getgid(), *os.getresuid()[2:], *os.getresgid()[2:],
+            os.geteuid(), os.getegid(),
+        )  # fmt: skip
+        assert p.pgid == os.getpgid(0) and p.sid == os.getsid(0)
+        assert p.exit_code == 7 and p.exit_time is not None
+        assert p.entity_id is not None and len(p.entity_id) == 16
+        assert p.start_time is not None
+        assert before - 10**9 <= p.start_time <= _boottime_ns()
+        assert p.cap_effective is not None and p.cap_bset is not None
+
+
+@case()
+def t_exit_signal(backend: str) -> None:
+    """A process killed by SIGKILL has exit code -9."""
+    with _queue(backend) as q:
+        child = subprocess.Popen(["/bin/sleep", "30"])
+        time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait() == -9
+        evs = _drain(q, [child.pid])[child.pid]
+        last = evs[-1]
+        assert last.events & EV.EXIT
+        assert last.process is not None and last.process.exit_code == -9
+
+
+@case()
+def t_exec_thread(backend: str) -> None:
+    """An exec from a non-leader thread is reported under the tgid."""
+    code = (
+        "import os, threading, time\n"
+        "t = threading.Thread(target=lambda: os.execv('/bin/true', "
+        "['/bin/true', 'from-thread']))\n"
+        "t.start(); time.sleep(10)\n"
+    )
+    with _queue(backend) as q:
+        child = _py(code)
+        assert child.wait() == 0
+        evs = _drain(q, [child.pid])[child.pid]
+        execs = [e for e in evs if e.events & EV.EXEC]
+        assert execs, evs
+        p = execs[-1].process
+        assert p is not None and p.pid == child.pid
+        assert p.cmdline == ["/bin/true", "from-thread"]
+        assert p.exe == os.path.realpath("/bin/true")
+
+
+@case()
+def t_exit_thread(backend: str) -> None:
+    """Threads that exit are not process exits: one EXIT, at the end."""
+    code = (
+        "import threading, time, sys\n"
+        "ts = [threading.Thread(target=time.sleep, args=(0.01,)) "
+        "for _ in range(10)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "time.sleep(0.3); sys.exit(3)\n"
+    )
+    with _queue(backend) as q:
+        child = _py(code)
+        assert child.wait() == 3
+        evs = _drain(q, [child.pid])[child.pid]
+        exits = [e for e in evs if e.events & EV.EXIT]
+        assert len(exits) == 1, evs
+        assert exits[0] is evs[-1]
+        assert exits[0].process is not None
+        assert exits[0].process.exit_code == 3
+
+
+@case()
+def t_comm(backend: str) -> None:
+    """prctl(PR_SET_NAME) yields SETPROCTITLE with the new comm."""
+    code = (
+        "import ctypes, time\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.prctl(15, b'quark-comm', 0, 0, 0)\n"
+        "time.sleep(0.2)\n"
+    )
+    with _queue(backend) as q:
+        child = _py(code)
+        assert child.wait() == 0
+        evs = _drain(q, [child.pid])[child.pid]
+        titled = [e for e in evs if e.events & EV.SETPROCTITLE]
+        assert titled, [str(e.events) for e in evs]
+        assert titled[-1].process is not None
+        assert titled[-1].process.comm == "quark-comm"
+        assert evs[-1].process is not None
+        assert evs[-1].process.comm == "quark-comm"
+
+
+@case()
+def t_id_change(backend: str) -> None:
+    """setresgid/setresuid/setsid yield ID_CHANGE with the new ids; the exec
+    after them stays a separate event."""
+    if os.geteuid() != 0:
+        raise AssertionError("t_id_change needs root")
+    with _queue(backend) as q:
+        # fork here, not through an interpreter: the child's first exec
+        # must be the one after the id changes
+        pid = os.fork()
+        if pid == 0:  # the child: only syscalls, then exec or _exit
+            try:
+                os.setresgid(4242, 4242, 4242)
+                os.setresuid(4242, 4242, 4242)
+                os.setsid()
+                os.execv(TRUE, [TRUE])
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        evs = _drain(q, [pid])[pid]
+        assert len(evs) == 2, [str(e.events) for e in evs]
+        first, second = evs
+        assert first.events == EV.FORK | EV.ID_CHANGE, first.events
+        assert first.id_change == (
+            ID_CHANGE.SETSID | ID_CHANGE.SETUID | ID_CHANGE.SETGID
+        )
+        p = first.process
+        assert p is not None
+        assert (p.uid, p.euid, p.suid, p.gid, p.egid, p.sgid) == (4242,) * 6
+        assert p.sid == pid and p.pgid == pid
+        assert second.events == EV.EXEC | EV.EXIT, second.events
+
+
+@case()
+def t_orphan(backend: str) -> None:
+    """An orphan reparented to a subreaper shows the new ppid."""
+    code = (
+        "import ctypes, os, subprocess, sys, time\n"
+        "ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n"
+        "mid = subprocess.Popen([sys.executable, '-c', 'import subprocess; "
+        'p = subprocess.Popen(["/bin/sleep", "0.5"]); print(p.pid)\'], '
+        "stdout=subprocess.PIPE)\n"
+        "orphan = int(mid.stdout.read()); mid.wait()\n"
+        "print(orphan, flush=True)\n"
+        "os.waitpid(orphan, 0)\n"
+    )
+    with _queue(backend) as q:
+        reaper = _py(code, stdout=subprocess.PIPE)
+        assert reaper.stdout is not None
+        orphan = int(reaper.stdout.readline())
+        assert reaper.wait() == 0
+        evs = _drain(q, [orphan])[orphan]
+        last = evs[-1]
+        assert last.events & EV.EXIT
+        assert last.process is not None
+        assert last.process.ppid == reaper.pid, (last.process, reaper.pid)
+
+
+@case()
+def t_argv(backend: str) -> None:
+    """argv with spaces, empty strings, non-UTF-8 bytes and a 3,000-byte
+    argument survives exactly."""
+    argv = [b"/bin/true", b"with space", b"", b"\xff\xfe-not-utf8",
+            b"x" * 3000, b"end"]  # fmt: skip
+    with _queue(backend) as q:
+        child = subprocess.Popen(argv)
+        assert child.wait() == 0
+        evs = _drain(q, [child.pid])[child.pid]
+        p = evs[-1].process
+        assert p is not None
+        assert p.cmdline == [os.fsdecode(a) for a in argv]
+
+
+@case()
+def t_preexisting(backend: str) -> None:
+    """A process started before the queue opened is in the cache with its
+    cmdline and cwd."""
+    with tempfile.TemporaryDirectory() as d:
+        cwd = os.path.realpath(d)
+        child = subprocess.Popen(["/bin/sleep", "30"], cwd=cwd)
+        try:
+            time.sleep(0.05)
+            with _queue(backend) as q:
+                p = q.lookup(child.pid)
+                assert p is not None
+                assert p.cmdline == ["/bin/sleep", "30"]
+                assert p.cwd == cwd
+                assert p.exe == os.path.realpath("/bin/sleep")
+                assert p.ppid == os.getpid()
+        finally:
+            child.kill()
+            child.wait()
+
+
+def _ns_inode(kind: str) -> int:
+    return os.stat(f"/proc/self/ns/{kind}").st_ino
+
+
+@case()
+def t_namespace(backend: str) -> None:
+    """The four namespace inodes match /proc."""
+    with _queue(backend) as q:
+        child = subprocess.Popen([TRUE])
+        child.wait()
+        p = _drain(q, [child.pid])[child.pid][-1].process
+        assert p is not None
+        assert p.uts_inonum == _ns_inode("uts")
+        assert p.ipc_inonum == _ns_inode("ipc")
+        assert p.mnt_inonum == _ns_inode("mnt")
+        assert p.net_inonum == _ns_inode("net")
+
+
+def _cgroup_v2() -> str | None:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].rstrip("\n")
+    return None
+
+
+@case(backends=("ebpf",))
+def t_env_cgroup(backend: str) -> None:
+    """The environment and the cgroup v2 path are captured."""
+    env = dict(os.environ, IM_A_QUARK_TEST_CHILD="OHYES")
+    with _queue(backend) as q:
+        child = subprocess.Popen([TRUE], env=env)
+        child.wait()
+        p = _drain(q, [child.pid])[child.pid][-1].process
+        assert p is not None
+        assert p.env is not None
+        assert "IM_A_QUARK_TEST_CHILD=OHYES" in p.env
+        assert p.cgroup == _cgroup_v2()
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@case()
+def t_fd_leak(backend: str) -> None:
+    """Repeated open/close leaks no file descriptor."""
+    with _queue(backend):
+        pass  # warm up: libraries load once
+    before = _fds()
+    for _ in range(5):
+        with _queue(backend) as q:
+            q.get_event()
+    after = _fds()
+    leaked = {
+        fd: os.readlink(f"/proc/self/fd/{fd}")
+        for fd in after - before
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    }
+    assert not leaked, f"leaked fds: {leaked}"
+
+
+@case()
+def t_cache_grace(backend: str) -> None:
+    """An exited process stays cached for the grace time, then is purged
+    at the next get_event."""
+    with _queue(backend, cache_grace_time=100) as q:
+        assert q.lookup(os.getpid()) is not None
+        child = subprocess.Popen([TRUE])
+        child.wait()
+        _drain(q, [child.pid])
+        assert q.lookup(child.pid) is not None
+        time.sleep(0.15)
+        q.get_event()
+        assert q.lookup(child.pid) is None
+
+
+@case()
+def t_min_agg(backend: str) -> None:
+    """With QQ.MIN_AGG, fork, exec and exit are three events."""
+    with _queue(backend, flags=QQ.MIN_AGG) as q:
+        child = subprocess.Popen([TRUE])
+        child.wait()
+        evs = _drain(q, [child.pid])[child.pid]
+        assert [e.events for e in evs] == [EV.FORK, EV.EXEC, EV.EXIT]
+        p = evs[-1].process
+        assert p is not None
+        assert p.exit_code == 0 and p.exit_time is not None
+
+
+@case()
+def t_set_agg_matrix(backend: str) -> None:
+    """Every matrix cell off behaves like MIN_AGG."""
+    with _queue(backend) as q:
+        for parent in quark.RawKind:
+            for child_kind in quark.RawKind:
+                q.set_agg_matrix(parent, child_kind, None)
+        child = subprocess.Popen([TRUE])
+        child.wait()
+        evs = _drain(q, [child.pid])[child.pid]
+        assert [e.events for e in evs] == [EV.FORK, EV.EXEC, EV.EXIT]
+
+
+@case()
+def t_stats(backend: str) -> None:
+    """Counters start at zero and grow; nothing is lost."""
+    with _queue(backend) as q:
+        s = q.stats()
+        assert s.backend == backend
+        assert (s.insertions, s.removals, s.aggregations, s.lost) == (
+            0, 0, 0, 0,
+        )  # fmt: skip
+        child = subprocess.Popen([TRUE])
+        child.wait()
+        _drain(q, [child.pid])
+        s = q.stats()
+        assert s.insertions > 0 and s.removals > 0 and s.aggregations > 0
+        assert s.lost == 0
+
+
+@case()
+def t_fork_storm(backend: str) -> None:
+    """2,000 processes, 4 at a time: every one seen with FORK, EXEC and
+    EXIT, and nothing lost."""
+    n, width = 2000, 4
+    pids: list[int] = []
+    with _queue(backend) as q:
+        seen: dict[int, EV] = {}
+        for _ in range(n // width):
+            batch = [subprocess.Popen([TRUE]) for _ in range(width)]
+            for child in batch:
+                child.wait()
+                pids.append(child.pid)
+            # keep the queue drained while spawning
+            while (ev := q.get_event()) is not None:
+                if ev.process is not None:
+                    pid = ev.process.pid
+                    seen[pid] = seen.get(pid, EV(0)) | ev.events
+        want = set(pids)
+        full = EV.FORK | EV.EXEC | EV.EXIT
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            if all(seen.get(pid, EV(0)) & full == full for pid in want):
+                break
+            ev = q.get_event()
+            if ev is None:
+                q.block(0.05)
+                continue
+            if ev.process is not None:
+                pid = ev.process.pid
+                seen[pid] = seen.get(pid, EV(0)) | ev.events
+        incomplete = [
+            pid for pid in want if seen.get(pid, EV(0)) & full != full
+        ]
+        assert not incomplete, (
+            f"{len(incomplete)} of {n} incomplete, e.g. "
+            f"{[(p, str(seen.get(p))) for p in incomplete[:5]]}"
+        )
+        assert q.stats().lost == 0, q.stats()
