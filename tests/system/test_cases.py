@@ -20,7 +20,7 @@ PARAMS = [
         id=f"{name}[{backend}]",
         marks=[getattr(pytest.mark, backend), pytest.mark.root]
         + ([pytest.mark.slow] if name == "t_fork_storm" else []),
-    )  # fmt: skip
+    )
     for name, case in CASES.items()
     for backend in case.backends
 ]
