@@ -214,6 +214,12 @@ class Queue:
         except InterruptedError:
             pass
 
+    @property
+    def exhausted(self) -> bool:
+        """True when nothing more will ever come: the end of a replay, with
+        every held event delivered. Never true for a live backend."""
+        return self._require_open().exhausted() and self._engine.length == 0
+
     def __iter__(self) -> Iterator[Event]:
         """Events forever, blocking in between; a replay ends at its end."""
         while True:
@@ -221,8 +227,7 @@ class Queue:
             if ev is not None:
                 yield ev
                 continue
-            backend = self._require_open()
-            if backend.exhausted() and self._engine.length == 0:
+            if self.exhausted:
                 return
             self.block()
 

@@ -1,0 +1,241 @@
+"""quark-mon: print the system's process events as they come.
+
+Built on quark's public API only, so it doubles as an example of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import TextIO
+
+import quark
+from quark import QQ
+from quark.dump import dump_event, dump_process
+
+__all__ = ["main"]
+
+DESCRIPTION = """\
+Print process events (fork, exec, exit, comm and id changes) of the whole
+system, aggregated as quark does: a short-lived fork+exec+exit is one event.
+Needs root for the ebpf and kprobe backends. By default every cached process
+is printed first, then events as they come; Ctrl-C ends it (status 0) with
+the queue's statistics on stderr.
+"""
+
+EPILOG = """\
+statistics columns: insertions removals aggregations non-aggregations lost
+garbage-collections, then the backend.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="quark-mon",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "-b",
+        action="store_true",
+        help="use the EBPF backend (with -k: EBPF, then KPROBE)",
+    )
+    ap.add_argument(
+        "-k",
+        action="store_true",
+        help="use the KPROBE backend (with -b: EBPF, then KPROBE)",
+    )
+    ap.add_argument(
+        "-t", action="store_true", help="thread events too (QQ.THREAD_EVENTS)"
+    )
+    ap.add_argument(
+        "-g", action="store_true", help="minimal aggregation (QQ.MIN_AGG)"
+    )
+    ap.add_argument(
+        "-e",
+        action="store_true",
+        help="compute entry leaders (QQ.ENTRY_LEADER)",
+    )
+    ap.add_argument(
+        "-l",
+        metavar="MAXLENGTH",
+        type=int,
+        help="max raw events buffered (default 10000)",
+    )
+    ap.add_argument(
+        "-s",
+        action="store_true",
+        help="do not print the cached processes first",
+    )
+    ap.add_argument(
+        "-P",
+        metavar="PPID",
+        type=int,
+        help="only events whose process has this parent pid",
+    )
+    ap.add_argument(
+        "-M",
+        action="store_true",
+        help="print no events; statistics to stderr every second",
+    )
+    ap.add_argument(
+        "-v",
+        action="count",
+        default=0,
+        help="more logging (repeat for debug); print the backend",
+    )
+    ap.add_argument(
+        "-V", action="version", version=f"quark-mon {quark.__version__}"
+    )
+    ap.add_argument(
+        "--record",
+        metavar="FILE",
+        help="also record the raw events to FILE (replayable)",
+    )
+    ap.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="replay a recorded raw stream instead of the kernel",
+    )
+    return ap  # fmt: skip
+
+
+def _stats_line(s: quark.Stats) -> str:
+    return (
+        f"{s.insertions:>8} {s.removals:>8} {s.aggregations:>8} "
+        f"{s.non_aggregations:>8} {s.lost:>8} {s.garbage_collections:>8} "
+        f"{s.backend}"
+    )
+
+
+def _stats_header() -> str:
+    return (
+        f"{'inserts':>8} {'removes':>8} {'aggs':>8} {'non-aggs':>8} "
+        f"{'lost':>8} {'gc-cols':>8} backend"
+    )
+
+
+def _open(args: argparse.Namespace) -> quark.Queue:
+    flags = QQ(0)
+    if args.t:
+        flags |= QQ.THREAD_EVENTS
+    if args.g:
+        flags |= QQ.MIN_AGG
+    if args.e:
+        flags |= QQ.ENTRY_LEADER
+    kw: dict[str, object] = {"flags": flags}
+    if args.l is not None:
+        kw["max_length"] = args.l
+    if args.replay:
+        kw["backend"] = "replay"
+        kw["path"] = args.replay
+    elif args.b and not args.k:
+        kw["backend"] = "ebpf"
+    elif args.k and not args.b:
+        kw["backend"] = "kprobe"
+    else:
+        kw["backend"] = "auto"
+    if args.record:
+        kw["record"] = args.record
+    return quark.Queue(**kw)  # type: ignore[arg-type]
+
+
+def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
+    if args.v:
+        print(f"quark-mon: backend {qq.stats().backend}", file=sys.stderr)
+    quiet = args.M
+    ppid = args.P
+    write = out.write
+    if not args.s and not quiet:
+        for p in qq.processes():
+            if ppid is None or p.ppid == ppid:
+                write(dump_process(p))
+        out.flush()
+    next_stats = time.monotonic() + 1.0
+    if quiet:
+        print(_stats_header(), file=sys.stderr)
+    get_event = qq.get_event
+    while True:
+        ev = get_event()
+        if ev is not None:
+            if quiet:
+                continue
+            p = ev.process
+            if (
+                ppid is not None
+                and p is not None
+                and p.ppid is not None
+                and p.ppid != ppid
+            ):
+                continue
+            write(dump_event(ev))
+            continue
+        if qq.exhausted:
+            return
+        if not quiet:
+            out.flush()
+        timeout = None
+        if quiet:
+            now = time.monotonic()
+            if now >= next_stats:
+                print(_stats_line(qq.stats()), file=sys.stderr, flush=True)
+                next_stats = now + 1.0
+            timeout = max(0.0, next_stats - time.monotonic())
+        qq.block(timeout)
+
+
+class _Terminate(Exception):
+    pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminate
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = (
+        logging.WARNING
+        if args.v == 0
+        else (logging.INFO if args.v == 1 else logging.DEBUG)
+    )
+    logging.basicConfig(level=level, format="quark-mon: %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    qq: quark.Queue | None = None
+    status = 0
+    try:
+        qq = _open(args)
+        _run(args, qq, sys.stdout)
+    except (KeyboardInterrupt, _Terminate):
+        pass
+    except BrokenPipeError:
+        # the reader went away: not an error, but stop writing to it
+        sys.stdout = None  # type: ignore[assignment]
+    except quark.QuarkError as e:
+        print(f"quark-mon: {e}", file=sys.stderr)
+        status = 1
+    finally:
+        if qq is not None:
+            try:
+                if sys.stdout is not None:
+                    sys.stdout.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+            stats = qq.stats()
+            qq.close()
+            print(_stats_header(), file=sys.stderr)
+            print(_stats_line(stats), file=sys.stderr)
+            if stats.skipped_probes:
+                print(
+                    "skipped probes: " + "; ".join(stats.skipped_probes),
+                    file=sys.stderr,
+                )
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
