@@ -5,8 +5,8 @@ events. Pure: bytes in, :class:`quark.raw.RawEvent` out, or
 
 from __future__ import annotations
 
-import os
 import struct
+import sys
 
 from quark.errors import DecodeError
 from quark.raw.types import RawEvent, RawKind, RawTask
@@ -35,12 +35,16 @@ _KINDS = {
     Q_ID_CHANGE: RawKind.ID_CHANGE,
 }
 
-_fsdecode = os.fsdecode
+_FS_ENCODING = sys.getfilesystemencoding()
+
+
+def _fsdecode(b: bytes) -> str:
+    """os.fsdecode for bytes, without its per-call type dispatch."""
+    return b.decode(_FS_ENCODING, "surrogateescape")
 
 
 def _cstr(b: bytes) -> str:
-    i = b.find(b"\0")
-    return _fsdecode(b if i < 0 else b[:i])
+    return _fsdecode(b.split(b"\0", 1)[0])
 
 
 def _components(area: bytes) -> str:
@@ -55,15 +59,19 @@ def _components(area: bytes) -> str:
 
 
 def _split(area: bytes, *, whole: bool) -> tuple[str, ...]:
-    """NUL-separated strings. ``whole``: drop a trailing partial entry."""
+    """NUL-separated strings. ``whole``: drop a trailing partial entry.
+
+    Decoded once, then split: NUL is ASCII and surrogateescape works byte
+    by byte, so this equals decoding each part, in one C call.
+    """
     if not area:
         return ()
-    parts = area.split(b"\0")
-    if parts[-1] == b"":
+    parts = _fsdecode(area).split("\0")
+    if parts[-1] == "":
         parts.pop()
     elif whole:
         parts.pop()  # cut by the size limit: keep whole entries only
-    return tuple(_fsdecode(p) for p in parts)
+    return tuple(parts)
 
 
 def decode(rec: bytes) -> RawEvent:

@@ -146,9 +146,11 @@ def entity_id(pid: int, start_time: int, tick_ns: int) -> str:
 
 def truncate_env(env: tuple[str, ...], max_env: int) -> tuple[str, ...]:
     """Keep whole ``NAME=value`` entries while the NUL-separated size fits."""
-    # A character is at most 4 bytes in UTF-8 (1 for surrogate escapes):
-    # most environments fit without encoding anything.
-    if (sum(map(len, env)) + len(env)) * 4 <= max_env:
+    # Most environments are ASCII and fit: no encoding needed to know.
+    chars = sum(map(len, env)) + len(env)
+    if chars * 4 <= max_env or (
+        chars <= max_env and all(map(str.isascii, env))
+    ):
         return env
     out: list[str] = []
     used = 0

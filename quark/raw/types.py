@@ -84,11 +84,64 @@ class RawTask:
     cgroup: str | None
     env: tuple[str, ...] | None
 
-    def __init__(self, **values: Any) -> None:
-        for name in self.FIELDS:
-            setattr(self, name, values.pop(name, None))
-        if values:
-            raise TypeError(f"RawTask: unknown field(s) {sorted(values)}")
+    def __init__(
+        self,
+        *,
+        cap_inheritable: int | None = None,
+        cap_permitted: int | None = None,
+        cap_effective: int | None = None,
+        cap_bset: int | None = None,
+        cap_ambient: int | None = None,
+        start_time: int | None = None,
+        ppid: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        suid: int | None = None,
+        sgid: int | None = None,
+        euid: int | None = None,
+        egid: int | None = None,
+        pgid: int | None = None,
+        sid: int | None = None,
+        tty_major: int | None = None,
+        tty_minor: int | None = None,
+        uts_inonum: int | None = None,
+        ipc_inonum: int | None = None,
+        mnt_inonum: int | None = None,
+        net_inonum: int | None = None,
+        exit_code: int | None = None,
+        comm: str | None = None,
+        cwd: str | None = None,
+        cgroup: str | None = None,
+        env: tuple[str, ...] | None = None,
+    ) -> None:
+        # Spelled out rather than a loop over FIELDS: backends build one of
+        # these per kernel record, and this is several times faster.
+        self.cap_inheritable = cap_inheritable
+        self.cap_permitted = cap_permitted
+        self.cap_effective = cap_effective
+        self.cap_bset = cap_bset
+        self.cap_ambient = cap_ambient
+        self.start_time = start_time
+        self.ppid = ppid
+        self.uid = uid
+        self.gid = gid
+        self.suid = suid
+        self.sgid = sgid
+        self.euid = euid
+        self.egid = egid
+        self.pgid = pgid
+        self.sid = sid
+        self.tty_major = tty_major
+        self.tty_minor = tty_minor
+        self.uts_inonum = uts_inonum
+        self.ipc_inonum = ipc_inonum
+        self.mnt_inonum = mnt_inonum
+        self.net_inonum = net_inonum
+        self.exit_code = exit_code
+        self.comm = comm
+        self.cwd = cwd
+        self.cgroup = cgroup
+        self.env = env
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
