@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from quark.raw.types import RawTask, Seed
 
@@ -149,7 +150,7 @@ def scrape_pid(root: str, pid: int, *, max_env: int, hz: int) -> Seed | None:
         stat = parse_stat(_read(f"{d}/stat").decode(errors="replace"), hz)
     except (OSError, ValueError, IndexError):
         return None
-    values: dict[str, object] = {**status, **stat}
+    values: dict[str, Any] = {**status, **stat}
     for ns in ("uts", "ipc", "mnt", "net"):
         values[f"{ns}_inonum"] = _ns_inode(f"{d}/ns/{ns}")
     try:

@@ -154,7 +154,7 @@ def _phase_mon(rate: float, seconds: float) -> dict[str, float]:
         bpf1 = _bpf_run_ns()
         mon.terminate()
         _, err = mon.communicate(timeout=10)
-        elapsed, pids = _read_spawned(tmp.name)
+        _, pids = _read_spawned(tmp.name)
     lost = _mon_lost(err.decode(errors="replace"))
     return {
         "spawned": len(pids),

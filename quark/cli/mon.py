@@ -164,12 +164,12 @@ def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
         if ev is not None:
             if quiet:
                 continue
-            p = ev.process
+            proc = ev.process
             if (
                 ppid is not None
-                and p is not None
-                and p.ppid is not None
-                and p.ppid != ppid
+                and proc is not None
+                and proc.ppid is not None
+                and proc.ppid != ppid
             ):
                 continue
             write(dump_event(ev))
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     except BrokenPipeError:
         # the reader went away: not an error, but stop writing to it
-        sys.stdout = None  # type: ignore[assignment]
+        sys.stdout = None
     except quark.QuarkError as e:
         print(f"quark-mon: {e}", file=sys.stderr)
         status = 1
