@@ -102,6 +102,7 @@ struct file {
 };
 
 struct fs_struct {
+	struct path root;
 	struct path pwd;
 };
 

@@ -193,20 +193,26 @@ static __always_inline void start(struct q_scratch *s, u32 kind,
 }
 
 /*
- * Path components from (dentry, vfsmount) up to the global root, crossing
- * mounts, leaf first, each NUL-terminated, at data[off...]. Returns the new
- * offset. Sets trunc_flag when the path is deeper or longer than kept.
+ * Path components from (dentry, vfsmount) up to the task's root (fs->root,
+ * as d_path and /proc/PID/cwd do: a chrooted process sees paths from its
+ * root), crossing mounts, leaf first, each NUL-terminated, at data[off...].
+ * Returns the new offset. Sets trunc_flag when the path is deeper or
+ * longer than kept.
  */
 static __always_inline u32 put_path(struct q_scratch *s, u32 off,
 				    struct dentry *dentry,
-				    struct vfsmount *vfsmnt, u32 trunc_flag)
+				    struct vfsmount *vfsmnt,
+				    struct fs_struct *fs, u32 trunc_flag)
 {
+	struct dentry *top = BPF_CORE_READ(fs, root.dentry);
+	void *top_mnt = BPF_CORE_READ(fs, root.mnt);
+	u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
 	u32 used = 0;
 	struct mount *mnt;
 	long n;
 	int i;
 
-	mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+	mnt = (void *)vfsmnt - mnt_off;
 #pragma clang loop unroll(disable)
 	for (i = 0; i < Q_PATH_DEPTH; i++) {
 		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
@@ -215,6 +221,8 @@ static __always_inline u32 put_path(struct q_scratch *s, u32 off,
 
 		if (!dentry)
 			return off;
+		if (dentry == top && (void *)mnt + mnt_off == top_mnt)
+			return off; /* the task's root */
 		if (dentry == root || dentry == parent) {
 			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
 
@@ -317,7 +325,7 @@ static __always_inline u32 put_cwd(struct q_scratch *s, u32 off,
 	if (!fs)
 		return off;
 	end = put_path(s, off, BPF_CORE_READ(fs, pwd.dentry),
-		       BPF_CORE_READ(fs, pwd.mnt), Q_F_CWD_TRUNC);
+		       BPF_CORE_READ(fs, pwd.mnt), fs, Q_F_CWD_TRUNC);
 	s->ev.len[Q_VAR_CWD] = (end - off) & DATA_MASK;
 	return end;
 }
@@ -385,7 +393,8 @@ static __always_inline int on_exec(struct task_struct *task)
 	exe = BPF_CORE_READ(mm, exe_file);
 	if (exe) {
 		n = put_path(s, off, BPF_CORE_READ(exe, f_path.dentry),
-			     BPF_CORE_READ(exe, f_path.mnt), Q_F_EXE_TRUNC);
+			     BPF_CORE_READ(exe, f_path.mnt),
+			     BPF_CORE_READ(task, fs), Q_F_EXE_TRUNC);
 		s->ev.len[Q_VAR_EXE] = (n - off) & DATA_MASK;
 		off = n;
 	}
