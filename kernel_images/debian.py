@@ -74,8 +74,10 @@ def _sources_entries() -> Iterator[tuple[str, list[str]]]:
                 continue
             for uri in fields.get("uris", "").split():
                 yield uri, fields.get("suites", "").split()
-    lists = ["/etc/apt/sources.list", *sorted(
-        glob.glob("/etc/apt/sources.list.d/*.list"))]
+    lists = [
+        "/etc/apt/sources.list",
+        *sorted(glob.glob("/etc/apt/sources.list.d/*.list")),
+    ]
     for path in lists:
         try:
             with open(path) as f:
@@ -119,8 +121,7 @@ class _Apt:
         main, security = system_uris()
         signed = f"[signed-by={KEYRING}]" if os.path.exists(KEYRING) else ""
         lines = [f"deb {signed} {main} {s} main" for s in SUITES]
-        lines += [f"deb {signed} {security} {s} main"
-                  for s in SECURITY_SUITES]
+        lines += [f"deb {signed} {security} {s} main" for s in SECURITY_SUITES]
         self.sources = self.root / "etc" / "sources.list"
         text = "\n".join(lines) + "\n"
         if not self.sources.exists() or self.sources.read_text() != text:
@@ -147,10 +148,15 @@ class _Apt:
             REFRESH_SECONDS
         ):
             return
-        _log("apt-get update (private configuration: "
-             f"{', '.join(SUITES + SECURITY_SUITES)})")
-        r = subprocess.run(["apt-get", *self.options(), "update"],
-                           capture_output=True, text=True)
+        _log(
+            "apt-get update (private configuration: "
+            f"{', '.join(SUITES + SECURITY_SUITES)})"
+        )
+        r = subprocess.run(
+            ["apt-get", *self.options(), "update"],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             raise FetchError(f"apt-get update failed: {r.stderr.strip()}")
         stamp.touch()
@@ -211,8 +217,9 @@ def extract(deb: pathlib.Path) -> pathlib.Path:
         return out
     out.mkdir(parents=True, exist_ok=True)
     _log(f"extracting {deb.name}")
-    r = subprocess.run(["dpkg-deb", "-x", str(deb), str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["dpkg-deb", "-x", str(deb), str(out)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         raise FetchError(f"dpkg-deb -x {deb} failed: {r.stderr.strip()}")
     done.touch()

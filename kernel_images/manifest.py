@@ -35,8 +35,13 @@ def kernels() -> list[Kernel]:
     with open(MANIFEST) as f:
         data = json.load(f)
     return [
-        Kernel(k["name"], k["release"], tuple(k["packages"]), k["vmlinuz"],
-               k["modules"])
+        Kernel(
+            k["name"],
+            k["release"],
+            tuple(k["packages"]),
+            k["vmlinuz"],
+            k["modules"],
+        )
         for k in data["kernels"]
     ]
 

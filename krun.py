@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Boot a kernel under qemu and run a command inside, against the host's files.
+
+    python krun.py [options] KERNEL COMMAND [ARG...]
+    python krun.py --matrix [--backends ebpf,kprobe]
+
+KERNEL is a vmlinuz path or a name from kernel_images/manifest.json (fetched
+on first use). The guest mounts the host's root read-only over virtio-9p,
+runs COMMAND (no shell: argv is passed as JSON) from the current directory
+with QUARK_TEST_STRICT=1, prints one sentinel line ``quark-init: exit N``
+and powers off. krun streams the guest's console and exits with N.
+
+A kernel panic, soft lockup or RCU stall (exit 250), a missing (251) or
+repeated (252) sentinel, a qemu failure (253) or a timeout (124) end the run
+with a one-line reason on stderr.
+
+``--matrix`` runs ``quark-test`` on every manifest kernel for every backend
+(``-b`` EBPF, ``-k`` KPROBE), plus the host (EBPF), prints a kernel x
+backend table with the command that reproduces each failure, and exits
+non-zero on any failure. ``--vng`` runs virtme-ng instead of the
+generated initramfs, for interactive debugging (``pip install virtme-ng``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+import select
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from initramfs import build as initramfs  # noqa: E402
+from kernel_images import manifest  # noqa: E402
+
+SENTINEL = re.compile(rb"^quark-init: exit (\d+)\s*$")
+FATAL = re.compile(
+    rb"(Kernel panic - not syncing|BUG: soft lockup|rcu_sched self-detected"
+    rb"|rcu: INFO: rcu_(pre)?sched detected stalls|watchdog: BUG:)"
+)
+EXIT_FATAL, EXIT_NO_SENTINEL, EXIT_TWO_SENTINELS, EXIT_QEMU = (
+    250,
+    251,
+    252,
+    253,
+)
+EXIT_TIMEOUT = 124
+PASS_ENV = ("LANG", "TERM", "QUARK_IGNORE_BTF", "QUARK_VERBOSE")
+
+
+@dataclass
+class Outcome:
+    status: int
+    reason: str
+
+
+def parse_console(lines: list[bytes], qemu_status: int | None) -> Outcome:
+    """The run's outcome from the guest's console lines."""
+    sentinels = [m for ln in lines if (m := SENTINEL.match(ln.strip()))]
+    for ln in lines:
+        if FATAL.search(ln):
+            return Outcome(
+                EXIT_FATAL,
+                "guest kernel failed: " + ln.strip().decode(errors="replace"),
+            )
+    if len(sentinels) > 1:
+        return Outcome(EXIT_TWO_SENTINELS, "more than one sentinel line")
+    if not sentinels:
+        if qemu_status not in (0, None):
+            return Outcome(EXIT_QEMU, f"qemu exited with {qemu_status}")
+        return Outcome(
+            EXIT_NO_SENTINEL, "no sentinel line: the guest did not boot or run"
+        )
+    return Outcome(int(sentinels[0].group(1)), "")
+
+
+def kernel_cmdline() -> str:
+    return "console=ttyS0 quiet panic=-1 loglevel=4 rdinit=/init"
+
+
+def _resolve(kernel: str) -> manifest.Fetched:
+    if os.path.exists(kernel):
+        path = pathlib.Path(kernel).resolve()
+        for k in manifest.kernels():
+            fetched = manifest.fetch(k)
+            if fetched.vmlinuz.resolve() == path:
+                return fetched
+        raise SystemExit(
+            f"krun: {kernel} is not a manifest kernel: its modules are unknown"
+        )
+    return manifest.fetch(manifest.lookup(kernel))
+
+
+def _guest_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    env.update(
+        PATH=os.pathsep.join(
+            [str(pathlib.Path(sys.executable).parent),
+             "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+             "/sbin", "/bin"]
+        ),
+        QUARK_TEST_STRICT="1",
+        QUARK_IN_GUEST="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        HOME="/tmp",
+    )  # fmt: skip
+    return env
+
+
+def run(
+    kernel: str,
+    argv: list[str],
+    *,
+    timeout: float = 600.0,
+    memory: str = "2G",
+    smp: int = 2,
+    quiet: bool = False,
+) -> Outcome:
+    fetched = _resolve(kernel)
+    base = initramfs.base_image(fetched.modules, sys.executable)
+    extra = initramfs.command_archive(argv, os.getcwd(), _guest_env())
+    with tempfile.TemporaryDirectory(prefix="krun-") as d:
+        initrd = pathlib.Path(d) / "initrd.cpio"
+        initramfs.assemble(base, extra, initrd)
+        qemu = shutil.which("qemu-system-x86_64")
+        if qemu is None:
+            return Outcome(
+                EXIT_QEMU,
+                "qemu-system-x86_64 not found (apt install qemu-system-x86)",
+            )
+        cmd = [
+            qemu, "-accel", "tcg", "-m", memory, "-smp", str(smp),
+            "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+            "-kernel", str(fetched.vmlinuz), "-initrd", str(initrd),
+            "-append", kernel_cmdline(),
+            "-fsdev", "local,id=r,path=/,security_model=none,readonly=on,multidevs=remap",
+            "-device", "virtio-9p-pci,fsdev=r,mount_tag=hostroot",
+        ]  # fmt: skip
+        return _watch(cmd, timeout, quiet)
+
+
+def _watch(cmd: list[str], timeout: float, quiet: bool) -> Outcome:
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[bytes] = []
+    buf = b""
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    out = sys.stdout.buffer
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                proc.wait()
+                return Outcome(
+                    EXIT_TIMEOUT, f"timed out after {timeout:.0f} s"
+                )
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            for ln in complete:
+                ln = ln.rstrip(b"\r")
+                lines.append(ln)
+                if not quiet:
+                    out.write(ln + b"\n")
+                    out.flush()
+                if FATAL.search(ln):
+                    proc.kill()
+                    proc.wait()
+                    return parse_console(lines, None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if buf:
+        lines.append(buf)
+    return parse_console(lines, proc.wait())
+
+
+# -- the matrix ----------------------------------------------------------------
+
+
+def _quark_test(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "quark.cli.test", *args]
+
+
+def matrix(backends: list[str], timeout: float) -> int:
+    rows: list[tuple[str, str, str, str]] = []
+    for k in manifest.kernels():
+        for be in backends:
+            flag = "-b" if be == "ebpf" else "-k"
+            argv = _quark_test([flag])
+            print(f"== {k.name} {be}", flush=True)
+            t0 = time.monotonic()
+            o = run(k.name, argv, timeout=timeout)
+            took = time.monotonic() - t0
+            verdict = "pass" if o.status == 0 else f"FAIL({o.status})"
+            repro = shlex.join(["python", "krun.py", k.name, *argv])
+            rows.append(
+                (
+                    k.name,
+                    be,
+                    f"{verdict} {took:.0f}s",
+                    "" if o.status == 0 else f"{o.reason} | {repro}",
+                )
+            )
+    # the host: EBPF only (no kprobes here)
+    print("== host ebpf", flush=True)
+    t0 = time.monotonic()
+    rc = subprocess.call(_quark_test(["-b"]))
+    rows.append(
+        (
+            "host",
+            "ebpf",
+            ("pass" if rc == 0 else f"FAIL({rc})")
+            + f" {time.monotonic() - t0:.0f}s",
+            "" if rc == 0 else shlex.join(_quark_test(["-b"])),
+        )
+    )
+    if "kprobe" in backends:
+        rows.append(
+            (
+                "host",
+                "kprobe",
+                "n/a",
+                "no kprobe_events on this kernel (CONFIG_KPROBE_EVENTS off)",
+            )
+        )
+    print()
+    print(f"{'kernel':<8} {'backend':<8} result")
+    failed = 0
+    for name, be, res, note in rows:
+        print(f"{name:<8} {be:<8} {res}")
+        if res.startswith("FAIL"):
+            failed += 1
+            print(f"    {note}")
+    print(f"\nmatrix: {len(rows) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="krun.py",
+        description=__doc__.split("\n\n")[0],
+    )
+    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--memory", default="2G")
+    ap.add_argument("--smp", type=int, default=2)
+    ap.add_argument(
+        "--quiet", action="store_true", help="do not stream the guest console"
+    )
+    ap.add_argument("--matrix", action="store_true")
+    ap.add_argument(
+        "--backends",
+        default="ebpf,kprobe",
+        help="with --matrix: comma-separated backends",
+    )
+    ap.add_argument(
+        "--vng",
+        action="store_true",
+        help="run the command under virtme-ng instead",
+    )
+    ap.add_argument("kernel", nargs="?")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    args = ap.parse_args(argv)
+    if args.matrix:
+        return matrix(args.backends.split(","), args.timeout)
+    if not args.kernel or not args.command:
+        ap.error("KERNEL and COMMAND are required (or --matrix)")
+    if args.vng:
+        fetched = _resolve(args.kernel)
+        return subprocess.call(
+            [
+                "vng",
+                "-r",
+                str(fetched.vmlinuz),
+                "--disable-kvm",
+                "--exec",
+                shlex.join(args.command),
+            ]
+        )
+    o = run(
+        args.kernel,
+        args.command,
+        timeout=args.timeout,
+        memory=args.memory,
+        smp=args.smp,
+        quiet=args.quiet,
+    )
+    if o.reason:
+        print(f"krun: {o.reason}", file=sys.stderr)
+    return o.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
