@@ -1,0 +1,42 @@
+"""krun.py against a real kernel under qemu (marker ``qemu``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+
+def _krun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "krun.py"), "--quiet", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_exit_status_is_the_commands() -> None:
+    r = _krun("6.1", "/bin/sh", "-c", "exit 3")
+    assert r.returncode == 3, r.stderr
+
+
+def test_arguments_reach_the_guest_without_a_shell() -> None:
+    r = _krun("6.1", "/bin/sh", "-c", 'test "$1" = "a b;\'c"', "sh",
+              "a b;'c")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_panic_is_a_failure_with_a_reason() -> None:
+    r = _krun("6.1", "/bin/sh", "-c", "echo c > /proc/sysrq-trigger")
+    assert r.returncode == 250
+    assert "panic" in r.stderr
+
+
+def test_a_hung_command_hits_the_timeout() -> None:
+    r = _krun("--timeout", "25", "6.1", "/bin/sleep", "600")
+    assert r.returncode == 124
+    assert "timed out" in r.stderr
