@@ -76,6 +76,49 @@ struct {
 	__type(value, u32);
 } in_exec SEC(".maps");
 
+/*
+ * The kernel skips a program's run when the same program is already running
+ * on that CPU (a preempted handler on a preemptible kernel; seen on 7.x):
+ * the event would be lost, counted only in recursion_misses. So each core
+ * tracepoint has two programs. The primary marks every task it handles; the
+ * backup, attached after it, clears the mark, or handles the event itself
+ * when the mark is absent because the primary's run was skipped.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, u32);
+} handled SEC(".maps");
+
+static __always_inline u64 handled_key(u32 kind, u32 tid)
+{
+	return ((u64)kind << 32) | tid;
+}
+
+static __always_inline void mark_handled(u32 kind, u32 tid)
+{
+	u64 key = handled_key(kind, tid);
+	u32 one = 1;
+
+	bpf_map_update_elem(&handled, &key, &one, BPF_ANY);
+}
+
+static __always_inline void count(u32 which);
+
+/* In a backup program: true when the primary skipped this event. */
+static __always_inline bool primary_skipped(u32 kind, u32 tid)
+{
+	u64 key = handled_key(kind, tid);
+
+	if (bpf_map_lookup_elem(&handled, &key)) {
+		bpf_map_delete_elem(&handled, &key);
+		return false;
+	}
+	count(Q_CNT_RECOVERED);
+	return true;
+}
+
 static __always_inline void count(u32 which)
 {
 	u64 *v = bpf_map_lookup_elem(&counters, &which);
@@ -341,16 +384,21 @@ static __always_inline u32 put_cgroup_var(struct q_scratch *s, u32 off,
 
 /* --- fork -------------------------------------------------------------- */
 
-static __always_inline int on_fork(struct task_struct *child)
+static __always_inline int on_fork(struct task_struct *child, bool backup)
 {
 	struct q_scratch *s;
-	u32 *level, off = 0;
+	u32 *level, off = 0, tid = BPF_CORE_READ(child, pid);
 
 	if (BPF_CORE_READ(child, flags) & PF_KTHREAD)
 		return 0;
-	if (!cfg.thread_events &&
-	    BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+	if (!cfg.thread_events && tid != BPF_CORE_READ(child, tgid))
 		return 0;
+	if (backup) {
+		if (!primary_skipped(Q_FORK, tid))
+			return 0;
+	} else {
+		mark_handled(Q_FORK, tid);
+	}
 	s = scratch_get(&level);
 	if (!s)
 		return 0;
@@ -365,18 +413,30 @@ static __always_inline int on_fork(struct task_struct *child)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(q_fork_btf, struct task_struct *parent, struct task_struct *child)
 {
-	return on_fork(child);
+	return on_fork(child, false);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(q_forkb_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return on_fork(child, true);
 }
 
 SEC("raw_tp/sched_process_fork")
 int q_fork_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	return on_fork((struct task_struct *)ctx->args[1]);
+	return on_fork((struct task_struct *)ctx->args[1], false);
+}
+
+SEC("raw_tp/sched_process_fork")
+int q_forkb_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_fork((struct task_struct *)ctx->args[1], true);
 }
 
 /* --- exec -------------------------------------------------------------- */
 
-static __always_inline int on_exec(struct task_struct *task)
+static __always_inline int on_exec(struct task_struct *task, bool backup)
 {
 	struct q_scratch *s;
 	struct mm_struct *mm;
@@ -384,6 +444,12 @@ static __always_inline int on_exec(struct task_struct *task)
 	u32 *level, off = 0, n, tid;
 
 	tid = BPF_CORE_READ(task, pid);
+	if (backup) {
+		if (!primary_skipped(Q_EXEC, tid))
+			return 0;
+	} else {
+		mark_handled(Q_EXEC, tid);
+	}
 	bpf_map_delete_elem(&in_exec, &tid);
 	s = scratch_get(&level);
 	if (!s)
@@ -420,29 +486,48 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(q_exec_btf, struct task_struct *p, int old_pid,
 	     struct linux_binprm *bprm)
 {
-	return on_exec(p);
+	return on_exec(p, false);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(q_execb_btf, struct task_struct *p, int old_pid,
+	     struct linux_binprm *bprm)
+{
+	return on_exec(p, true);
 }
 
 SEC("raw_tp/sched_process_exec")
 int q_exec_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	return on_exec((struct task_struct *)ctx->args[0]);
+	return on_exec((struct task_struct *)ctx->args[0], false);
+}
+
+SEC("raw_tp/sched_process_exec")
+int q_execb_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_exec((struct task_struct *)ctx->args[0], true);
 }
 
 /* --- exit -------------------------------------------------------------- */
 
-static __always_inline int on_exit(struct task_struct *task)
+static __always_inline int on_exit(struct task_struct *task, bool backup)
 {
 	struct signal_struct *signal = BPF_CORE_READ(task, signal);
 	int live = BPF_CORE_READ(signal, live.counter);
+	u32 *level, tid = BPF_CORE_READ(task, pid);
 	struct q_scratch *s;
-	u32 *level;
 	int code;
 
 	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
 		return 0;
 	if (live != 0 && !cfg.thread_events)
 		return 0;
+	if (backup) {
+		if (!primary_skipped(Q_EXIT, tid))
+			return 0;
+	} else {
+		mark_handled(Q_EXIT, tid);
+	}
 	s = scratch_get(&level);
 	if (!s)
 		return 0;
@@ -461,13 +546,25 @@ static __always_inline int on_exit(struct task_struct *task)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(q_exit_btf, struct task_struct *p)
 {
-	return on_exit(p);
+	return on_exit(p, false);
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(q_exitb_btf, struct task_struct *p)
+{
+	return on_exit(p, true);
 }
 
 SEC("raw_tp/sched_process_exit")
 int q_exit_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	return on_exit((struct task_struct *)ctx->args[0]);
+	return on_exit((struct task_struct *)ctx->args[0], false);
+}
+
+SEC("raw_tp/sched_process_exit")
+int q_exitb_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_exit((struct task_struct *)ctx->args[0], true);
 }
 
 /* --- comm (SETPROCTITLE) ----------------------------------------------- */

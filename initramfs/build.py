@@ -59,7 +59,7 @@ def module_closure(
         if name in done or name not in deps:
             return
         if name in stack:
-            raise ValueError(f"module dependency loop: {stack + (name,)}")
+            raise ValueError(f"module dependency loop: {(*stack, name)}")
         path, needs = deps[name]
         for dep in needs:
             visit(_modname(dep), (*stack, name))

@@ -105,6 +105,11 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
         "ptr",
     ),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], "int"),
+    "bpf_obj_get_info_by_fd": (
+        c_int,
+        [c_int, c_void_p, ctypes.POINTER(ctypes.c_uint32)],
+        "int",
+    ),
 }
 
 _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
@@ -341,6 +346,31 @@ class BpfObject:
         if self._handle is not None:
             self._handle = None
             self._finalizer()
+
+
+# struct bpf_prog_info (uapi, append-only): run_time_ns, run_cnt and
+# recursion_misses (5.12+) at fixed offsets
+PROG_INFO_SIZE = 256
+_RUN_TIME_NS, _RUN_CNT, _RECURSION_MISSES = 192, 200, 208
+
+
+def prog_run_stats(prog_fd: int) -> tuple[int, int, int]:
+    """(run_time_ns, run_cnt, recursion_misses) of a loaded program.
+
+    recursion_misses counts the runs the kernel skipped because the same
+    program was already running on that CPU (preempted): events lost.
+    Kernels older than 5.12 report 0 for it.
+    """
+    buf = (ctypes.c_uint8 * PROG_INFO_SIZE)()
+    size = ctypes.c_uint32(PROG_INFO_SIZE)
+    lib().bpf_obj_get_info_by_fd(prog_fd, buf, ctypes.byref(size))
+
+    def u64(off: int) -> int:
+        if off + 8 > size.value:
+            return 0
+        return int.from_bytes(bytes(buf[off : off + 8]), "little")
+
+    return u64(_RUN_TIME_NS), u64(_RUN_CNT), u64(_RECURSION_MISSES)
 
 
 def lookup_percpu_u64(map_fd: int, key: int, ncpus: int) -> list[int]:

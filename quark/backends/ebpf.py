@@ -51,7 +51,7 @@ log = logging.getLogger("quark.ebpf")
 RING_SIZE = 4 << 20
 NEST = 2  # scratch buffers per CPU, as Q_NEST in quark.bpf.c
 ENV_MAX = 32768  # Q_ENV_MAX
-CNT_SENT, CNT_LOST, CNT_NOBUF = 0, 1, 2
+CNT_SENT, CNT_LOST, CNT_NOBUF, CNT_RECOVERED = 0, 1, 2, 3
 
 CORE = ("fork", "exec", "exit")
 OPTIONAL = {
@@ -69,7 +69,14 @@ OPTIONAL = {
     "q_exit_setsid": "sys_exit_setsid (ID_CHANGE)",
 }
 # The programs that exist in both flavours: q_<name>_btf and q_<name>_raw.
-FLAVOURED = ("q_fork", "q_exec", "q_exit", "q_rename")
+# q_forkb, q_execb and q_exitb are the backups of the core programs (see
+# bpf/quark.bpf.c): attached after their primary, they emit what a skipped
+# (recursion-missed) primary run would have lost.
+FLAVOURED = (
+    "q_fork", "q_forkb", "q_exec", "q_execb", "q_exit", "q_exitb", "q_rename",
+)  # fmt: skip
+CORE_BASES = ("q_fork", "q_forkb", "q_exec", "q_execb", "q_exit", "q_exitb")
+BACKUPS = ("q_forkb", "q_execb", "q_exitb")
 
 _CFG = struct.Struct("<IIII")  # struct q_config
 
@@ -162,6 +169,10 @@ class EbpfBackend(Backend):
         self._ring_fd = -1
         self._ncpus = 1
         self._hold_ms = attr.hold_time
+        self._last: dict[int, int] = {}
+        self._counters_denied = False
+        self._fds: list[tuple[str, int]] | None = None
+        self._fds: list[tuple[str, int]] | None = None
         try:
             _preflight()
             ensure_mounts()
@@ -256,7 +267,7 @@ class EbpfBackend(Backend):
                     if name.startswith(FLAVOURED)
                     else name
                 )
-                if base in ("q_fork", "q_exec", "q_exit"):
+                if base in CORE_BASES:
                     raise NotSupportedError(
                         f"cannot attach {obj.section(name)}: {e}",
                         errno=e.errno,
@@ -296,10 +307,28 @@ class EbpfBackend(Backend):
             bpf.lookup_percpu_u64(self._counters_fd, which, self._ncpus)
         )
 
+    def recursion_misses(self) -> int:
+        """Runs of our programs the kernel skipped because the program was
+        already running on that CPU (a preempted handler): lost events."""
+        total = -self._counter(CNT_RECOVERED)
+        for name, fd in self._prog_fds():
+            if name.rsplit("_", 1)[0] in BACKUPS:
+                continue  # a backup's skip is its primary's (counted) run
+            try:
+                total += bpf.prog_run_stats(fd)[2]
+            except LibbpfError as e:
+                if e.errno not in (_errno.EPERM, _errno.EACCES):
+                    raise
+                return self._last.get(-1, 0)
+        total = max(total, 0)
+        self._last[-1] = total
+        return total
+
     def lost(self) -> int:
         return (
             self._counter(CNT_LOST)
             + self._counter(CNT_NOBUF)
+            + self.recursion_misses()
             + self._decode_errors
         )
 
@@ -312,17 +341,19 @@ class EbpfBackend(Backend):
     def skipped_probes(self) -> tuple[str, ...]:
         return tuple(self._skipped)
 
-    def prog_fds(self) -> dict[str, int]:
-        """fds of the loaded programs (for run-time statistics)."""
-        out: dict[str, int] = {}
-        if self._obj is None:
-            return out
-        for name, prog in self._obj.programs():
-            try:
-                out[name] = bpf.lib().bpf_program__fd(prog)
-            except LibbpfError:
-                continue
-        return out
+    def _prog_fds(self) -> list[tuple[str, int]]:
+        """(name, fd) of the loaded programs (cached: they live as long as
+        the object)."""
+        if self._fds is None:
+            self._fds = []
+            if self._obj is not None:
+                for name, prog in self._obj.programs():
+                    try:
+                        fd = bpf.lib().bpf_program__fd(prog)
+                    except LibbpfError:
+                        continue  # not loaded (autoload off)
+                    self._fds.append((name, fd))
+        return self._fds
 
     def close(self) -> None:
         if self._ring is not None:
@@ -331,6 +362,7 @@ class EbpfBackend(Backend):
         if self._obj is not None:
             self._obj.close()
             self._obj = None
+        self._fds = None
         self._counters_fd = self._ring_fd = -1
 
 

@@ -441,6 +441,7 @@ def t_fork_storm(backend: str) -> None:
         ]
         assert not incomplete, (
             f"{len(incomplete)} of {n} incomplete, e.g. "
-            f"{[(p, str(seen.get(p))) for p in incomplete[:5]]}"
+            f"{[(p, str(seen.get(p))) for p in incomplete[:5]]}; "
+            f"{q.stats()}"
         )
         assert q.stats().lost == 0, q.stats()
