@@ -172,7 +172,6 @@ class EbpfBackend(Backend):
         self._last: dict[int, int] = {}
         self._counters_denied = False
         self._fds: list[tuple[str, int]] | None = None
-        self._fds: list[tuple[str, int]] | None = None
         try:
             _preflight()
             ensure_mounts()

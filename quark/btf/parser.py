@@ -103,7 +103,7 @@ class Btf:
         self._offsets = self._index()
         self._by_name: dict[str, list[int]] | None = None
 
-    # -- indexing ---------------------------------------------------------------
+    # -- indexing -----------------------------------------------------------
     def _index(self) -> list[int]:
         """Start offset of every type (index = type id; 0 is void)."""
         types = self._types
@@ -184,7 +184,7 @@ class Btf:
                 ).append(tid)
         return out
 
-    # -- members ----------------------------------------------------------------
+    # -- members ------------------------------------------------------------
     def members(self, t: Type) -> list[Member]:
         if t.kind not in (STRUCT, UNION):
             raise BTFError(

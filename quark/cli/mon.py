@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import pwd
 import signal
 import sys
 import time
@@ -92,6 +94,22 @@ def _parser() -> argparse.ArgumentParser:
         "-V", action="version", version=f"quark-mon {quark.__version__}"
     )
     ap.add_argument(
+        "-E", action="store_true",
+        help="ECS JSON output, one document per line",
+    )
+    ap.add_argument(
+        "-C", metavar="FILE",
+        help="at exit, write the process cache as a DOT graph to FILE",
+    )
+    ap.add_argument(
+        "-D", action="store_true",
+        help="drop privileges to nobody once open, and keep running",
+    )
+    ap.add_argument(
+        "-r", metavar="FILE",
+        help="rules in quark's DSL from FILE, or - for stdin",
+    )
+    ap.add_argument(
         "--record",
         metavar="FILE",
         help="also record the raw events to FILE (replayable)",
@@ -141,7 +159,30 @@ def _open(args: argparse.Namespace) -> quark.Queue:
         kw["backend"] = "auto"
     if args.record:
         kw["record"] = args.record
+    if args.r:
+        from quark.rules import Ruleset
+
+        kw["ruleset"] = Ruleset.parse_file(args.r)
     return quark.Queue(**kw)  # type: ignore[arg-type]
+
+
+def _drop_privileges() -> None:
+    """Become nobody: groups, gids, then uids (in that order, or the later
+    steps are no longer allowed). The queue's descriptors stay usable."""
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        raise quark.PrivilegeError("-D: no user nobody") from None
+    try:
+        os.setgroups([])
+        os.setresgid(nobody.pw_gid, nobody.pw_gid, nobody.pw_gid)
+        os.setresuid(nobody.pw_uid, nobody.pw_uid, nobody.pw_uid)
+    except OSError as e:
+        raise quark.PrivilegeError(
+            f"-D: cannot drop privileges: {e.strerror}", errno=e.errno
+        ) from None
+    if os.getresuid() != (nobody.pw_uid,) * 3:
+        raise quark.PrivilegeError("-D: privileges were not dropped")
 
 
 def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
@@ -150,10 +191,33 @@ def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
     quiet = args.M
     ppid = args.P
     write = out.write
+    render = dump_event
+    if args.E:
+        from quark.ecs import EcsEncoder
+
+        encoder = EcsEncoder(qq.lookup)
+
+        def render(ev: quark.Event) -> str:
+            return encoder.encode(ev) + "\n"
+
+    if args.D:
+        _drop_privileges()
+        if args.v:
+            print("quark-mon: running as nobody", file=sys.stderr)
     if not args.s and not quiet:
+        now = time.monotonic_ns()  # a snapshot is "now", not an event time
         for p in qq.processes():
             if ppid is None or p.ppid == ppid:
-                write(dump_process(p))
+                if args.E:
+                    write(
+                        render(
+                            quark.Event(
+                                events=quark.EV(0), time=now, process=p
+                            )
+                        )
+                    )
+                else:
+                    write(dump_process(p))
         out.flush()
     next_stats = time.monotonic() + 1.0
     if quiet:
@@ -172,7 +236,7 @@ def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
                 and proc.ppid != ppid
             ):
                 continue
-            write(dump_event(ev))
+            write(render(ev))
             continue
         if qq.exhausted:
             return
@@ -180,10 +244,10 @@ def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
             out.flush()
         timeout = None
         if quiet:
-            now = time.monotonic()
-            if now >= next_stats:
+            tick = time.monotonic()
+            if tick >= next_stats:
                 print(_stats_line(qq.stats()), file=sys.stderr, flush=True)
-                next_stats = now + 1.0
+                next_stats = tick + 1.0
             timeout = max(0.0, next_stats - time.monotonic())
         qq.block(timeout)
 
@@ -207,7 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     qq: quark.Queue | None = None
     status = 0
+    graph: TextIO | None = None
     try:
+        if args.C:
+            # opened now: after -D, nobody may not be allowed to create it
+            try:
+                graph = open(args.C, "w")  # noqa: SIM115 - closed below
+            except OSError as e:
+                raise quark.ConfigError(
+                    f"-C {args.C}: {e.strerror}", errno=e.errno
+                ) from None
         qq = _open(args)
         _run(args, qq, sys.stdout)
     except (KeyboardInterrupt, _Terminate):
@@ -226,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             except (BrokenPipeError, ValueError):
                 pass
             stats = qq.stats()
+            if graph is not None:
+                from quark.graph import cache_graph
+
+                graph.write(cache_graph(qq.processes()))
             qq.close()
             print(_stats_header(), file=sys.stderr)
             print(_stats_line(stats), file=sys.stderr)
