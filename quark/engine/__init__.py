@@ -61,7 +61,7 @@ class Ruleset(Protocol):
         self, event: Event, poison_tag: int | None
     ) -> tuple[bool, int | None]: ...
 
-    def reset_counters(self, poison_only: bool = False) -> None: ...
+    def reset_counters(self, *, keep_poison: bool = False) -> None: ...
 
 
 class QueueFull(ConfigError):
@@ -213,7 +213,7 @@ class Engine:
             _, tag = rs.evaluate(fake, proc.poison_tag)
             if tag != proc.poison_tag:
                 self.cache.set_poison(proc.pid, tag)
-        rs.reset_counters(poison_only=False)
+        rs.reset_counters(keep_poison=True)
 
     # -- output ---------------------------------------------------------------
     def next_due(self) -> int | None:
