@@ -1,0 +1,162 @@
+"""quark-mon itself, on the real kernel (root, EBPF)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from .conftest import STRICT, why_not
+
+pytestmark = [pytest.mark.root, pytest.mark.ebpf, pytest.mark.slow]
+MON = [sys.executable, "-m", "quark.cli.mon"]
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+
+
+@pytest.fixture(autouse=True)
+def _needs_ebpf() -> None:
+    reason = why_not("ebpf")
+    if reason is not None:
+        if STRICT:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    mon = subprocess.Popen(
+        [*MON, "-v", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    _wait_for(mon, "quark-mon: backend ebpf")  # printed once open
+    return mon
+
+
+def _wait_for(mon: subprocess.Popen[str], text: str) -> None:
+    assert mon.stderr is not None
+    seen = []
+    for _ in range(50):
+        line = mon.stderr.readline()
+        seen.append(line)
+        if text in line or not line:
+            break
+    assert text in seen[-1], seen
+
+
+def _stop(mon: subprocess.Popen[str]) -> tuple[str, str, int]:
+    time.sleep(2.0)  # the hold time, and a poll
+    mon.send_signal(signal.SIGINT)
+    out, err = mon.communicate(timeout=20)
+    return out, err, mon.returncode
+
+
+def test_ecs_document_of_a_known_command() -> None:
+    mon = _start("-E", "-s")
+    with tempfile.TemporaryDirectory() as d:
+        cwd = os.path.realpath(d)
+        argv = ["/bin/sh", "-c", "exit 7", "quark test arg"]
+        child = subprocess.Popen(argv, cwd=cwd)
+        assert child.wait() == 7
+        out, err, rc = _stop(mon)
+    assert rc == 0, err
+    docs = [json.loads(line) for line in out.splitlines()]  # every line
+    mine = [d for d in docs if d.get("process", {}).get("pid") == child.pid]
+    assert len(mine) == 1, mine
+    doc = mine[0]
+    assert RFC3339.match(doc["@timestamp"])
+    assert doc["event"] == {
+        "kind": "event", "category": ["process"], "type": ["start", "end"],
+        "action": "process-forked-executed-exited",
+    }  # fmt: skip
+    p = doc["process"]
+    assert p["name"] == "sh"
+    assert p["executable"] == os.path.realpath("/bin/sh")
+    assert p["args"] == argv and p["args_count"] == 4
+    assert p["command_line"] == " ".join(argv)
+    assert p["working_directory"] == cwd
+    assert p["exit_code"] == 7
+    assert isinstance(p["exit_code"], int)
+    assert p["parent"]["pid"] == os.getpid()
+    assert p["user"]["id"] == str(os.geteuid())
+    assert p["real_user"]["id"] == str(os.getuid())
+    assert p["saved_group"]["id"] == str(os.getresgid()[2])
+    assert len(p["entity_id"]) == 16
+    assert RFC3339.match(p["start"]) and RFC3339.match(p["end"])
+    assert p["start"] <= p["end"]
+    assert doc["host"]["os"]["type"] == "linux"
+
+
+def test_drop_privileges_keeps_delivering() -> None:
+    mon = _start("-D", "-s")
+    _wait_for(mon, "running as nobody")
+    with open(f"/proc/{mon.pid}/status") as f:
+        uids = next(ln for ln in f if ln.startswith("Uid:")).split()[1:]
+    assert set(uids) == {"65534"}, uids
+    child = subprocess.Popen(["/bin/true", "after-drop"])
+    child.wait()
+    out, err, rc = _stop(mon)
+    assert rc == 0, err
+    assert f"->{child.pid} (FORK+EXEC+EXIT)" in out
+
+
+def test_record_then_replay_gives_the_same_event() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        rec = os.path.join(d, "run.jsonl")
+        mon = _start("-s", "--record", rec)
+        child = subprocess.Popen(["/bin/true", "recorded"])
+        child.wait()
+        out, err, rc = _stop(mon)
+        assert rc == 0, err
+        r = subprocess.run(
+            [*MON, "-s", "--replay", rec], capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    block = f"->{child.pid} (FORK+EXEC+EXIT)"
+    assert block in out and block in r.stdout
+    live = out.split(block, 1)[1].split("->", 1)[0]
+    replayed = r.stdout.split(block, 1)[1].split("->", 1)[0]
+    assert live == replayed
+
+
+def test_ctrl_c_in_a_terminal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """tmux runs quark-mon in a real terminal; Ctrl-C ends it cleanly."""
+    session = f"quark{os.getpid()}"
+    err, rcfile = tmp_path / "err", tmp_path / "rc"
+    cmd = (f"{sys.executable} -m quark.cli.mon -s 2>{err}; "
+           f"echo $? > {rcfile}")  # fmt: skip
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160",
+                    "-y", "50", cmd], check=True)  # fmt: skip
+    try:
+        time.sleep(2.5)  # open
+        child = subprocess.Popen(["/bin/true", "in-tmux"])
+        child.wait()
+        deadline = time.monotonic() + 10
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session, "-S", "-2000"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            if "in-tmux" in screen:
+                break
+            time.sleep(0.3)
+        assert "in-tmux" in screen, screen[-2000:]
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"],
+                       check=True)  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not rcfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rcfile.read_text().strip() == "0"
+        stats = err.read_text()
+        assert "inserts" in stats and "ebpf" in stats
+        assert "Traceback" not in stats
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session],
+                       capture_output=True)  # fmt: skip
