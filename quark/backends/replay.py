@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["ReplayBackend"]
 
 _END = 1 << 62
+WINDOW = 10_000_000  # ns of stream time per read
 
 
 class ReplayBackend(Backend):
@@ -60,12 +61,20 @@ class ReplayBackend(Backend):
         self._lost = 0
         self._decode_errors = 0
         self._now = 0
+        self._window_end: int | None = None
+        self._deferred: DecodeError | None = None
         self._done = False
         self._rfd = self._wfd = -1
         try:
-            # Seeds come first: read up to the first raw event.
+            # Seeds come first: read up to the first raw event. A malformed
+            # line there is raised by the first read, like any other, so
+            # that the queue opens and the consumer can go on past it.
             while True:
-                item = self._next()
+                try:
+                    item = self._next()
+                except DecodeError as e:
+                    self._deferred = e
+                    break
                 if item is None or isinstance(item, RawEvent):
                     self._pending = item
                     break
@@ -112,6 +121,15 @@ class ReplayBackend(Backend):
         return self._rfd
 
     def read(self, limit: int) -> list[RawEvent]:
+        """The records of the next WINDOW of stream time.
+
+        The replay's clock advances a window per read, through gaps too, so
+        events are released (and aggregated) as they would have been live,
+        not all at the end of the stream.
+        """
+        if self._deferred is not None:
+            err, self._deferred = self._deferred, None
+            raise err
         out: list[RawEvent] = []
         while len(out) < limit:
             raw = self._pending
@@ -124,10 +142,16 @@ class ReplayBackend(Backend):
                 if isinstance(item, Seed):
                     continue  # a seed after raw events: ignored by design
                 raw = item
+            if self._window_end is None:
+                self._window_end = raw.time + WINDOW  # the first record
+            if raw.time > self._window_end:
+                self._pending = raw  # a later window's
+                break
             self._pending = None
-            if raw.time > self._now:
-                self._now = raw.time
             out.append(raw)
+        if self._window_end is not None:
+            self._now = max(self._now, self._window_end)
+            self._window_end += WINDOW
         return out
 
     def lost(self) -> int:

@@ -153,6 +153,9 @@ class RawTask:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RawTask:
+        unknown = set(d) - set(cls.FIELDS)
+        if unknown:
+            raise TypeError(f"unknown task field(s) {sorted(unknown)}")
         d = dict(d)
         if d.get("env") is not None:
             d["env"] = tuple(d["env"])
