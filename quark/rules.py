@@ -139,7 +139,7 @@ _ATTR = {
     "process.gid": "gid",
     "process.sid": "sid",
 }
-_INT_FIELDS = {**{k: U32_MAX for k in _ATTR}, "poison": U64_MAX}
+_INT_FIELDS = {**dict.fromkeys(_ATTR, U32_MAX), "poison": U64_MAX}
 _STR_FIELDS = ("process.exe", "file.path")
 _KEYWORDS = {"pass", "drop", "poison", "on", "any", *_ATTR, *_STR_FIELDS}
 

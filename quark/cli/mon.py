@@ -94,19 +94,23 @@ def _parser() -> argparse.ArgumentParser:
         "-V", action="version", version=f"quark-mon {quark.__version__}"
     )
     ap.add_argument(
-        "-E", action="store_true",
+        "-E",
+        action="store_true",
         help="ECS JSON output, one document per line",
     )
     ap.add_argument(
-        "-C", metavar="FILE",
+        "-C",
+        metavar="FILE",
         help="at exit, write the process cache as a DOT graph to FILE",
     )
     ap.add_argument(
-        "-D", action="store_true",
+        "-D",
+        action="store_true",
         help="drop privileges to nobody once open, and keep running",
     )
     ap.add_argument(
-        "-r", metavar="FILE",
+        "-r",
+        metavar="FILE",
         help="rules in quark's DSL from FILE, or - for stdin",
     )
     ap.add_argument(

@@ -27,7 +27,7 @@ from quark.btf.parser import Btf as RawBtf
 from quark.btf.sources import vmlinuz_elf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import btf_oracle  # noqa: E402
+import btf_oracle
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "btf"
 FIXTURE = DATA / "debian-5.10.0-46-amd64.btf.xz"
