@@ -30,9 +30,11 @@ def _needs_ebpf() -> None:
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
+    # other tests run processes whose argv is not UTF-8, and the dump
+    # prints argv byte for byte: decode the way quark-mon encodes
     mon = subprocess.Popen(
         [*MON, "-v", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        text=True, errors="surrogateescape",
     )  # fmt: skip
     _wait_for(mon, "quark-mon: backend ebpf")  # printed once open
     return mon
@@ -115,7 +117,7 @@ def test_record_then_replay_gives_the_same_event() -> None:
         assert rc == 0, err
         r = subprocess.run(
             [*MON, "-s", "--replay", rec], capture_output=True, text=True,
-            timeout=60,
+            errors="surrogateescape", timeout=60,
         )  # fmt: skip
     assert r.returncode == 0, r.stderr
     block = f"->{child.pid} (FORK+EXEC+EXIT)"
@@ -142,7 +144,7 @@ def test_ctrl_c_in_a_terminal(tmp_path) -> None:  # type: ignore[no-untyped-def]
         while time.monotonic() < deadline:
             screen = subprocess.run(
                 ["tmux", "capture-pane", "-p", "-t", session, "-S", "-2000"],
-                capture_output=True, text=True, check=True,
+                capture_output=True, text=True, check=True, errors="replace",
             ).stdout  # fmt: skip
             if "in-tmux" in screen:
                 break
