@@ -142,7 +142,9 @@ def run(
             "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
             "-kernel", str(fetched.vmlinuz), "-initrd", str(initrd),
             "-append", kernel_cmdline(),
-            "-fsdev", "local,id=r,path=/,security_model=none,readonly=on,multidevs=remap",
+            "-fsdev",
+            "local,id=r,path=/,security_model=none,readonly=on,"
+            "multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=r,mount_tag=hostroot",
         ]  # fmt: skip
         return _watch(cmd, timeout, quiet)
@@ -195,7 +197,7 @@ def _watch(cmd: list[str], timeout: float, quiet: bool) -> Outcome:
     return parse_console(lines, proc.wait())
 
 
-# -- the matrix ----------------------------------------------------------------
+# -- the matrix ---------------------------------------------------------
 
 
 def _quark_test(args: list[str]) -> list[str]:

@@ -50,9 +50,13 @@ def _ipv4s() -> list[str]:
         s = line.strip()
         if s.startswith("|--"):
             last = s[3:].strip()
-        elif "host LOCAL" in s and last and last not in out:
-            if not last.startswith("127."):
-                out.append(last)
+        elif (
+            "host LOCAL" in s
+            and last
+            and last not in out
+            and not last.startswith("127.")
+        ):
+            out.append(last)
     return out
 
 

@@ -32,5 +32,5 @@ if [ ! -x "$top/.venv/bin/python" ]; then
     "$py" -m venv "$top/.venv"
 fi
 "$top/.venv/bin/python" -m pip install -q --disable-pip-version-check \
-    -e "$top[test]"
+    -e "$top[test,dev]"
 echo "setup.sh: ready ($("$top/.venv/bin/python" --version), .venv)"

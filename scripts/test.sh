@@ -9,6 +9,10 @@ cd "$top"
 py="$top/.venv/bin/python"
 export PATH="$top/.venv/bin:$PATH"
 
+echo "== lint and types"
+"$py" -m ruff check quark tests tools krun.py initramfs kernel_images bpf
+"$py" -m mypy
+
 echo "== the shipped BPF object is built from bpf/"
 "$py" bpf/build.py --check
 

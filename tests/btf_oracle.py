@@ -63,4 +63,4 @@ def oracle_offsets(
         elf = ELFFile(io.BytesIO((dp / "o.o").read_bytes()))
         data = elf.get_section_by_name(".rodata").data()
     values = struct.unpack(f"<{len(exprs)}Q", data[: 8 * len(exprs)])
-    return dict(zip(names, values))
+    return dict(zip(names, values, strict=True))

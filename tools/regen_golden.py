@@ -24,16 +24,10 @@ MS = 1_000_000
 
 
 def task(ppid: int, start: int, **kw: object) -> RawTask:
-    ids: dict[str, object] = dict(
-        uid=1000,
-        gid=1000,
-        suid=1000,
-        sgid=1000,
-        euid=1000,
-        egid=1000,
-        pgid=ppid,
-        sid=ppid,
-    )
+    ids: dict[str, object] = {
+        "uid": 1000, "gid": 1000, "suid": 1000, "sgid": 1000,
+        "euid": 1000, "egid": 1000, "pgid": ppid, "sid": ppid,
+    }  # fmt: skip
     ids.update(kw)
     return RawTask(ppid=ppid, start_time=start, **ids)  # type: ignore[arg-type]
 

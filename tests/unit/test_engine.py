@@ -86,7 +86,7 @@ def drain(e: Engine, now: int = FAR) -> list[quark.Event]:
     return list(e.drain(now))
 
 
-# -- ageing ---------------------------------------------------------------------
+# -- ageing -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_events_are_held_for_the_hold_time() -> None:
     assert ev is not None and ev.events == EV.SETPROCTITLE
 
 
-# -- ordering ---------------------------------------------------------------------
+# -- ordering -----------------------------------------------------------------
 
 
 def test_ordering_by_time_and_the_1ns_bump() -> None:
@@ -144,7 +144,7 @@ def test_the_queue_never_exceeds_max_length() -> None:
         e.push(comm(9, 9, "x"))
 
 
-# -- aggregation ---------------------------------------------------------------------
+# -- aggregation --------------------------------------------------------------
 
 
 def test_fork_exec_exit_is_one_event() -> None:
@@ -213,7 +213,7 @@ def test_set_agg_matrix() -> None:
         e.set_agg_matrix(99, K.EXEC, None)
 
 
-# -- the cache ---------------------------------------------------------------------
+# -- the cache ----------------------------------------------------------------
 
 
 def test_fork_inherits_from_the_parent_then_exec_replaces() -> None:
@@ -332,7 +332,7 @@ def test_counters() -> None:
             c["non_aggregations"], c["length"]) == (3, 3, 1, 1, 0)  # fmt: skip
 
 
-# -- invariants (hypothesis) ----------------------------------------------------------
+# -- invariants (hypothesis) --------------------------------------------------
 
 KINDS = [K.WAKE_UP_NEW_TASK, K.EXEC, K.EXIT_THREAD, K.COMM, K.ID_CHANGE]
 

@@ -155,12 +155,8 @@ def _stream(path: pathlib.Path, raws: list[RawEvent]) -> str:
 
 def _fork_exit(pid: int, ppid: int, t: int, uid: int = 1000) -> list[RawEvent]:
     return [
-        RawEvent(
-            RawKind.WAKE_UP_NEW_TASK, t, pid, task=_task(ppid, uid, t)
-        ),  # fmt: skip
-        RawEvent(
-            RawKind.EXIT_THREAD, t + MS, pid, task=RawTask(exit_code=0)
-        ),  # fmt: skip
+        RawEvent(RawKind.WAKE_UP_NEW_TASK, t, pid, task=_task(ppid, uid, t)),
+        RawEvent(RawKind.EXIT_THREAD, t + MS, pid, task=RawTask(exit_code=0)),
     ]
 
 
@@ -179,7 +175,7 @@ def test_rule_poison_follows_a_subtree(tmp_path: pathlib.Path) -> None:
         parent = pid
     raws += _fork_exit(7000, 1, 15 * MS)  # unrelated
     path = _stream(tmp_path / "s.jsonl", raws)
-    events, rs = _deliver(
+    events, _ = _deliver(
         path, f"poison 1805 on process.ppid {P}\npass on poison 1805\n"
         "drop on any\n",
     )  # fmt: skip
@@ -229,7 +225,7 @@ def test_rule_path_drops_one_executable(tmp_path: pathlib.Path) -> None:
                 task=RawTask(comm="x"),
                 exe=exe,
                 args=(exe,),
-            ),  # fmt: skip
+            ),
         ]
     path = _stream(tmp_path / "s.jsonl", raws)
     events, rs = _deliver(
