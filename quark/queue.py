@@ -172,7 +172,7 @@ class Queue:
             return 0
         raws = backend.read(space)
         rec = self._recorder
-        if rec is not None:
+        if rec is not None and raws:
             for raw in raws:
                 rec.raw(raw)
             rec.lost(backend.lost())
@@ -186,12 +186,8 @@ class Queue:
         backend = self._require_open()
         engine = self._engine
         self._populate()
-        ev = engine.pop(backend.now())
-        if ev is None and engine.space() == 0:
-            # Full and nothing due yet cannot last: from 90% full nothing
-            # is held. Still, never stall with records waiting.
-            ev = engine.pop(backend.now())
-        return ev
+        # A full queue never stalls: from 90% of max_length nothing is held.
+        return engine.pop(backend.now())
 
     def block(self, timeout: float | None = None) -> None:
         """Wait until :meth:`get_event` may have work, or ``timeout`` s."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 from quark.errors import ConfigError
@@ -58,8 +59,6 @@ class Backend(abc.ABC):
 
     def now(self) -> int:
         """Current time in ns on the raw events' clock (CLOCK_MONOTONIC)."""
-        import time
-
         return time.monotonic_ns()
 
     def poll_interval(self) -> float | None:
