@@ -114,6 +114,11 @@ def object_path() -> str:
     return path
 
 
+def _base(name: str) -> str:
+    """q_exit_btf -> q_exit; q_exit_setuid stays q_exit_setuid."""
+    return name[:-4] if name.endswith(("_btf", "_raw")) else name
+
+
 def _program_names(flavour: str) -> list[str]:
     names = [f"{base}_{flavour}" for base in FLAVOURED]
     names += [n for n in OPTIONAL if n not in FLAVOURED]
@@ -196,9 +201,7 @@ class EbpfBackend(Backend):
                 try:
                     self._try_load(path, attr, flavour, disabled)
                 except _ProgramFailed as e:
-                    if e.program in OPTIONAL or e.program.startswith(
-                        "q_rename"
-                    ):
+                    if _base(e.program) in OPTIONAL:
                         disabled.add(e.program)
                         self._skip(e.program, e.reason)
                         continue
@@ -212,9 +215,7 @@ class EbpfBackend(Backend):
         )
 
     def _skip(self, program: str, reason: str) -> None:
-        what = OPTIONAL.get(
-            program.replace("_btf", "").replace("_raw", ""), program
-        )
+        what = OPTIONAL.get(_base(program), program)
         entry = f"{what}: {reason}"
         if entry not in self._skipped:
             self._skipped.append(entry)
@@ -261,12 +262,7 @@ class EbpfBackend(Backend):
             try:
                 obj.attach(name)
             except LibbpfError as e:
-                base = (
-                    name.rsplit("_", 1)[0]
-                    if name.startswith(FLAVOURED)
-                    else name
-                )
-                if base in CORE_BASES:
+                if _base(name) in CORE_BASES:
                     raise NotSupportedError(
                         f"cannot attach {obj.section(name)}: {e}",
                         errno=e.errno,
@@ -311,7 +307,7 @@ class EbpfBackend(Backend):
         already running on that CPU (a preempted handler): lost events."""
         total = -self._counter(CNT_RECOVERED)
         for name, fd in self._prog_fds():
-            if name.rsplit("_", 1)[0] in BACKUPS:
+            if _base(name) in BACKUPS:
                 continue  # a backup's skip is its primary's (counted) run
             try:
                 total += bpf.prog_run_stats(fd)[2]
