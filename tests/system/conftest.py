@@ -51,6 +51,17 @@ def why_not(backend: str) -> str | None:
     return None
 
 
+def require(backend: str) -> None:
+    """Skip when ``backend`` cannot run here (with the reason), but fail
+    under QUARK_TEST_STRICT=1, where every backend must work."""
+    reason = why_not(backend)
+    if reason is None:
+        return
+    if STRICT:
+        pytest.fail(f"{backend} cannot run here: {reason}")
+    pytest.skip(reason)
+
+
 _skipped_ebpf: list[str] = []
 
 

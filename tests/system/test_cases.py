@@ -10,7 +10,7 @@ import pytest
 import quark
 from quark.selftest import load_cases
 
-from .conftest import STRICT, why_not
+from .conftest import require
 
 CASES = load_cases()
 PARAMS = [
@@ -28,14 +28,10 @@ PARAMS = [
 
 @pytest.mark.parametrize(("name", "backend"), PARAMS)
 def test_case(name: str, backend: str) -> None:
-    reason = why_not(backend)
-    if reason is not None:
-        if STRICT:
-            pytest.fail(f"{backend} cannot run here: {reason}")
-        pytest.skip(reason)
+    require(backend)
     try:
         CASES[name].func(backend)
     except quark.NotSupportedError as e:
-        # The backend should work here (why_not said so): unsupported is a
+        # The backend should work here (require said so): unsupported is a
         # failure, never a skip.
         pytest.fail(f"{backend} reported unsupported on this host: {e}")

@@ -10,7 +10,7 @@ import pytest
 
 import quark
 
-from .conftest import STRICT, why_not
+from .conftest import require
 
 AS_NOBODY = """
 import os, sys
@@ -29,11 +29,7 @@ sys.exit(2)
 @pytest.mark.root
 @pytest.mark.ebpf
 def test_not_root_is_a_privilege_error() -> None:
-    reason = why_not("ebpf")
-    if reason is not None:
-        if STRICT:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require("ebpf")
     r = subprocess.run([sys.executable, "-c", AS_NOBODY],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, (r.stdout, r.stderr)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .conftest import STRICT, why_not
+from .conftest import require
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf, pytest.mark.slow]
 MON = [sys.executable, "-m", "quark.cli.mon"]
@@ -22,11 +22,7 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 
 @pytest.fixture(autouse=True)
 def _needs_ebpf() -> None:
-    reason = why_not("ebpf")
-    if reason is not None:
-        if STRICT:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require("ebpf")
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
