@@ -69,6 +69,10 @@ TARGETS: tuple[str, ...] = (
     "css_set.dfl_cgrp", "cgroup.kn", "kernfs_node.name",
     "kernfs_node.parent", "signal_struct.group_exit_code",
     "signal_struct.flags", "signal_struct.live",
+    # ours: kernel threads, mount ids (cwd and exe across mounts), the exe's
+    # dentry and mount
+    "task_struct.flags", "mount.mnt_id", "file.f_path.dentry",
+    "file.f_path.mnt",
 )  # fmt: skip
 # Exactly one of these exists on a given kernel (upstream.md §5.2).
 ONE_OF = (("signal_struct.pids", "task_struct.pids"),)
