@@ -160,6 +160,12 @@ class EbpfBackend(Backend):
     name = "ebpf"
 
     def __init__(self, attr: QueueAttr, **options: object) -> None:
+        if options.pop("ignore_btf", False):
+            # CO-RE relocates against the kernel's own BTF: without it there
+            # is no EBPF (the auto order goes on to KPROBE)
+            raise NotSupportedError(
+                "told to ignore the kernel BTF, which the EBPF backend needs"
+            )
         if options:
             from quark.errors import ConfigError
 

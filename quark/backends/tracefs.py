@@ -1,14 +1,16 @@
 """kprobe_events through tracefs, for the KPROBE backend.
 
-Every probe quark installs lives in a group of its own, ``quark_<pid>``
-(the installing process), so that closing removes exactly ours, and the
-probes a crashed process left behind (its pid is gone) are found and
-removed at the next open.
+Every probe quark installs lives in a group of its own,
+``quark_<pid>_<n>`` (the installing process, and a counter so that two
+queues of one process never share a name), so that closing removes exactly
+ours, and the probes a crashed process left behind (its pid is gone) are
+found and removed at the next open.
 """
 
 from __future__ import annotations
 
 import errno as _errno
+import itertools
 import os
 import re
 
@@ -19,6 +21,8 @@ __all__ = ["KprobeEvents", "find_tracefs"]
 ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 GROUP_PREFIX = "quark_"
 _LINE = re.compile(r"^[pr]:(?P<group>[^/\s]+)/(?P<name>\S+)\s")
+_OWNER = re.compile(rf"^{GROUP_PREFIX}(?P<pid>\d+)(?:_\d+)?$")
+_SEQ = itertools.count()
 
 
 def find_tracefs(roots: tuple[str, ...] = ROOTS) -> str:
@@ -48,7 +52,7 @@ class KprobeEvents:
     def __init__(self, root: str | None = None) -> None:
         self.root = root or find_tracefs()
         self.path = os.path.join(self.root, "kprobe_events")
-        self.group = f"{GROUP_PREFIX}{os.getpid()}"
+        self.group = f"{GROUP_PREFIX}{os.getpid()}_{next(_SEQ)}"
         self._names: list[str] = []
         self.removed_stale = self._remove_stale()
 
@@ -67,10 +71,25 @@ class KprobeEvents:
                 f"cannot write {self.path}: not root?", errno=e.errno
             ) from None
         except OSError as e:
+            why = self.last_error()
             raise QuarkError(
-                f"kprobe_events refused {line!r}: {e.strerror}",
+                f"kprobe_events refused {line!r}: {e.strerror}"
+                + (f" ({why})" if why else ""),
                 errno=e.errno,
             ) from None
+
+    def last_error(self) -> str:
+        """The kernel's reason for the last refusal (tracefs error_log,
+        Linux 5.4 and later), or ''."""
+        try:
+            with open(os.path.join(self.root, "error_log")) as f:
+                lines = [ln.strip() for ln in f if ln.strip()]
+        except OSError:
+            return ""
+        for ln in reversed(lines):
+            if "error:" in ln:
+                return ln.split("error:", 1)[1].strip()
+        return ""
 
     def lines(self) -> list[str]:
         with open(self.path) as f:
@@ -81,10 +100,10 @@ class KprobeEvents:
         n = 0
         for line in self.lines():
             m = _LINE.match(line)
-            if not m or not m.group("group").startswith(GROUP_PREFIX):
+            owner = _OWNER.match(m.group("group")) if m else None
+            if m is None or owner is None:
                 continue
-            suffix = m.group("group")[len(GROUP_PREFIX) :]
-            if suffix.isdigit() and not _pid_alive(int(suffix)):
+            if not _pid_alive(int(owner.group("pid"))):
                 self._write(f"-:{m.group('group')}/{m.group('name')}")
                 n += 1
         return n

@@ -81,13 +81,17 @@ def _read_spawned(path: str) -> tuple[float, list[int]]:
     return elapsed, pids
 
 
-def _phase_library(rate: float, seconds: float) -> dict[str, float]:
+def _phase_library(
+    rate: float, seconds: float, backend: str = "ebpf"
+) -> dict[str, float]:
+    """The library alone on ``backend``; BPF run time only for EBPF."""
+    bpf = _bpf_run_ns if backend == "ebpf" else (lambda: 0)
     with (
         tempfile.NamedTemporaryFile("r") as tmp,
-        quark.Queue(backend="ebpf") as qq,
+        quark.Queue(backend=backend) as qq,
     ):
         seen: dict[int, int] = {}
-        bpf0 = _bpf_run_ns()
+        bpf0 = bpf()
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
         spawner = _spawn(rate, seconds, tmp.name)
@@ -116,7 +120,7 @@ def _phase_library(rate: float, seconds: float) -> dict[str, float]:
                 seen[pid] = seen.get(pid, 0) | ev.events
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        bpf1 = _bpf_run_ns()
+        bpf1 = bpf()
         stats = qq.stats()
         elapsed, pids = _read_spawned(tmp.name)
     full = EV.FORK | EV.EXEC | EV.EXIT
@@ -129,6 +133,7 @@ def _phase_library(rate: float, seconds: float) -> dict[str, float]:
         "events_delivered": delivered,
         "lost": stats.lost,
         "consumer_cpu_pct": 100 * cpu / wall,
+        "consumer_cpu_us_per_event": 1e6 * cpu / max(delivered, 1),
         "bpf_cpu_pct": 100 * (bpf1 - bpf0) / 1e9 / wall,
     }
 

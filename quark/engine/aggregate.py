@@ -27,6 +27,7 @@ Matrix = list[list[AggFn | None]]
 
 _EXEC = RawKind.EXEC
 _ID_CHANGE = RawKind.ID_CHANGE
+_CONNECTOR = RawKind.EXEC_CONNECTOR
 
 
 def agg_single(head: RawEvent, child: RawEvent) -> bool:
@@ -41,15 +42,20 @@ def agg_mult(head: RawEvent, child: RawEvent) -> bool:
 
 
 def agg_fork_exec(head: RawEvent, child: RawEvent) -> bool:
-    """Refuse an EXEC once the head holds an EXEC or an ID_CHANGE.
+    """Refuse an EXEC once the head holds an exec or an ID_CHANGE, and an
+    EXEC_CONNECTOR once it holds one.
 
     Two execs never merge (the first would be lost), and an exec after an id
-    change (sudo-like) stays a separate event.
+    change (sudo-like) stays a separate event. KPROBE's EXEC_CONNECTOR, the
+    second half of an exec, joins the EXEC it follows.
     """
-    for c in head.agg or ():
-        if c.kind == _EXEC or c.kind == _ID_CHANGE:
-            return False
-    return True
+    if child.kind == _EXEC:
+        for c in head.agg or ():
+            k = c.kind
+            if k in (_EXEC, _ID_CHANGE, _CONNECTOR):
+                return False
+        return True
+    return all(c.kind != _CONNECTOR for c in head.agg or ())
 
 
 def _empty() -> Matrix:

@@ -308,7 +308,7 @@ class ProcessCache:
             vals = e.vals
             if kind == _K_EXEC:
                 if raw.exe is not None:
-                    vals[_EXE] = raw.exe
+                    vals[_EXE] = raw.exe or None
                 if raw.args is not None:
                     vals[_CMDLINE] = raw.args
             elif kind == _K_EXIT and (not thread_events or raw.tid == pid):
@@ -322,8 +322,13 @@ class ProcessCache:
             elif kind == _K_COMM:
                 if raw.comm is not None:
                     vals[_COMM] = raw.comm
-            elif kind == _K_EXEC_CONNECTOR and raw.args is not None:
-                vals[_CMDLINE] = raw.args
+            elif kind == _K_EXEC_CONNECTOR:
+                # KPROBE's second half of an exec: the resolved exe (after
+                # the tracepoint's name as given) and argv
+                if raw.exe is not None:
+                    vals[_EXE] = raw.exe or None
+                if raw.args is not None:
+                    vals[_CMDLINE] = raw.args
             e.snap = None
             mask |= _EV_OF_KIND_INT[kind]
             id_change |= raw.id_change
@@ -372,7 +377,7 @@ class ProcessCache:
                 self.tick_ns,
             )
         if task.cwd is not None and not exiting:
-            vals[_CWD] = task.cwd
+            vals[_CWD] = task.cwd or None  # "": seen, but unknown
         env = task.env
         if env is not None:
             if self.max_env <= 0:

@@ -44,7 +44,9 @@ class RawTask:
     ``start_time`` is ns since boot (``task->start_boottime``).
     ``exit_code`` is the raw wait status (``task->exit_code``: status << 8,
     or the signal number in the low 7 bits), ``None`` unless an exit.
-    ``env`` is a tuple of ``NAME=value`` strings.
+    ``env`` is a tuple of ``NAME=value`` strings. ``cwd`` is ``""`` when
+    the backend saw a cwd it could not resolve: unknown, which replaces
+    what the process had (``None`` leaves it as it was).
     """
 
     FIELDS: ClassVar[tuple[str, ...]] = (
@@ -177,7 +179,10 @@ class RawEvent:
 
     - ``pid`` is the tgid, ``tid`` the thread id.
     - EXEC: ``exe`` (the resolved path), ``args`` (argv), and ``task``.
-    - EXEC_CONNECTOR: ``args`` and ``task`` (KPROBE's second exec half).
+    - EXEC_CONNECTOR: ``exe``, ``args`` and ``task`` (KPROBE's second exec
+      half).
+    - ``exe`` is ``""`` when the new executable's path is unknown (it then
+      replaces the old one); ``None`` carries nothing.
     - WAKE_UP_NEW_TASK (fork), EXIT_THREAD, ID_CHANGE, GETPID: ``task``.
     - COMM: ``comm``, the new name (SETPROCTITLE).
     - ID_CHANGE: ``id_change``, an ``ID_CHANGE`` mask.

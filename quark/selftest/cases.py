@@ -190,7 +190,7 @@ def t_comm(backend: str) -> None:
         assert evs[-1].process.comm == "quark-comm"
 
 
-@case()
+@case(backends=("ebpf",))
 def t_id_change(backend: str) -> None:
     """setresgid/setresuid/setsid yield ID_CHANGE with the new ids; the exec
     after them stays a separate event."""
@@ -311,9 +311,9 @@ def _cgroup_v2() -> str | None:
     return None
 
 
-@case(backends=("ebpf",))
-def t_env_cgroup(backend: str) -> None:
-    """The environment and the cgroup v2 path are captured."""
+@case()
+def t_env(backend: str) -> None:
+    """The environment is captured."""
     env = dict(os.environ, IM_A_QUARK_TEST_CHILD="OHYES")
     with _queue(backend) as q:
         child = subprocess.Popen([TRUE], env=env)
@@ -322,6 +322,16 @@ def t_env_cgroup(backend: str) -> None:
         assert p is not None
         assert p.env is not None
         assert "IM_A_QUARK_TEST_CHILD=OHYES" in p.env
+
+
+@case(backends=("ebpf",))
+def t_cgroup(backend: str) -> None:
+    """The cgroup v2 path is captured (not by KPROBE: see its docs)."""
+    with _queue(backend) as q:
+        child = subprocess.Popen([TRUE])
+        child.wait()
+        p = _drain(q, [child.pid])[child.pid][-1].process
+        assert p is not None
         assert p.cgroup == _cgroup_v2()
 
 
@@ -377,11 +387,14 @@ def t_min_agg(backend: str) -> None:
 
 @case()
 def t_set_agg_matrix(backend: str) -> None:
-    """Every matrix cell off behaves like MIN_AGG."""
+    """Every matrix cell off behaves like MIN_AGG (but for EXEC +
+    EXEC_CONNECTOR, which join the two halves of one exec on KPROBE)."""
+    K = quark.RawKind
     with _queue(backend) as q:
-        for parent in quark.RawKind:
-            for child_kind in quark.RawKind:
-                q.set_agg_matrix(parent, child_kind, None)
+        for parent in K:
+            for child_kind in K:
+                if (parent, child_kind) != (K.EXEC, K.EXEC_CONNECTOR):
+                    q.set_agg_matrix(parent, child_kind, None)
         child = subprocess.Popen([TRUE])
         child.wait()
         evs = _drain(q, [child.pid])[child.pid]

@@ -148,7 +148,14 @@ class PerfRing:
         self._offset = offset
         self._size = size
         self._write_tail = write_tail
+        self._mapping: mmap.mmap | None = None
         self.corrupt = 0  # times the ring had to be skipped
+
+    def close(self) -> None:
+        """Unmap the ring (when it owns its mapping). Idempotent."""
+        m, self._mapping = self._mapping, None
+        if m is not None:
+            m.close()
 
     def _u64_at(self, off: int) -> int:
         return int(_u64.unpack_from(bytes(self._buf[off : off + 8]))[0])
@@ -194,4 +201,6 @@ def map_ring(fd: int, pages: int) -> tuple[mmap.mmap, PerfRing]:
     def write_tail(tail: int) -> None:
         _u64.pack_into(m, _TAIL, tail)
 
-    return m, PerfRing(m, page_size=page, write_tail=write_tail)
+    ring = PerfRing(m, page_size=page, write_tail=write_tail)
+    ring._mapping = m
+    return m, ring

@@ -10,7 +10,7 @@ import pytest
 
 import quark
 
-from .conftest import require
+from .conftest import require, why_not
 
 AS_NOBODY = """
 import os, sys
@@ -46,3 +46,55 @@ def test_bad_arguments_are_config_errors() -> None:
         quark.Queue(backend="replay", path="/dev/null", max_length=0)
     with pytest.raises(quark.ConfigError, match="needs path"):
         quark.Queue(backend="replay")
+
+
+def test_bad_kprobe_options_are_config_errors() -> None:
+    with pytest.raises(quark.ConfigError, match="power of 2"):
+        quark.Queue(backend="kprobe", ring_pages=3)
+    with pytest.raises(quark.ConfigError, match="unknown option"):
+        quark.Queue(backend="kprobe", nope=1)
+
+
+def test_ebpf_told_to_ignore_btf_declines() -> None:
+    """EBPF relocates against the kernel's BTF: told to ignore it, it says
+    so (and backend="auto" goes on to KPROBE)."""
+    with pytest.raises(quark.NotSupportedError, match="ignore the kernel BTF"):
+        quark.Queue(backend="ebpf", ignore_btf=True)
+
+
+KPROBE_HERE = """
+import logging, sys
+import quark
+from quark.backends.tracefs import find_tracefs
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
+try:
+    find_tracefs()
+except quark.NotSupportedError:
+    pass
+else:
+    print("has kprobe_events"); sys.exit(3)
+try:
+    quark.Queue(backend="kprobe")
+except quark.NotSupportedError as e:
+    print("kprobe:", e)
+else:
+    sys.exit(1)
+with quark.Queue(backend="auto") as q:
+    print("auto:", q.stats().backend)
+sys.exit(0)
+"""
+
+
+@pytest.mark.root
+def test_kprobe_on_a_kernel_without_kprobes_says_so() -> None:
+    """On the CI host (no CONFIG_KPROBE_EVENTS) KPROBE names what is
+    missing, and auto still opens with EBPF."""
+    if why_not("kprobe") is None:
+        pytest.skip("this kernel has kprobes: nothing to say")
+    require("ebpf")
+    r = subprocess.run([sys.executable, "-c", KPROBE_HERE],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "kprobe_events" in r.stdout
+    assert "auto: ebpf" in r.stdout
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,547 @@
+"""The KPROBE backend's pure half: fetch arguments within the kernel's
+limits, format files, and perf records decoded into raw events (records
+are laid out exactly as the kernel's format files describe them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quark.backends.kprobe import (
+    MountTable,
+    PathResolver,
+    online_cpus,
+    parse_mountinfo,
+)
+from quark.backends.kprobe_proto import (
+    MAX_ARGSTR,
+    SLOTS,
+    Decoder,
+    Depths,
+    ProbeSpec,
+    parse_format,
+    path_in_fs,
+    probe_specs,
+)
+from quark.errors import DecodeError, NotSupportedError
+from quark.raw.types import RawKind
+
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "btf"
+OFFSETS = json.loads(
+    (DATA / "debian-5.10.0-46-amd64.expected.json").read_text()
+)["offsets"]
+
+# sizes of the kprobe fetch types in a record's fixed part
+SIZES = {"s32": 4, "u32": 4, "u64": 8, "string": 4, "ustring": 4}
+MAX_PROBE_EVENT_SIZE = 3072  # kernel/trace/trace_probe.h
+MAX_TRACE_ARGS = 128
+
+
+def _specs() -> tuple[list[ProbeSpec], Depths]:
+    return probe_specs(OFFSETS, machine="x86_64")
+
+
+def test_every_fetch_argument_fits_the_kernels_limits() -> None:
+    specs, depths = _specs()
+    names = [s.name for s in specs]
+    assert names == [
+        "fork", "exit", "exec", "args0", "args1", "args2", "args3",
+    ]  # fmt: skip
+    for spec in specs:
+        assert len(spec.args) <= MAX_TRACE_ARGS
+        assert len({a.name for a in spec.args}) == len(spec.args)
+        fixed = 0
+        for a in spec.args:
+            assert len(f"{a.fetch}:{a.type}") <= MAX_ARGSTR, a
+            fixed += SIZES[a.type]
+        assert fixed + 8 <= MAX_PROBE_EVENT_SIZE, (spec.name, fixed)
+    # deeper than upstream's 7 cwd components is impossible in 63
+    # characters; what fits is used
+    assert depths.cwd == 7 and depths.exe == 6
+    assert SLOTS == 64
+
+
+def test_fetch_arguments_follow_the_offsets() -> None:
+    specs, _ = _specs()
+    fork = {a.name: a for a in specs[0].args}
+    tgid = OFFSETS["task_struct.tgid"]
+    assert fork["tgid"].fetch == f"+{tgid}(%di)"
+    parent = (
+        f"+{tgid}(+{OFFSETS['task_struct.real_parent']}"
+        f"(+{OFFSETS['task_struct.group_leader']}(%di)))"
+    )
+    assert fork["ppid"].fetch == parent
+    name = OFFSETS["dentry.d_name.name"]
+    pwd = OFFSETS["fs_struct.pwd.dentry"]
+    fs = OFFSETS["task_struct.fs"]
+    assert fork["cwd0"].fetch == f"+0(+{name}(+{pwd}(+{fs}(%di))))"
+    assert fork["cwd0"].type == "string"
+    # the mount id sits before or after the vfsmount inside struct mount
+    delta = OFFSETS["mount.mnt_id"] - OFFSETS["mount.mnt"]
+    assert fork["cwd_mnt"].fetch.startswith(f"{delta:+d}(")
+
+
+def test_an_unknown_architecture_is_not_supported() -> None:
+    with pytest.raises(NotSupportedError, match="riscv64"):
+        probe_specs(OFFSETS, machine="riscv64")
+
+
+def test_argument_slots_walk_the_new_stack() -> None:
+    specs, _ = _specs()
+    stack = (
+        f"+{OFFSETS['mm_struct.start_stack']}"
+        f"(+{OFFSETS['task_struct.mm']}(%di))"
+    )
+    a0 = {a.name: a for a in specs[3].args}
+    assert a0["argc"].fetch == f"+u0({stack})"
+    assert a0["p0"].fetch == f"+u8({stack})"
+    assert (a0["s0"].fetch, a0["s0"].type) == (f"+u0(+u8({stack}))", "ustring")
+    a1 = {a.name: a for a in specs[4].args}
+    assert "argc" not in a1
+    assert a1["p0"].fetch == f"+u{8 + 8 * 16}({stack})"
+
+
+# -- records laid out as the kernel's format files say --------------------
+
+COMMON = (
+    "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+    "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
+    "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;"
+    "\tsigned:0;\n"
+    "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n"
+)
+
+
+class Event:
+    """A kprobe event's format text, and records built from values."""
+
+    def __init__(self, eid: int, spec: ProbeSpec) -> None:
+        self.id = eid
+        self.spec = spec
+        lines = ["\tfield:unsigned long __probe_ip;\toffset:8;\tsize:8;"
+                 "\tsigned:0;\n"]  # fmt: skip
+        off = 16
+        self.layout: list[tuple[str, str, int]] = []
+        for a in spec.args:
+            size = SIZES[a.type]
+            if a.type in ("string", "ustring"):
+                decl = f"__data_loc char[] {a.name}"
+            else:
+                decl = f"{a.type} {a.name}"
+            signed = 1 if a.type.startswith("s") else 0
+            lines.append(
+                f"\tfield:{decl};\toffset:{off};\tsize:{size};"
+                f"\tsigned:{signed};\n"
+            )
+            self.layout.append((a.name, a.type, off))
+            off += size
+        self.fixed = off
+        self.text = (
+            f"name: {spec.name}\nID: {eid}\nformat:\n{COMMON}"
+            + "".join(lines)
+            + '\nprint fmt: "(%lx)"\n'
+        )
+
+    def raw(self, **values: object) -> bytes:
+        head = bytearray(self.fixed)
+        struct.pack_into("<HBBi", head, 0, self.id, 0, 0, 1)
+        tail = bytearray()
+        for name, typ, off in self.layout:
+            v = values.get(name, 0)
+            if typ in ("string", "ustring"):
+                # the kernel records a fault, and an empty user string, as
+                # a zero-length string
+                s = (v + b"\0") if isinstance(v, bytes) and v else b""
+                loc = (len(s) << 16) | (self.fixed + len(tail))
+                struct.pack_into("<I", head, off, loc)
+                tail += s
+            else:
+                fmt = {"s32": "<i", "u32": "<I", "u64": "<Q"}[typ]
+                struct.pack_into(fmt, head, off, v)
+        return bytes(head + tail)
+
+
+EXEC_TP_FORMAT = (
+    "name: sched_process_exec\nID: 300\nformat:\n" + COMMON
+    + "\tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:1;\n"
+    "\tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;\n"
+    "\tfield:pid_t old_pid;\toffset:16;\tsize:4;\tsigned:1;\n"
+)  # fmt: skip
+
+
+def _sample(raw: bytes, pid: int, tid: int, time: int, cpu: int = 0) -> bytes:
+    pad = (-(len(raw) + 4)) % 8
+    return (
+        struct.pack("<IIQIII", pid, tid, time, cpu, 0, len(raw) + pad)
+        + raw
+        + b"\0" * pad
+    )
+
+
+class Resolver:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str, int, list[bytes], int | None]] = []
+
+    def __call__(
+        self,
+        pid: int,
+        which: str,
+        mnt: int,
+        names: list[bytes],
+        alt: int | None = None,
+    ) -> str | None:
+        self.calls.append((pid, which, mnt, names, alt))
+        return path_in_fs(names)
+
+
+@pytest.fixture
+def world() -> tuple[Decoder, dict[str, Event], Resolver]:
+    specs, depths = _specs()
+    events = {s.name: Event(100 + i, s) for i, s in enumerate(specs)}
+    formats = {}
+    for ev in events.values():
+        fmt = parse_format(ev.text)
+        fmt.compile(tuple(a.name for a in ev.spec.args))
+        formats[ev.id] = (ev.spec.name, fmt)
+    tp = parse_format(EXEC_TP_FORMAT)
+    tp.compile(("filename",))
+    formats[tp.id] = ("sched_process_exec", tp)
+    resolver = Resolver()
+    parts = ("exec", "args0", "args1", "args2", "args3")
+    dec = Decoder(formats, depths, resolver, max_env=4096, exec_parts=parts)
+    return dec, events, resolver
+
+
+TASK = {
+    "tgid": 500, "tid": 500, "ppid": 400, "start": 123456789,
+    "comm": b"sh", "cap_inheritable": 0, "cap_permitted": 0x1FF,
+    "cap_effective": 0x1FF, "cap_bset": 0x1FFFFFFFFFF, "cap_ambient": 0,
+    "uid": 1000, "gid": 1000, "suid": 1000, "sgid": 1000, "euid": 1000,
+    "egid": 1000, "pgid": 400, "sid": 300, "tty_major": 136,
+    "tty_minor_start": 0, "tty_index": 3, "uts_inum": 11, "ipc_inum": 12,
+    "mnt_inum": 13, "net_inum": 14,
+}  # fmt: skip
+CWD = {
+    "cwd0": b"work",
+    "cwd1": b"home",
+    "cwd2": b"/",
+    "cwd3": b"/",
+    "cwd_mnt": 21,
+}
+
+
+def test_a_fork_carries_the_childs_task_and_cwd(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, resolver = world
+    out: list = []
+    raw = ev["fork"].raw(**TASK, **CWD)
+    dec.record(9, 0, _sample(raw, 400, 400, 1000), out)
+    (fork,) = out
+    assert fork.kind == RawKind.WAKE_UP_NEW_TASK
+    assert (fork.pid, fork.tid, fork.time) == (500, 500, 1000)
+    t = fork.task
+    assert t.ppid == 400 and t.comm == "sh" and t.start_time == 123456789
+    assert (t.uid, t.euid, t.pgid, t.sid) == (1000, 1000, 400, 300)
+    assert (t.tty_major, t.tty_minor) == (136, 3)
+    assert (t.uts_inonum, t.net_inonum) == (11, 14)
+    assert t.cap_bset == 0x1FFFFFFFFFF
+    assert t.cwd == "/home/work"
+    # the parent (the sample's pid) shares the cwd at fork
+    assert resolver.calls[0][:3] == (500, "cwd", 21)
+    assert resolver.calls[0][4] == 400
+
+
+def test_threads_and_kernel_threads_are_not_processes(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    out: list = []
+    thread = ev["fork"].raw(**{**TASK, "tid": 501}, **CWD)
+    kthread = ev["fork"].raw(**{**TASK, "flags": 0x00200000}, **CWD)
+    for raw in (thread, kthread):
+        dec.record(9, 0, _sample(raw, 400, 400, 1000), out)
+    assert out == []
+
+
+def test_an_exit_keeps_the_signal_and_the_group_exit_code(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    out: list = []
+    # a thread that is not the last: no process exit
+    raw = ev["exit"].raw(**{**TASK, "tid": 501}, live=1, exit_code=0)
+    dec.record(9, 0, _sample(raw, 500, 501, 10), out)
+    assert out == []
+    # killed by SIGKILL as a group: group_exit_code wins
+    raw = ev["exit"].raw(
+        **{**TASK, "tid": 502}, live=0, exit_code=0, sig_flags=0x4,
+        group_exit=9,
+    )  # fmt: skip
+    dec.record(9, 0, _sample(raw, 500, 502, 20), out)
+    (ex,) = out
+    assert ex.kind == RawKind.EXIT_THREAD
+    assert (ex.pid, ex.tid) == (500, 500)  # the process, not the thread
+    assert ex.task.exit_code == 9
+    out.clear()
+    raw = ev["exit"].raw(**TASK, live=0, exit_code=7 << 8)
+    dec.record(9, 0, _sample(raw, 500, 500, 30), out)
+    assert out[0].task.exit_code == 7 << 8
+
+
+def _stack(argv: list[bytes], env: list[bytes]) -> list[dict]:
+    """The four slot parts of a new stack holding ``argv`` and ``env``:
+    argv's pointers, NULL, env's pointers, NULL, then auxv-like words
+    (small numbers that fault as string addresses)."""
+    slots: list[tuple[int, bytes]] = [(0x7FF000 + i, a) for i, a in
+                                      enumerate(argv)]  # fmt: skip
+    slots.append((0, b""))
+    slots += [(0x7FF800 + i, e) for i, e in enumerate(env)]
+    slots.append((0, b""))
+    while len(slots) < SLOTS:
+        slots.append((6, b""))  # AT_PAGESZ-like: the string read faults
+    parts = []
+    for part in range(4):
+        vals: dict[str, object] = {"tid": 500}
+        if part == 0:
+            vals["argc"] = len(argv)
+        for i in range(16):
+            ptr, val = slots[part * 16 + i]
+            vals[f"p{i}"] = ptr
+            vals[f"s{i}"] = val
+        parts.append(vals)
+    return parts
+
+
+def test_an_exec_is_joined_from_its_parts_in_any_order(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    argv = [b"/bin/true", b"with space", b"", b"\xff-not-utf8",
+            b"x" * 3000, b"end"]  # fmt: skip
+    env = [b"A=1", b"B=", b"C=3"]
+    exe = {
+        "exe0": b"true",
+        "exe1": b"bin",
+        "exe2": b"usr",
+        "exe3": b"/",
+        "exe_mnt": 21,
+    }
+    st = _stack(argv, env)
+    raws = [
+        ev["args2"].raw(**st[2]),
+        ev["exec"].raw(**TASK, **CWD, **exe),
+        ev["args1"].raw(**st[1]),
+        ev["args0"].raw(**st[0]),
+        ev["args3"].raw(**st[3]),
+    ]
+    out: list = []
+    tp = parse_format(EXEC_TP_FORMAT)
+    fn = b"/bin/true\0"
+    tp_raw = struct.pack("<HBBiIii", tp.id, 0, 0, 500,
+                         (len(fn) << 16) | 20, 500, 500) + fn  # fmt: skip
+    dec.record(9, 0, _sample(tp_raw, 500, 500, 99), out)
+    for i, raw in enumerate(raws):
+        dec.record(9, 0, _sample(raw, 500, 500, 100 + i), out)
+    first, conn = out
+    assert first.kind == RawKind.EXEC and first.exe == "/bin/true"
+    assert conn.kind == RawKind.EXEC_CONNECTOR
+    assert conn.exe == "/usr/bin/true"
+    assert conn.args == tuple(os.fsdecode(a) for a in argv)
+    assert conn.task.env == ("A=1", "B=", "C=3")
+    assert conn.task.cwd == "/home/work"
+    assert dec.unpaired == 0 and dec.lost == 0
+
+
+def test_argv_longer_than_the_slots_is_cut_and_env_unknown(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    argv = [b"a%d" % i for i in range(70)]
+    st = _stack(argv[:SLOTS], [])
+    st[0]["argc"] = 70
+    out: list = []
+    for raw in [ev["exec"].raw(**TASK, **CWD)] + [
+        ev[f"args{i}"].raw(**st[i]) for i in range(4)
+    ]:
+        dec.record(9, 0, _sample(raw, 500, 500, 5), out)
+    (conn,) = out
+    assert conn.args == tuple(os.fsdecode(a) for a in argv[:SLOTS])
+    assert conn.task.env is None
+
+
+def test_an_exec_missing_a_part_is_delivered_and_the_part_counted(
+    world,
+) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    argv = [b"a%d" % i for i in range(20)]
+    st = _stack(argv, [b"E=1"])
+    out: list = []
+    for raw in (
+        ev["exec"].raw(**TASK, **CWD),
+        ev["args0"].raw(**st[0]),
+        ev["args2"].raw(**st[2]),
+        ev["args3"].raw(**st[3]),
+    ):
+        dec.record(9, 0, _sample(raw, 500, 500, 5), out)
+    assert out == []  # still waiting for its parts
+    dec.flush(out)
+    (conn,) = out
+    # args1 never came: argv stops where the known slots stop
+    assert conn.args == tuple(os.fsdecode(a) for a in argv[:16])
+    assert conn.task.env is None
+    assert dec.unpaired == 1
+    # no LOST record covered it: the decoder counts it
+    assert dec.lost == 1
+    # one that a LOST record covers is not counted twice
+    dec.record(9, 0, _sample(ev["exec"].raw(**TASK, **CWD), 500, 500, 6), [])
+    dec.record(2, 0, struct.pack("<QQ", 1, 4), [])
+    dec.flush([])
+    assert dec.lost == 1 + 4
+
+
+def test_a_relative_exec_name_is_unknown_until_resolved(world) -> None:  # type: ignore[no-untyped-def]
+    dec, _, _ = world
+    tp = parse_format(EXEC_TP_FORMAT)
+    fn = b"./x\0"
+    raw = struct.pack("<HBBiIii", tp.id, 0, 0, 7, (len(fn) << 16) | 20,
+                      7, 7) + fn  # fmt: skip
+    out: list = []
+    dec.record(9, 0, _sample(raw, 7, 7, 1), out)
+    assert out[0].exe == ""  # replaces the parent's, as unknown
+
+
+def test_comm_records(world) -> None:  # type: ignore[no-untyped-def]
+    dec, _, _ = world
+    sid = struct.pack("<IIQII", 500, 500, 4242, 1, 0)
+    out: list = []
+    body = struct.pack("<II", 500, 500) + b"renamed\0" + sid
+    dec.record(3, 0, body, out)
+    dec.record(3, 1 << 13, body, out)  # an exec's rename: skipped
+    thread = struct.pack("<II", 500, 501) + b"worker\0\0" + sid
+    dec.record(3, 0, thread, out)
+    (comm,) = out
+    assert comm.kind == RawKind.COMM and comm.comm == "renamed"
+    assert comm.time == 4242
+
+
+def test_lost_records_are_counted(world) -> None:  # type: ignore[no-untyped-def]
+    dec, _, _ = world
+    out: list = []
+    dec.record(2, 0, struct.pack("<QQ", 1, 17), out)
+    dec.record(2, 0, struct.pack("<QQ", 1, 3), out)
+    assert dec.lost == 20 and out == []
+
+
+def test_corrupt_samples_are_decode_errors(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    good = _sample(ev["fork"].raw(**TASK, **CWD), 1, 1, 1)
+    bad = [
+        good[:10],  # shorter than the sample header
+        good[:40],  # the raw part cut short
+        _sample(b"\x01\x00" + b"\0" * 30, 1, 1, 1),  # unknown event
+        _sample(ev["fork"].raw(**TASK, **CWD)[:50], 1, 1, 1),  # short
+        struct.pack("<QQ", 1, 2)[:8],  # LOST cut short
+    ]
+    kinds = [9, 9, 9, 9, 2]
+    for rtype, body in zip(kinds, bad, strict=True):
+        with pytest.raises(DecodeError):
+            dec.record(rtype, 0, body, [])
+    # a string whose location points outside the record
+    raw = bytearray(ev["fork"].raw(**TASK, **CWD))
+    comm_at = next(o for n, _, o in ev["fork"].layout if n == "comm")
+    struct.pack_into("<I", raw, comm_at, (200 << 16) | 60000)
+    with pytest.raises(DecodeError, match="beyond"):
+        dec.record(9, 0, _sample(bytes(raw), 1, 1, 1), [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=600))
+def test_random_records_never_raise_anything_but_decode_errors(
+    data: bytes,
+) -> None:
+    specs, depths = _specs()
+    events = {s.name: Event(100 + i, s) for i, s in enumerate(specs)}
+    formats = {}
+    for e in events.values():
+        fmt = parse_format(e.text)
+        fmt.compile(tuple(a.name for a in e.spec.args))
+        formats[e.id] = (e.spec.name, fmt)
+    dec = Decoder(formats, depths, Resolver(), exec_parts=("exec",))
+    for rtype in (2, 3, 9):
+        try:
+            dec.record(rtype, 0, data, [])
+        except DecodeError:
+            pass
+    # a random payload behind a valid event id
+    body = _sample(struct.pack("<H", 100) + data, 1, 1, 1)
+    try:
+        dec.record(9, 0, body, [])
+    except DecodeError:
+        pass
+
+
+# -- paths ------------------------------------------------------------------
+
+
+def test_path_in_fs() -> None:
+    assert path_in_fs([b"c", b"b", b"/", b"/"]) == "/b/c"
+    assert path_in_fs([b"/", b"/"]) == "/"
+    assert path_in_fs([b"c", b"b", b"a"]) is None  # deeper than fetched
+    assert path_in_fs([b"c", b"", b"/"]) is None  # a fault on the way
+
+
+def test_mountinfo_with_escapes() -> None:
+    text = (
+        "21 1 0:19 / / rw - 9p host rw\n"
+        "35 21 0:33 / /tmp rw - overlay overlay rw\n"
+        "40 21 8:1 /srv/data /mnt/with\\040space rw - ext4 /dev/sda1 rw\n"
+    )
+    assert parse_mountinfo(text) == {
+        21: ("/", "/"),
+        35: ("/", "/tmp"),
+        40: ("/srv/data", "/mnt/with space"),
+    }
+
+
+def _proc(tmp_path: pathlib.Path, mountinfo: str) -> pathlib.Path:
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mountinfo").write_text(mountinfo)
+    return tmp_path
+
+
+def test_paths_across_mounts_and_bind_mounts(tmp_path: pathlib.Path) -> None:
+    proc = _proc(
+        tmp_path,
+        "21 1 0:19 / / rw - 9p host rw\n"
+        "35 21 0:33 / /tmp rw - overlay overlay rw\n"
+        "40 21 8:1 /srv/data /mnt rw - ext4 /dev/sda1 rw\n",
+    )
+    r = PathResolver(MountTable(str(proc)), str(proc))
+    assert r(1, "cwd", 21, [b"bin", b"usr", b"/"]) == "/usr/bin"
+    assert r(1, "cwd", 35, [b"d", b"/"]) == "/tmp/d"
+    assert r(1, "cwd", 35, [b"/"]) == "/tmp"
+    assert r(1, "cwd", 40, [b"x", b"data", b"srv", b"/"]) == "/mnt/x"
+    assert r(1, "cwd", 40, [b"data", b"srv", b"/"]) == "/mnt"
+    assert r.unknown == 0
+
+
+def test_a_deep_path_is_completed_only_when_proc_agrees(
+    tmp_path: pathlib.Path,
+) -> None:
+    proc = _proc(tmp_path, "21 1 0:19 / / rw - 9p host rw\n")
+    deep = "/a/b/c/d/e/f/g/h/i"
+    for pid, target in ((7, deep), (8, "/elsewhere/h/i"), (9, deep)):
+        (proc / str(pid)).mkdir()
+        os.symlink(target, proc / str(pid) / "cwd")
+    r = PathResolver(MountTable(str(proc)), str(proc))
+    leaf = [b"i", b"h", b"g"]  # what the kernel gave: no root in sight
+    assert r(7, "cwd", 21, leaf) == deep
+    assert r.from_proc == 1
+    assert r(8, "cwd", 21, leaf) is None  # /proc says otherwise
+    assert r(10, "cwd", 21, leaf) is None  # gone
+    assert r(10, "cwd", 21, leaf, 9) == deep  # the parent shares it
+    assert r(7, "cwd", 21, [b"i", b"", b"g"]) is None  # a fault
+    assert r.unknown == 3
+
+
+def test_online_cpus(tmp_path: pathlib.Path) -> None:
+    f = tmp_path / "online"
+    f.write_text("0-3,5,7-8\n")
+    assert online_cpus(str(f)) == [0, 1, 2, 3, 5, 7, 8]
