@@ -47,10 +47,12 @@ class Queue:
     procfs="/proc", **overrides)``: ``overrides`` name :class:`QueueAttr`
     fields (``flags``, ``max_length``, ``cache_grace_time``, ``hold_time``,
     ``max_env``); any other keyword is an option of the backend (``path=``
-    for ``backend="replay"``). ``backend`` is ``"auto"`` (EBPF, then KPROBE,
-    logging the fallback), a backend name, or None to follow the backend bits
-    of ``flags``. ``record=FILE`` writes everything the backend delivers (and
-    the scraped processes) as a raw stream that ``backend="replay"`` reads.
+    for ``backend="replay"``; ``ignore_btf=True`` and ``ring_pages=N`` for
+    ``backend="kprobe"``, and ``ignore_btf`` makes EBPF decline).
+    ``backend`` is ``"auto"`` (EBPF, then KPROBE, logging the fallback), a
+    backend name, or None to follow the backend bits of ``flags``.
+    ``record=FILE`` writes everything the backend delivers (and the scraped
+    processes) as a raw stream that ``backend="replay"`` reads.
 
     Opening starts the backend listening first, then scrapes /proc, so no
     process started in between is missed.

@@ -126,12 +126,15 @@ def decode(rec: bytes) -> RawEvent:
     cwd = rec[off : off + l_cwd]
     off += l_cwd
     cgroup = rec[off : off + l_cgroup]
-    # A path cut short is only its tail: unknown, not made up.
-    task.cwd = None if flags & F_CWD_TRUNC else _components(cwd)
+    # A path cut short is only its tail: unknown, not made up, and it
+    # replaces the old value ("" for cwd and exe, see RawTask/RawEvent).
+    task.cwd = "" if flags & F_CWD_TRUNC else _components(cwd)
     task.cgroup = None if flags & F_CGROUP_TRUNC else _components(cgroup)
     if kind == Q_EXEC:
         if l_exe and not flags & F_EXE_TRUNC:
             ev.exe = _components(exe)
+        elif flags & F_EXE_TRUNC:
+            ev.exe = ""
         ev.args = _split(args, whole=False)
         if l_env or not flags & F_ENV_TRUNC:
             task.env = _split(env, whole=bool(flags & F_ENV_TRUNC))

@@ -36,6 +36,16 @@ def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def _offsets_source() -> str:
+    """Where the KPROBE backend's struct offsets come from here."""
+    from quark.btf import kernel_offsets
+
+    try:
+        return kernel_offsets().source
+    except quark.QuarkError as e:
+        return f"nowhere ({e})"
+
+
 def _child(name: str, backend: str) -> int:
     cases = load_cases()
     before = _fds()
@@ -131,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{','.join(backends)}{', strict' if strict else ''}",
         flush=True,
     )
+    if "kprobe" in backends:
+        print(f"quark-test: kprobe offsets from {_offsets_source()}")
     for name in names:
         for be in backends:
             if be not in cases[name].backends:

@@ -30,3 +30,14 @@ def test_kprobe_perf_and_tracefs_in_a_guest(
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )  # fmt: skip
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("kernel", ["6.1"])
+def test_damaged_perf_records_are_counted_and_skipped(kernel: str) -> None:
+    r = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "krun.py"), "--quiet", kernel,
+         sys.executable, os.path.join(ROOT, "tests", "kernel",
+                                      "kprobe_corrupt.py")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])
