@@ -438,12 +438,19 @@ class KprobeBackend(Backend):
             room = limit - len(out)
             if room <= 0:
                 break
+            corrupt = ring.corrupt
             for rtype, misc, body in ring.read(room):
                 try:
                     dec.record(rtype, misc, body, out)
                 except DecodeError as e:
                     self._decode_errors += 1
                     log.warning("skipped a perf record (cpu %d): %s", r.cpu, e)
+            if ring.corrupt != corrupt:
+                log.warning(
+                    "cpu %d: a perf record of impossible size; the rest "
+                    "of that ring was skipped",
+                    r.cpu,
+                )
             since = dec.pending_since()
             if since is not None and since < stale:
                 dec.flush(out)  # a part never came: deliver what did

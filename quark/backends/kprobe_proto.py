@@ -331,7 +331,10 @@ class EventFormat:
             pos = f.offset + f.size
         self._struct = struct.Struct(fmt)
         self._order = tuple(order)
-        self._index = {f.name: i for i, f in enumerate(order)}
+        self._names = tuple(f.name for f in order)
+        self._strings = tuple(
+            i for i, f in enumerate(order) if f.kind == "str"
+        )
 
     @property
     def size(self) -> int:
@@ -339,31 +342,33 @@ class EventFormat:
         return self._struct.size
 
     def unpack(self, raw: bytes) -> Rec:
-        """The compiled fields of one record; strings resolved."""
+        """The compiled fields of one record; strings resolved (without
+        their NUL; a fault and an empty string both read as b"")."""
         st = self._struct
         assert st is not None
-        if len(raw) < st.size:
+        n = len(raw)
+        if n < st.size:
             raise DecodeError(
-                f"{self.name} record of {len(raw)} bytes, shorter than "
+                f"{self.name} record of {n} bytes, shorter than "
                 f"its {st.size}-byte layout"
             )
-        values = st.unpack_from(raw)
-        out: Rec = {}
-        for f, v in zip(self._order, values, strict=True):
-            if f.kind == "str":
-                assert isinstance(v, int)
-                off, ln = v & 0xFFFF, v >> 16
-                if off + ln > len(raw):
-                    raise DecodeError(
-                        f"{self.name}.{f.name}: string at {off}+{ln} beyond "
-                        f"the {len(raw)}-byte record"
-                    )
-                s = raw[off : off + ln]
-                nul = s.find(b"\0")
-                out[f.name] = s if nul < 0 else s[:nul]
+        values = list(st.unpack_from(raw))
+        for i in self._strings:
+            loc = values[i]
+            off = loc & 0xFFFF
+            end = off + (loc >> 16)
+            if end > n:
+                raise DecodeError(
+                    f"{self.name}.{self._names[i]}: string at "
+                    f"{off}+{loc >> 16} beyond the {n}-byte record"
+                )
+            if end == off:
+                values[i] = b""
+            elif raw[end - 1] == 0:
+                values[i] = raw[off : end - 1]
             else:
-                out[f.name] = v
-        return out
+                values[i] = raw[off:end]
+        return dict(zip(self._names, values, strict=True))
 
 
 def parse_format(text: str) -> EventFormat:
@@ -408,18 +413,22 @@ PathResolver = Callable[[int, str, int, list[bytes], int | None], str | None]
 the path or None) -> path or None``."""
 
 
+_NAME_KEYS = {
+    which: tuple(f"{which}{i}" for i in range(MAX_DEPTH))
+    for which in ("cwd", "exe")
+}
+
+
 def _names(rec: Rec, prefix: str, depth: int) -> list[bytes]:
-    out = []
-    for i in range(depth):
-        v = rec[f"{prefix}{i}"]
-        assert isinstance(v, bytes)
-        out.append(v)
-    return out
+    return [rec[k] for k in _NAME_KEYS[prefix][:depth]]
 
 
-def _bytes(v: object) -> bytes:
-    assert isinstance(v, bytes)
-    return v
+def _decode_all(values: list[bytes]) -> tuple[str, ...]:
+    """Decode many strings in one call (NUL cannot occur inside them, and
+    surrogateescape decodes byte by byte)."""
+    if not values:
+        return ()
+    return tuple(_fsdecode(b"\0".join(values)).split("\0"))
 
 
 def path_in_fs(names: list[bytes]) -> str | None:
@@ -434,6 +443,9 @@ def path_in_fs(names: list[bytes]) -> str | None:
             return None  # unreadable (a fault) or not a name
         parts.append(n)
     return None
+
+
+_SLOT_KEYS = tuple((f"p{i}", f"s{i}") for i in range(SLOTS_PER_PROBE))
 
 
 def stack_strings(
@@ -455,17 +467,17 @@ def stack_strings(
             continue
         if missing:
             continue  # after a gap the slots no longer line up
-        slots += [(rec[f"p{i}"], rec[f"s{i}"]) for i in range(SLOTS_PER_PROBE)]
+        slots += [(rec[p], rec[s]) for p, s in _SLOT_KEYS]
     n = min(argc, len(slots))
-    argv = tuple(_fsdecode(s) for _, s in slots[:n])
+    argv = _decode_all([v for _, v in slots[:n]])
     env: tuple[str, ...] | None = None
     if argc < len(slots) and slots[argc][0] == 0:
         out = []
         for ptr, val in slots[argc + 1 :]:
             if ptr == 0:
                 break
-            out.append(_fsdecode(val))
-        env = tuple(out)
+            out.append(val)
+        env = _decode_all(out)
     return argv, env, missing
 
 

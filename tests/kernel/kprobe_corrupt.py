@@ -1,9 +1,13 @@
 """Run inside a guest (tests/kernel/test_kprobe_plumbing.py): records of a
-real perf ring are damaged in place before the queue reads them, the way a
-kernel bug or a stray write would: an impossible size, and a sample whose
-raw part claims more bytes than its record. Each is counted (lost,
-decode_errors) and skipped; the consumer goes on and sees later processes
-whole."""
+real perf ring are damaged before the queue reads them, the way a kernel
+bug or a stray write would: an impossible size, and a sample whose raw part
+claims more bytes than its record. Each is counted (lost, decode_errors)
+and skipped; the consumer goes on and sees later processes whole.
+
+The kernel maps a ring's data pages read-only (a write faults with
+SIGBUS), so the ring is copied as it stands, the copy damaged and read
+through the backend in its place, and the real ring's tail then moved past
+what the copy held."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import quark
 from quark import EV
@@ -32,9 +37,31 @@ def spawn_and_wait_for_data(q: quark.Queue) -> tuple[object, int, int]:
     raise AssertionError("no record reached any ring")
 
 
-def poke(ring: object, pos: int, fmt: str, value: int) -> None:
-    off = ring._offset + (pos & (ring._size - 1))  # type: ignore[attr-defined]
-    struct.pack_into(fmt, ring._buf, off, value)  # type: ignore[attr-defined]
+def read_damaged(
+    q: quark.Queue, ring: object, damage: Callable[[bytearray, int], None]
+) -> None:
+    """Read the ring's records, as they stand now, after ``damage(copy,
+    tail position)`` changed the copy."""
+    real_buf = ring._buf  # type: ignore[attr-defined]
+    real_write = ring._write_tail  # type: ignore[attr-defined]
+    copy = bytearray(real_buf[:])
+    tail = struct.unpack_from("<Q", copy, 1032)[0]
+    damage(copy, tail)
+
+    def write_tail(t: int) -> None:
+        struct.pack_into("<Q", copy, 1032, t)
+
+    ring._buf, ring._write_tail = copy, write_tail  # type: ignore[attr-defined]
+    try:
+        for _ in range(5):
+            q.get_event()
+    finally:
+        ring._buf, ring._write_tail = real_buf, real_write  # type: ignore[attr-defined]
+    real_write(struct.unpack_from("<Q", copy, 1032)[0])
+
+
+def at(ring: object, pos: int) -> int:
+    return ring._offset + (pos & (ring._size - 1))  # type: ignore[attr-defined]
 
 
 def drain_until(q: quark.Queue, pid: int, timeout: float = 10) -> EV:
@@ -55,31 +82,35 @@ def drain_until(q: quark.Queue, pid: int, timeout: float = 10) -> EV:
 def main() -> int:
     with quark.Queue(backend="kprobe", hold_time=50) as q:
         # 1. an impossible record size: the rest of that ring is skipped
-        ring, tail, _ = spawn_and_wait_for_data(q)
-        poke(ring, tail + 6, "<H", 3)  # perf_event_header.size
-        for _ in range(20):
-            q.get_event()
+        ring, _, _ = spawn_and_wait_for_data(q)
+
+        def bad_size(copy: bytearray, tail: int) -> None:
+            struct.pack_into("<H", copy, at(ring, tail + 6), 3)
+
+        read_damaged(q, ring, bad_size)
         s = q.stats()
         assert s.lost >= 1, s
         assert ring.corrupt == 1, ring.corrupt  # type: ignore[attr-defined]
         # 2. a sample whose raw size overruns its record
-        for _ in range(50):
-            ring, tail, _ = spawn_and_wait_for_data(q)
-            rtype = struct.unpack_from(
-                "<I",
-                ring._buf,  # type: ignore[attr-defined]
-                ring._offset + (tail & (ring._size - 1)),  # type: ignore[attr-defined]
-            )[0]
-            if rtype == 9:  # a SAMPLE
-                break
-            for _ in range(20):
-                q.get_event()
-        else:
-            raise AssertionError("no SAMPLE record came first in 50 tries")
-        # header 8 + pid,tid 8 + time 8 + cpu,res 8: then the raw size
-        poke(ring, tail + 32, "<I", 0xFFFF)
-        for _ in range(20):
-            q.get_event()
+        ring, _, _ = spawn_and_wait_for_data(q)
+        damaged: list[int] = []
+
+        def bad_raw(copy: bytearray, tail: int) -> None:
+            head = struct.unpack_from("<Q", copy, 1024)[0]
+            pos = tail
+            while pos < head:
+                rtype, _, size = struct.unpack_from(
+                    "<IHH", copy, at(ring, pos)
+                )
+                if rtype == 9:  # the first SAMPLE: after its header 8,
+                    # pid,tid 8, time 8, cpu,res 8 comes the raw size
+                    struct.pack_into("<I", copy, at(ring, pos + 32), 0xFFFF)
+                    damaged.append(pos)
+                    return
+                pos += size
+
+        read_damaged(q, ring, bad_raw)
+        assert damaged, "no SAMPLE record in the ring"
         s = q.stats()
         assert s.decode_errors >= 1, s
         # 3. the consumer goes on: a new process is seen whole
