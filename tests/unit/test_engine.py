@@ -184,6 +184,70 @@ def test_an_exec_after_an_id_change_stays_separate() -> None:
     assert out[0].id_change == ID_CHANGE.SETUID
 
 
+def connector(
+    pid: int,
+    t: int,
+    exe: str | None = "/usr/bin/true",
+    args: tuple[str, ...] | None = ("true",),
+    **task: object,
+) -> RawEvent:
+    return RawEvent(
+        K.EXEC_CONNECTOR, t, pid, task=RawTask(**task),  # type: ignore[arg-type]
+        exe=exe, args=args,
+    )  # fmt: skip
+
+
+def test_kprobe_exec_halves_join_fork_and_exit() -> None:
+    """KPROBE's tracepoint EXEC (the name as given) and EXEC_CONNECTOR (the
+    resolved exe, argv, cwd) are one exec: a short-lived process is still
+    one FORK|EXEC|EXIT event, with the connector's values."""
+    e = Engine(hold_time=10)
+    for r in (fork(7, 1), execve(7, 2, "/bin/sh", ("sh",)),
+              connector(7, 3, "/usr/bin/dash", ("sh", "-c", "x"),
+                        cwd="/tmp"),
+              exit_(7, 4)):  # fmt: skip
+        e.push(r)
+    (ev,) = drain(e)
+    assert ev.events == EV.FORK | EV.EXEC | EV.EXIT
+    p = ev.process
+    assert p is not None
+    assert (p.exe, p.cmdline, p.cwd) == ("/usr/bin/dash", ["sh", "-c", "x"],
+                                         "/tmp")  # fmt: skip
+
+
+def test_kprobe_two_execs_keep_their_own_halves() -> None:
+    e = Engine(hold_time=10)
+    for r in (fork(7, 1), execve(7, 2, "/a"), connector(7, 3, "/a", ("a",)),
+              execve(7, 4, "/b"), connector(7, 5, "/b", ("b",)),
+              exit_(7, 6)):  # fmt: skip
+        e.push(r)
+    out = drain(e)
+    assert [ev.events for ev in out] == [EV.FORK | EV.EXEC, EV.EXEC | EV.EXIT]
+    assert [ev.process.cmdline for ev in out if ev.process] == [["a"], ["b"]]
+    # a connector whose EXEC was lost still joins the fork, once
+    e = Engine(hold_time=10)
+    for r in (fork(8, 1), connector(8, 2, "/a", ("a",)),
+              connector(8, 3, "/b", ("b",))):  # fmt: skip
+        e.push(r)
+    assert [ev.events for ev in drain(e)] == [EV.FORK | EV.EXEC, EV.EXEC]
+
+
+def test_an_unknown_exe_or_cwd_replaces_the_inherited_one() -> None:
+    """ "" says "seen, but could not be resolved": the parent's values must
+    not pass for the child's; None leaves them."""
+    e = Engine(hold_time=10)
+    e.seed([Seed(1, RawTask(ppid=0, cwd="/root", start_time=1),
+                 exe="/sbin/init", args=("init",))])  # fmt: skip
+    e.push(fork(7, 5))
+    e.push(execve(7, 6, "", ("x",), cwd=""))
+    p = drain(e)[-1].process
+    assert p is not None and (p.exe, p.cwd) == (None, None)
+    e.push(fork(8, 7))
+    e.push(execve(8, 8, None, ("y",)))  # type: ignore[arg-type]
+    p = drain(e)[-1].process
+    assert p is not None and (p.exe, p.cwd) == ("/sbin/init", "/root")
+
+
 def test_matrix_cells_are_upstreams() -> None:
     d, m = default_matrix(), min_matrix()
     assert d[K.WAKE_UP_NEW_TASK][K.EXEC] is agg_fork_exec
