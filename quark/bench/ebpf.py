@@ -19,6 +19,7 @@ nothing lost. Needs root.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 import quark
 from quark import EV
@@ -184,6 +186,20 @@ def _mon_lost(stderr: str) -> int:
     return -1
 
 
+@contextlib.contextmanager
+def bpf_stats() -> Iterator[None]:
+    """kernel.bpf_stats_enabled on for the block, then as it was."""
+    with open(STATS) as f:
+        old = f.read().strip()
+    with open(STATS, "w") as f:
+        f.write("1")
+    try:
+        yield
+    finally:
+        with open(STATS, "w") as f:
+            f.write(old)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m quark.bench ebpf")
     ap.add_argument("--json", action="store_true")
@@ -193,16 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("quark.bench ebpf: needs root", file=sys.stderr)
         return 2
-    with open(STATS) as f:
-        old = f.read().strip()
-    with open(STATS, "w") as f:
-        f.write("1")
-    try:
+    with bpf_stats():
         lib = _phase_library(args.rate, args.seconds)
         mon = _phase_mon(args.rate, args.seconds)
-    finally:
-        with open(STATS, "w") as f:
-            f.write(old)
     result = {
         "benchmark": "ebpf",
         "rate_target_per_s": args.rate,

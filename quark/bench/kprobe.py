@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from quark.bench.ebpf import STATS, _phase_library
+from quark.bench.ebpf import _phase_library, bpf_stats
 
 __all__ = ["main"]
 
@@ -32,18 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("quark.bench kprobe: needs root", file=sys.stderr)
         return 2
-    with open(STATS) as f:
-        old = f.read().strip()
-    with open(STATS, "w") as f:
-        f.write("1")
-    try:
+    with bpf_stats():
         runs = {
             be: _phase_library(args.rate, args.seconds, be)
             for be in ("ebpf", "kprobe")
         }
-    finally:
-        with open(STATS, "w") as f:
-            f.write(old)
     e, k = runs["ebpf"], runs["kprobe"]
     ratio = k["consumer_cpu_us_per_event"] / max(
         e["consumer_cpu_us_per_event"], 1e-9

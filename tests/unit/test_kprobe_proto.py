@@ -200,8 +200,8 @@ class Resolver:
         return path_in_fs(names)
 
 
-@pytest.fixture
-def world() -> tuple[Decoder, dict[str, Event], Resolver]:
+def _formats() -> tuple[dict, dict[str, Event], Depths]:
+    """The probes' formats as the kernel would write them, compiled."""
     specs, depths = _specs()
     events = {s.name: Event(100 + i, s) for i, s in enumerate(specs)}
     formats = {}
@@ -209,6 +209,12 @@ def world() -> tuple[Decoder, dict[str, Event], Resolver]:
         fmt = parse_format(ev.text)
         fmt.compile(tuple(a.name for a in ev.spec.args))
         formats[ev.id] = (ev.spec.name, fmt)
+    return formats, events, depths
+
+
+@pytest.fixture
+def world() -> tuple[Decoder, dict[str, Event], Resolver]:
+    formats, events, depths = _formats()
     tp = parse_format(EXEC_TP_FORMAT)
     tp.compile(("filename",))
     formats[tp.id] = ("sched_process_exec", tp)
@@ -456,13 +462,7 @@ def test_corrupt_samples_are_decode_errors(world) -> None:  # type: ignore[no-un
 def test_random_records_never_raise_anything_but_decode_errors(
     data: bytes,
 ) -> None:
-    specs, depths = _specs()
-    events = {s.name: Event(100 + i, s) for i, s in enumerate(specs)}
-    formats = {}
-    for e in events.values():
-        fmt = parse_format(e.text)
-        fmt.compile(tuple(a.name for a in e.spec.args))
-        formats[e.id] = (e.spec.name, fmt)
+    formats, _, depths = _formats()
     dec = Decoder(formats, depths, Resolver(), exec_parts=("exec",))
     for rtype in (2, 3, 9):
         try:
