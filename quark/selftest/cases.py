@@ -285,6 +285,37 @@ def t_preexisting(backend: str) -> None:
             child.wait()
 
 
+@case()
+def t_deep_cwd(backend: str) -> None:
+    """A cwd 12 directories deep: a process still running when its exec is
+    read shows it whole; a short-lived one shows it whole or, where the
+    backend cannot reach that deep in time (KPROBE), None: never a
+    fragment, never the parent's."""
+    with tempfile.TemporaryDirectory() as d:
+        deep = os.path.join(os.path.realpath(d), *"abcdefghijk")
+        os.makedirs(deep)
+        with _queue(backend) as q:
+            slow = subprocess.Popen(["/bin/sleep", "30"], cwd=deep)
+            try:
+                got = _drain(
+                    q, [slow.pid],
+                    done=lambda g: any(e.events & EV.EXEC
+                                       for e in g[slow.pid]),
+                )  # fmt: skip
+            finally:
+                slow.kill()
+                slow.wait()
+            execs = [e for e in got[slow.pid] if e.events & EV.EXEC]
+            p = execs[-1].process
+            assert p is not None and p.cwd == deep, (p and p.cwd, deep)
+            fast = subprocess.Popen([TRUE], cwd=deep)
+            fast.wait()
+            p = _drain(q, [fast.pid])[fast.pid][-1].process
+            assert p is not None
+            want = (deep,) if backend == "ebpf" else (deep, None)
+            assert p.cwd in want, (p.cwd, deep)
+
+
 def _ns_inode(kind: str) -> int:
     return os.stat(f"/proc/self/ns/{kind}").st_ino
 
