@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -43,6 +43,8 @@ from initramfs import build as initramfs  # noqa: E402
 from kernel_images import manifest  # noqa: E402
 
 SENTINEL = re.compile(rb"^quark-init: exit (\d+)\s*$")
+READY = re.compile(rb"^quark-init: \S+ ready\s*$")
+CONSOLE_TAIL = 40  # console lines shown with a fatal error under --quiet
 FATAL = re.compile(
     rb"(Kernel panic - not syncing|BUG: soft lockup|rcu_sched self-detected"
     rb"|rcu: INFO: rcu_(pre)?sched detected stalls|watchdog: BUG:)"
@@ -61,16 +63,20 @@ PASS_ENV = ("LANG", "TERM", "QUARK_IGNORE_BTF", "QUARK_VERBOSE")
 class Outcome:
     status: int
     reason: str
+    # whether the guest's init said it was ready (the command could run)
+    booted: bool = field(default=True, compare=False)
 
 
 def parse_console(lines: list[bytes], qemu_status: int | None) -> Outcome:
     """The run's outcome from the guest's console lines."""
     sentinels = [m for ln in lines if (m := SENTINEL.match(ln.strip()))]
+    booted = any(READY.match(ln.strip()) for ln in lines)
     for ln in lines:
         if FATAL.search(ln):
             return Outcome(
                 EXIT_FATAL,
                 "guest kernel failed: " + ln.strip().decode(errors="replace"),
+                booted,
             )
     if len(sentinels) > 1:
         return Outcome(EXIT_TWO_SENTINELS, "more than one sentinel line")
@@ -147,7 +153,18 @@ def run(
             "multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=r,mount_tag=hostroot",
         ]  # fmt: skip
-        return _watch(cmd, timeout, quiet)
+        outcome = _watch(cmd, timeout, quiet)
+        if outcome.status == EXIT_FATAL and not outcome.booted:
+            # The kernel died while booting, before init ran anything of
+            # ours (seen once with 7.2 under TCG): the command never ran.
+            # Boot once more, and say so; a second failure stands.
+            print(
+                f"krun: {outcome.reason} before init was ready; booting "
+                "once more",
+                file=sys.stderr,
+            )
+            outcome = _watch(cmd, timeout, quiet)
+        return outcome
 
 
 def _watch(cmd: list[str], timeout: float, quiet: bool) -> Outcome:
@@ -187,6 +204,10 @@ def _watch(cmd: list[str], timeout: float, quiet: bool) -> Outcome:
                 if FATAL.search(ln):
                     proc.kill()
                     proc.wait()
+                    if quiet:  # what led to it, for the report
+                        tail = lines[-CONSOLE_TAIL:]
+                        sys.stderr.buffer.write(b"\n".join(tail) + b"\n")
+                        sys.stderr.flush()
                     return parse_console(lines, None)
     finally:
         if proc.poll() is None:

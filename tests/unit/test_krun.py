@@ -96,6 +96,15 @@ def test_console_panic_wins() -> None:
     assert o.status == krun.EXIT_FATAL and "panic" in o.reason
 
 
+def test_console_tells_a_boot_failure_from_a_failure_of_the_command() -> None:
+    """Only a panic before init's ready line may be booted again: after
+    it, the command ran and its failure stands."""
+    panic = b"[ 1.5] Kernel panic - not syncing: Fatal exception in interrupt"
+    assert not krun.parse_console([panic], None).booted
+    ready = b"quark-init: 7.2.13+deb14-amd64 ready"
+    assert krun.parse_console([ready, panic], None).booted
+
+
 @pytest.mark.parametrize(
     "line",
     [b"watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
