@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from quark import libbpf_ctypes as bpf
 from quark.backends import Backend
 from quark.backends.ebpf_proto import decode
+from quark.backends.tracefs import ensure_mounted
 from quark.errors import (
     DecodeError,
     LibbpfError,
@@ -37,7 +38,6 @@ from quark.errors import (
     QuarkError,
 )
 from quark.events import QQ
-from quark.sys import libc
 from quark.sys.ringbuf import RingReader
 
 if TYPE_CHECKING:
@@ -83,24 +83,8 @@ _CFG = struct.Struct("<IIII")  # struct q_config
 
 def ensure_mounts() -> None:
     """Mount tracefs and bpffs where they belong when they are missing."""
-    for target, fstype in (
-        ("/sys/kernel/tracing", "tracefs"),
-        ("/sys/fs/bpf", "bpf"),
-    ):
-        if libc.is_mounted(target, fstype) or not os.path.isdir(target):
-            continue
-        try:
-            libc.mount(fstype, target, fstype)
-        except OSError as e:
-            if e.errno in (_errno.EPERM, _errno.EACCES):
-                raise PrivilegeError(
-                    f"cannot mount {fstype} on {target}: not root?",
-                    errno=e.errno,
-                ) from None
-            raise NotSupportedError(
-                f"cannot mount {fstype} on {target}: {e.strerror}",
-                errno=e.errno,
-            ) from None
+    ensure_mounted("/sys/kernel/tracing", "tracefs")
+    ensure_mounted("/sys/fs/bpf", "bpf")
 
 
 def object_path() -> str:

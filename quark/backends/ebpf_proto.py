@@ -6,10 +6,10 @@ events. Pure: bytes in, :class:`quark.raw.RawEvent` out, or
 from __future__ import annotations
 
 import struct
-import sys
 
 from quark.errors import DecodeError
 from quark.raw.types import RawEvent, RawKind, RawTask
+from quark.raw.types import fsdecode as _fsdecode
 
 __all__ = ["HEADER", "PROTO_VERSION", "decode"]
 
@@ -34,13 +34,6 @@ _KINDS = {
     Q_COMM: RawKind.COMM,
     Q_ID_CHANGE: RawKind.ID_CHANGE,
 }
-
-_FS_ENCODING = sys.getfilesystemencoding()
-
-
-def _fsdecode(b: bytes) -> str:
-    """os.fsdecode for bytes, without its per-call type dispatch."""
-    return b.decode(_FS_ENCODING, "surrogateescape")
 
 
 def _cstr(b: bytes) -> str:

@@ -37,7 +37,7 @@ from quark.backends.kprobe_proto import (
     path_in_fs,
     probe_specs,
 )
-from quark.backends.tracefs import KprobeEvents, find_tracefs
+from quark.backends.tracefs import KprobeEvents, ensure_mounted, find_tracefs
 from quark.btf import OffsetTable, kernel_offsets
 from quark.errors import (
     ConfigError,
@@ -58,8 +58,6 @@ __all__ = ["KprobeBackend", "MountTable", "PathResolver"]
 log = logging.getLogger("quark.kprobe")
 
 RING_PAGES = 256  # 1 MiB of data per CPU
-CLOCK_MONOTONIC = 1
-PERF_IOC_FLAG_GROUP = 1
 EXEC_TP = ("sched", "sched_process_exec")
 
 
@@ -263,9 +261,8 @@ class KprobeBackend(Backend):
                 "the kprobe backend needs root (kprobe_events and "
                 "system-wide perf events)"
             )
-        from quark.backends.ebpf import ensure_mounts
-
-        ensure_mounts()
+        # tracefs only: this backend needs nothing of BPF
+        ensure_mounted("/sys/kernel/tracing", "tracefs")
         root = find_tracefs()
         self.offsets = kernel_offsets(
             ignore_btf=None if ignore_btf is None else bool(ignore_btf)
@@ -298,6 +295,7 @@ class KprobeBackend(Backend):
             ) from None
         tp.compile(("filename",))
         formats[tp.id] = (EXEC_TP[1], tp)
+        resolver = PathResolver(MountTable())
         installed = {name for name, _ in formats.values()}
         parts = tuple(
             p for p in installed if p == "exec" or p.startswith("args")
@@ -313,7 +311,7 @@ class KprobeBackend(Backend):
                     continue  # went offline meanwhile
                 raise self._perf_error(e) from None
             r.decoder = Decoder(
-                formats, depths, self._resolver(),
+                formats, depths, resolver,
                 thread_events=bool(attr.flags & QQ.THREAD_EVENTS),
                 max_env=attr.max_env, exec_parts=parts,
             )  # fmt: skip
@@ -323,20 +321,13 @@ class KprobeBackend(Backend):
             raise NotSupportedError("no online CPU could be opened")
         for r in self._rings:
             perf.ioctl(
-                r.leader, perf.PERF_EVENT_IOC_ENABLE, PERF_IOC_FLAG_GROUP
+                r.leader, perf.PERF_EVENT_IOC_ENABLE, perf.PERF_IOC_FLAG_GROUP
             )
         log.info(
             "kprobe backend: %d CPUs, offsets from %s, cwd depth %d, exe "
             "depth %d",
             len(self._rings), self.offsets.source, depths.cwd, depths.exe,
         )  # fmt: skip
-
-    _resolver_obj: PathResolver | None = None
-
-    def _resolver(self) -> PathResolver:
-        if self._resolver_obj is None:
-            self._resolver_obj = PathResolver(MountTable())
-        return self._resolver_obj
 
     def _install(self, spec: ProbeSpec) -> int | None:
         assert self._probes is not None
@@ -375,8 +366,8 @@ class KprobeBackend(Backend):
             sample_type=perf.PERF_SAMPLE_TID | perf.PERF_SAMPLE_TIME
             | perf.PERF_SAMPLE_CPU | perf.PERF_SAMPLE_RAW,
             flags=flags,
-            wakeup_watermark=pages * 4096 // 8 if leader else 0,
-            clockid=CLOCK_MONOTONIC,
+            wakeup_watermark=pages * perf.PAGE_SIZE // 8 if leader else 0,
+            clockid=time.CLOCK_MONOTONIC,
         )  # fmt: skip
 
     def _open_cpu(
@@ -471,18 +462,11 @@ class KprobeBackend(Backend):
     def skipped_probes(self) -> tuple[str, ...]:
         return tuple(self._skipped)
 
-    def resolver(self) -> PathResolver:
-        return self._resolver()
-
     # -- lifetime -----------------------------------------------------------
     @staticmethod
     def _close_ring(r: _Ring) -> None:
         for fd in r.fds:
-            try:
-                perf.ioctl(fd, perf.PERF_EVENT_IOC_DISABLE)
-            except OSError:
-                pass
-            os.close(fd)
+            os.close(fd)  # closing an event disables it
         r.fds = []
         if r.ring is not None:
             r.ring.close()

@@ -39,13 +39,13 @@ from __future__ import annotations
 import os
 import re
 import struct
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from quark.errors import DecodeError, NotSupportedError
 from quark.raw.types import RawEvent, RawKind, RawTask
+from quark.raw.types import fsdecode as _fsdecode
 
 __all__ = [
     "SLOTS",
@@ -68,13 +68,7 @@ SLOTS = SLOTS_PER_PROBE * SLOT_PROBES
 PF_KTHREAD = 0x00200000
 SIGNAL_GROUP_EXIT = 0x00000004
 
-REGISTERS = {"x86_64": ("%di", "%si"), "aarch64": ("%x0", "%x1")}
-
-_FS_ENCODING = sys.getfilesystemencoding()
-
-
-def _fsdecode(b: bytes) -> str:
-    return b.decode(_FS_ENCODING, "surrogateescape")
+FIRST_ARG = {"x86_64": "%di", "aarch64": "%x0"}  # the task, in every probe
 
 
 @dataclass(frozen=True)
@@ -123,8 +117,8 @@ class _Builder:
     def fits(self, fetch: str, typ: str) -> bool:
         return len(f"{fetch}:{typ}") <= MAX_ARGSTR
 
-    def task(self, *, base: str | None = None) -> None:
-        o, b = self.o, base or self.reg
+    def task(self) -> None:
+        o, b = self.o, self.reg
         self.add("tgid", _d(o["task_struct.tgid"], b), "s32")
         self.add("tid", _d(o["task_struct.pid"], b), "s32")
         self.add("flags", _d(o["task_struct.flags"], b), "u32")
@@ -234,12 +228,12 @@ def probe_specs(
 ) -> tuple[list[ProbeSpec], Depths]:
     """The probes, their fetch arguments built from ``offsets``."""
     arch = machine or os.uname().machine
-    if arch not in REGISTERS:
+    reg = FIRST_ARG.get(arch)
+    if reg is None:
         raise NotSupportedError(
             f"the kprobe backend knows the argument registers of "
-            f"{', '.join(REGISTERS)}, not {arch}"
+            f"{', '.join(FIRST_ARG)}, not {arch}"
         )
-    reg = REGISTERS[arch][0]
     depths = Depths()
 
     fork = _Builder(offsets, reg)
@@ -301,7 +295,6 @@ class EventFormat:
     id: int
     fields: dict[str, Field] = field(default_factory=dict)
     _struct: struct.Struct | None = None
-    _order: tuple[Field, ...] = ()
 
     def compile(self, names: tuple[str, ...]) -> None:
         """Prepare :meth:`unpack` for ``names``, in that order."""
@@ -330,7 +323,6 @@ class EventFormat:
                 fmt += f"{f.size}s"
             pos = f.offset + f.size
         self._struct = struct.Struct(fmt)
-        self._order = tuple(order)
         self._names = tuple(f.name for f in order)
         self._strings = tuple(
             i for i, f in enumerate(order) if f.kind == "str"
@@ -450,23 +442,19 @@ _SLOT_KEYS = tuple((f"p{i}", f"s{i}") for i in range(SLOTS_PER_PROBE))
 
 def stack_strings(
     parts: list[Rec | None],
-) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None, int]:
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
     """argv and the environment from the slot parts of one exec, in order
-    (a missing part ends what is known): ``(argv, env, missing parts)``;
-    argv is None without part 0, env None where it could not be reached,
-    and both keep only what was read whole."""
+    (a missing part ends what is known): ``(argv, env)``; argv is None
+    without part 0, env None where it could not be reached, and both keep
+    only what was read whole."""
     first = parts[0] if parts else None
     if first is None:
-        return None, None, len(parts)
+        return None, None
     argc = first["argc"]
     slots: list[tuple[int, bytes]] = []
-    missing = 0
     for rec in parts:
         if rec is None:
-            missing += 1
-            continue
-        if missing:
-            continue  # after a gap the slots no longer line up
+            break  # after a gap the slots no longer line up
         slots += [(rec[p], rec[s]) for p, s in _SLOT_KEYS]
     n = min(argc, len(slots))
     argv = _decode_all([v for _, v in slots[:n]])
@@ -478,7 +466,7 @@ def stack_strings(
                 break
             out.append(val)
         env = _decode_all(out)
-    return argv, env, missing
+    return argv, env
 
 
 @dataclass
@@ -677,7 +665,7 @@ class Decoder:
         task.cwd = self._path(ev.pid, "cwd", rec) or ""
         ev.exe = self._path(ev.pid, "exe", rec)
         parts = p.parts
-        argv, env, _ = stack_strings([parts.get(n) for n in self._slots])
+        argv, env = stack_strings([parts.get(n) for n in self._slots])
         ev.args = argv
         if self.max_env > 0:
             task.env = env

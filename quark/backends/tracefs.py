@@ -15,14 +15,34 @@ import os
 import re
 
 from quark.errors import NotSupportedError, PrivilegeError, QuarkError
+from quark.sys import libc
 
-__all__ = ["KprobeEvents", "find_tracefs"]
+__all__ = ["KprobeEvents", "ensure_mounted", "find_tracefs"]
 
 ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 GROUP_PREFIX = "quark_"
 _LINE = re.compile(r"^[pr]:(?P<group>[^/\s]+)/(?P<name>\S+)\s")
 _OWNER = re.compile(rf"^{GROUP_PREFIX}(?P<pid>\d+)(?:_\d+)?$")
 _SEQ = itertools.count()
+
+
+def ensure_mounted(target: str, fstype: str) -> None:
+    """Mount ``fstype`` on ``target`` if it is missing there (and the
+    directory exists)."""
+    if libc.is_mounted(target, fstype) or not os.path.isdir(target):
+        return
+    try:
+        libc.mount(fstype, target, fstype)
+    except OSError as e:
+        if e.errno in (_errno.EPERM, _errno.EACCES):
+            raise PrivilegeError(
+                f"cannot mount {fstype} on {target}: not root?",
+                errno=e.errno,
+            ) from None
+        raise NotSupportedError(
+            f"cannot mount {fstype} on {target}: {e.strerror}",
+            errno=e.errno,
+        ) from None
 
 
 def find_tracefs(roots: tuple[str, ...] = ROOTS) -> str:

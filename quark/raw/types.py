@@ -9,9 +9,18 @@ are not UTF-8 survive. Any member a backend does not know is ``None``.
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Any, ClassVar
 
-__all__ = ["RawEvent", "RawKind", "RawTask", "Seed"]
+__all__ = ["RawEvent", "RawKind", "RawTask", "Seed", "fsdecode"]
+
+_FS_ENCODING = sys.getfilesystemencoding()
+
+
+def fsdecode(b: bytes) -> str:
+    """:func:`os.fsdecode` for bytes from the kernel, without its per-call
+    type dispatch (backends call it per string of every record)."""
+    return b.decode(_FS_ENCODING, "surrogateescape")
 
 
 class RawKind(enum.IntEnum):
