@@ -3,7 +3,8 @@
 For hosts where BPF is not allowed or not possible, and for kernels without
 BTF (the struct offsets then come from the shipped table, see
 :func:`quark.btf.kernel_offsets`). What it installs and fetches is described
-in :mod:`quark.backends.kprobe_proto`.
+in :mod:`quark.backends.kprobe_probes`; the records are decoded by
+:mod:`quark.backends.kprobe_decode`.
 
 Per online CPU, the ``sched_process_exec`` tracepoint is opened as the group
 leader; it owns the CPU's ring and also asks for COMM records (a rename that
@@ -29,15 +30,10 @@ import time
 from typing import TYPE_CHECKING
 
 from quark.backends import Backend
-from quark.backends.kprobe_proto import (
-    Decoder,
-    EventFormat,
-    ProbeSpec,
-    parse_format,
-    path_in_fs,
-    probe_specs,
-)
+from quark.backends.kprobe_decode import Decoder, path_in_fs
+from quark.backends.kprobe_probes import ProbeSpec, probe_specs
 from quark.backends.tracefs import KprobeEvents, ensure_mounted, find_tracefs
+from quark.backends.tracefs_format import EventFormat, parse_format
 from quark.btf import OffsetTable, kernel_offsets
 from quark.errors import (
     ConfigError,
@@ -143,7 +139,7 @@ class MountTable:
 
 
 class PathResolver:
-    """Completes the paths the probes fetched (see kprobe_proto)."""
+    """Completes the paths the probes fetched (see kprobe_probes)."""
 
     def __init__(self, mounts: MountTable, proc: str = "/proc") -> None:
         self.mounts = mounts

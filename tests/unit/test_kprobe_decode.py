@@ -1,113 +1,21 @@
-"""The KPROBE backend's pure half: fetch arguments within the kernel's
-limits, format files, and perf records decoded into raw events (records
-are laid out exactly as the kernel's format files describe them)."""
+"""The KPROBE backend's perf records decoded into raw events (records are
+laid out exactly as the kernel's format files describe them)."""
 
 from __future__ import annotations
 
-import json
 import os
-import pathlib
 import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quark.backends.kprobe import (
-    MountTable,
-    PathResolver,
-    online_cpus,
-    parse_mountinfo,
-)
-from quark.backends.kprobe_proto import (
-    MAX_ARGSTR,
-    SLOTS,
-    Decoder,
-    Depths,
-    ProbeSpec,
-    parse_format,
-    path_in_fs,
-    probe_specs,
-)
-from quark.errors import DecodeError, NotSupportedError
+from quark.backends.kprobe_decode import Decoder, path_in_fs
+from quark.backends.kprobe_probes import SLOTS, Depths, ProbeSpec
+from quark.backends.tracefs_format import parse_format
+from quark.errors import DecodeError
 from quark.raw.types import RawKind
-
-DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "btf"
-OFFSETS = json.loads(
-    (DATA / "debian-5.10.0-46-amd64.expected.json").read_text()
-)["offsets"]
-
-# sizes of the kprobe fetch types in a record's fixed part
-SIZES = {"s32": 4, "u32": 4, "u64": 8, "string": 4, "ustring": 4}
-MAX_PROBE_EVENT_SIZE = 3072  # kernel/trace/trace_probe.h
-MAX_TRACE_ARGS = 128
-
-
-def _specs() -> tuple[list[ProbeSpec], Depths]:
-    return probe_specs(OFFSETS, machine="x86_64")
-
-
-def test_every_fetch_argument_fits_the_kernels_limits() -> None:
-    specs, depths = _specs()
-    names = [s.name for s in specs]
-    assert names == [
-        "fork", "exit", "exec", "args0", "args1", "args2", "args3",
-    ]  # fmt: skip
-    for spec in specs:
-        assert len(spec.args) <= MAX_TRACE_ARGS
-        assert len({a.name for a in spec.args}) == len(spec.args)
-        fixed = 0
-        for a in spec.args:
-            assert len(f"{a.fetch}:{a.type}") <= MAX_ARGSTR, a
-            fixed += SIZES[a.type]
-        assert fixed + 8 <= MAX_PROBE_EVENT_SIZE, (spec.name, fixed)
-    # deeper than upstream's 7 cwd components is impossible in 63
-    # characters; what fits is used
-    assert depths.cwd == 7 and depths.exe == 6
-    assert SLOTS == 64
-
-
-def test_fetch_arguments_follow_the_offsets() -> None:
-    specs, _ = _specs()
-    fork = {a.name: a for a in specs[0].args}
-    tgid = OFFSETS["task_struct.tgid"]
-    assert fork["tgid"].fetch == f"+{tgid}(%di)"
-    parent = (
-        f"+{tgid}(+{OFFSETS['task_struct.real_parent']}"
-        f"(+{OFFSETS['task_struct.group_leader']}(%di)))"
-    )
-    assert fork["ppid"].fetch == parent
-    name = OFFSETS["dentry.d_name.name"]
-    pwd = OFFSETS["fs_struct.pwd.dentry"]
-    fs = OFFSETS["task_struct.fs"]
-    assert fork["cwd0"].fetch == f"+0(+{name}(+{pwd}(+{fs}(%di))))"
-    assert fork["cwd0"].type == "string"
-    # the mount id sits before or after the vfsmount inside struct mount
-    delta = OFFSETS["mount.mnt_id"] - OFFSETS["mount.mnt"]
-    assert fork["cwd_mnt"].fetch.startswith(f"{delta:+d}(")
-
-
-def test_an_unknown_architecture_is_not_supported() -> None:
-    with pytest.raises(NotSupportedError, match="riscv64"):
-        probe_specs(OFFSETS, machine="riscv64")
-
-
-def test_argument_slots_walk_the_new_stack() -> None:
-    specs, _ = _specs()
-    stack = (
-        f"+{OFFSETS['mm_struct.start_stack']}"
-        f"(+{OFFSETS['task_struct.mm']}(%di))"
-    )
-    a0 = {a.name: a for a in specs[3].args}
-    assert a0["argc"].fetch == f"+u0({stack})"
-    assert a0["p0"].fetch == f"+u8({stack})"
-    assert (a0["s0"].fetch, a0["s0"].type) == (f"+u0(+u8({stack}))", "ustring")
-    a1 = {a.name: a for a in specs[4].args}
-    assert "argc" not in a1
-    assert a1["p0"].fetch == f"+u{8 + 8 * 16}({stack})"
-
-
-# -- records laid out as the kernel's format files say --------------------
+from tests.unit.test_kprobe_probes import SIZES, _specs
 
 COMMON = (
     "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
@@ -475,73 +383,3 @@ def test_random_records_never_raise_anything_but_decode_errors(
         dec.record(9, 0, body, [])
     except DecodeError:
         pass
-
-
-# -- paths ------------------------------------------------------------------
-
-
-def test_path_in_fs() -> None:
-    assert path_in_fs([b"c", b"b", b"/", b"/"]) == "/b/c"
-    assert path_in_fs([b"/", b"/"]) == "/"
-    assert path_in_fs([b"c", b"b", b"a"]) is None  # deeper than fetched
-    assert path_in_fs([b"c", b"", b"/"]) is None  # a fault on the way
-
-
-def test_mountinfo_with_escapes() -> None:
-    text = (
-        "21 1 0:19 / / rw - 9p host rw\n"
-        "35 21 0:33 / /tmp rw - overlay overlay rw\n"
-        "40 21 8:1 /srv/data /mnt/with\\040space rw - ext4 /dev/sda1 rw\n"
-    )
-    assert parse_mountinfo(text) == {
-        21: ("/", "/"),
-        35: ("/", "/tmp"),
-        40: ("/srv/data", "/mnt/with space"),
-    }
-
-
-def _proc(tmp_path: pathlib.Path, mountinfo: str) -> pathlib.Path:
-    (tmp_path / "self").mkdir()
-    (tmp_path / "self" / "mountinfo").write_text(mountinfo)
-    return tmp_path
-
-
-def test_paths_across_mounts_and_bind_mounts(tmp_path: pathlib.Path) -> None:
-    proc = _proc(
-        tmp_path,
-        "21 1 0:19 / / rw - 9p host rw\n"
-        "35 21 0:33 / /tmp rw - overlay overlay rw\n"
-        "40 21 8:1 /srv/data /mnt rw - ext4 /dev/sda1 rw\n",
-    )
-    r = PathResolver(MountTable(str(proc)), str(proc))
-    assert r(1, "cwd", 21, [b"bin", b"usr", b"/"]) == "/usr/bin"
-    assert r(1, "cwd", 35, [b"d", b"/"]) == "/tmp/d"
-    assert r(1, "cwd", 35, [b"/"]) == "/tmp"
-    assert r(1, "cwd", 40, [b"x", b"data", b"srv", b"/"]) == "/mnt/x"
-    assert r(1, "cwd", 40, [b"data", b"srv", b"/"]) == "/mnt"
-    assert r.unknown == 0
-
-
-def test_a_deep_path_is_completed_only_when_proc_agrees(
-    tmp_path: pathlib.Path,
-) -> None:
-    proc = _proc(tmp_path, "21 1 0:19 / / rw - 9p host rw\n")
-    deep = "/a/b/c/d/e/f/g/h/i"
-    for pid, target in ((7, deep), (8, "/elsewhere/h/i"), (9, deep)):
-        (proc / str(pid)).mkdir()
-        os.symlink(target, proc / str(pid) / "cwd")
-    r = PathResolver(MountTable(str(proc)), str(proc))
-    leaf = [b"i", b"h", b"g"]  # what the kernel gave: no root in sight
-    assert r(7, "cwd", 21, leaf) == deep
-    assert r.from_proc == 1
-    assert r(8, "cwd", 21, leaf) is None  # /proc says otherwise
-    assert r(10, "cwd", 21, leaf) is None  # gone
-    assert r(10, "cwd", 21, leaf, 9) == deep  # the parent shares it
-    assert r(7, "cwd", 21, [b"i", b"", b"g"]) is None  # a fault
-    assert r.unknown == 3
-
-
-def test_online_cpus(tmp_path: pathlib.Path) -> None:
-    f = tmp_path / "online"
-    f.write_text("0-3,5,7-8\n")
-    assert online_cpus(str(f)) == [0, 1, 2, 3, 5, 7, 8]

@@ -1,0 +1,92 @@
+"""The KPROBE backend's probes: fetch arguments follow the struct offsets
+and stay within the kernel's limits."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from quark.backends.kprobe_probes import (
+    MAX_ARGSTR,
+    SLOTS,
+    Depths,
+    ProbeSpec,
+    probe_specs,
+)
+from quark.errors import NotSupportedError
+
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "btf"
+OFFSETS = json.loads(
+    (DATA / "debian-5.10.0-46-amd64.expected.json").read_text()
+)["offsets"]
+
+# sizes of the kprobe fetch types in a record's fixed part
+SIZES = {"s32": 4, "u32": 4, "u64": 8, "string": 4, "ustring": 4}
+MAX_PROBE_EVENT_SIZE = 3072  # kernel/trace/trace_probe.h
+MAX_TRACE_ARGS = 128
+
+
+def _specs() -> tuple[list[ProbeSpec], Depths]:
+    return probe_specs(OFFSETS, machine="x86_64")
+
+
+def test_every_fetch_argument_fits_the_kernels_limits() -> None:
+    specs, depths = _specs()
+    names = [s.name for s in specs]
+    assert names == [
+        "fork", "exit", "exec", "args0", "args1", "args2", "args3",
+    ]  # fmt: skip
+    for spec in specs:
+        assert len(spec.args) <= MAX_TRACE_ARGS
+        assert len({a.name for a in spec.args}) == len(spec.args)
+        fixed = 0
+        for a in spec.args:
+            assert len(f"{a.fetch}:{a.type}") <= MAX_ARGSTR, a
+            fixed += SIZES[a.type]
+        assert fixed + 8 <= MAX_PROBE_EVENT_SIZE, (spec.name, fixed)
+    # deeper than upstream's 7 cwd components is impossible in 63
+    # characters; what fits is used
+    assert depths.cwd == 7 and depths.exe == 6
+    assert SLOTS == 64
+
+
+def test_fetch_arguments_follow_the_offsets() -> None:
+    specs, _ = _specs()
+    fork = {a.name: a for a in specs[0].args}
+    tgid = OFFSETS["task_struct.tgid"]
+    assert fork["tgid"].fetch == f"+{tgid}(%di)"
+    parent = (
+        f"+{tgid}(+{OFFSETS['task_struct.real_parent']}"
+        f"(+{OFFSETS['task_struct.group_leader']}(%di)))"
+    )
+    assert fork["ppid"].fetch == parent
+    name = OFFSETS["dentry.d_name.name"]
+    pwd = OFFSETS["fs_struct.pwd.dentry"]
+    fs = OFFSETS["task_struct.fs"]
+    assert fork["cwd0"].fetch == f"+0(+{name}(+{pwd}(+{fs}(%di))))"
+    assert fork["cwd0"].type == "string"
+    # the mount id sits before or after the vfsmount inside struct mount
+    delta = OFFSETS["mount.mnt_id"] - OFFSETS["mount.mnt"]
+    assert fork["cwd_mnt"].fetch.startswith(f"{delta:+d}(")
+
+
+def test_an_unknown_architecture_is_not_supported() -> None:
+    with pytest.raises(NotSupportedError, match="riscv64"):
+        probe_specs(OFFSETS, machine="riscv64")
+
+
+def test_argument_slots_walk_the_new_stack() -> None:
+    specs, _ = _specs()
+    stack = (
+        f"+{OFFSETS['mm_struct.start_stack']}"
+        f"(+{OFFSETS['task_struct.mm']}(%di))"
+    )
+    a0 = {a.name: a for a in specs[3].args}
+    assert a0["argc"].fetch == f"+u0({stack})"
+    assert a0["p0"].fetch == f"+u8({stack})"
+    assert (a0["s0"].fetch, a0["s0"].type) == (f"+u0(+u8({stack}))", "ustring")
+    a1 = {a.name: a for a in specs[4].args}
+    assert "argc" not in a1
+    assert a1["p0"].fetch == f"+u{8 + 8 * 16}({stack})"
