@@ -5,7 +5,8 @@ no syscalls.
 
 Probes (all entry kprobes, the task in the first argument register):
 
-``fork``  on ``wake_up_new_task(child)``: the child's task fields and cwd.
+``fork``  on ``wake_up_new_task(child)``: the child's task fields (with
+          the executable's inode number) and cwd.
 ``exit``  on ``taskstats_exit(task, group_dead)``, or ``exit_files(task)``
           where CONFIG_TASKSTATS is off; both run after ``exit_code`` is
           set and before the task's files, fs and namespaces are released.
@@ -142,6 +143,20 @@ class _Builder:
             ptr = _d(o[f"nsproxy.{ns}_ns"], nsp)
             self.add(f"{ns}_inum", _d(o[f"{ns}_namespace.proc_inum"], ptr),
                      "u32")  # fmt: skip
+        self.exe_inode()
+
+    def exe_inode(self) -> None:
+        """``exe_ino``: task->mm->exe_file->f_inode->i_ino, where the
+        offsets know both f_inode and i_ino (older tables do not). The
+        kernel records 0 where it faults (no mm: a kernel thread, or an
+        exit past exit_mm), which the decoder reads as unknown."""
+        o = self.o
+        f_inode, i_ino = o.get("file.f_inode"), o.get("inode.i_ino")
+        if f_inode is None or i_ino is None:
+            return
+        mm = _d(o["task_struct.mm"], self.reg)
+        exe = _d(o["mm_struct.exe_file"], mm)
+        self.add("exe_ino", _d(i_ino, _d(f_inode, exe)), "u64")
 
     def exit(self) -> None:
         o, b = self.o, self.reg

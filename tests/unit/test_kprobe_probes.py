@@ -90,3 +90,34 @@ def test_argument_slots_walk_the_new_stack() -> None:
     a1 = {a.name: a for a in specs[4].args}
     assert "argc" not in a1
     assert a1["p0"].fetch == f"+u{8 + 8 * 16}({stack})"
+
+
+EXE_INODE = ("file.f_inode", "inode.i_ino")
+
+
+def test_the_exe_inode_is_fetched_with_every_task() -> None:
+    offsets = {**OFFSETS, "file.f_inode": 32, "inode.i_ino": 64}
+    specs, _ = probe_specs(offsets, machine="x86_64")
+    mm, exe_file = OFFSETS["task_struct.mm"], OFFSETS["mm_struct.exe_file"]
+    want = f"+64(+32(+{exe_file}(+{mm}(%di))))"
+    by_name = {s.name: {a.name: a for a in s.args} for s in specs}
+    for probe in ("fork", "exit", "exec"):
+        arg = by_name[probe]["exe_ino"]
+        assert (arg.fetch, arg.type) == (want, "u64"), probe
+        assert len(arg.text()) - len("exe_ino=") <= MAX_ARGSTR
+    assert all("exe_ino" not in by_name[f"args{i}"] for i in range(4))
+    # the largest offsets the kernel could have still fit the limit
+    big = {**offsets, "task_struct.mm": 99999, "mm_struct.exe_file": 99999,
+           "file.f_inode": 99999, "inode.i_ino": 99999}  # fmt: skip
+    probe_specs(big, machine="x86_64")
+
+
+@pytest.mark.parametrize("missing", [EXE_INODE, EXE_INODE[:1], EXE_INODE[1:]])
+def test_without_its_offsets_the_exe_inode_is_not_fetched(
+    missing: tuple[str, ...],
+) -> None:
+    offsets = {**OFFSETS, "file.f_inode": 32, "inode.i_ino": 64}
+    for key in missing:
+        del offsets[key]
+    specs, _ = probe_specs(offsets, machine="x86_64")
+    assert not [s.name for s in specs if "exe_ino" in {a.name for a in s.args}]
