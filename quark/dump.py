@@ -16,8 +16,11 @@ cache) has no ``(...)`` part.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from quark.events import ELT, EV, Event, Process
+from quark.fields import Dump, Field
 
 __all__ = ["dump_event", "dump_process", "events_str"]
 
@@ -29,12 +32,58 @@ def events_str(events: int) -> str:
     return "+".join(name for bit, name in _NAMES if events & bit)
 
 
-def _v(x: object) -> str:
+def _v(x: Any) -> str:
     return "?" if x is None else str(x)
 
 
-def _x(x: int | None) -> str:
+def _hex(x: Any) -> str:
     return "?" if x is None else f"0x{x:x}"
+
+
+def _elt(x: Any) -> str:
+    return "?" if x is None else ELT(x).name
+
+
+def _list(x: Any) -> str:
+    return "?" if x is None else f"[ {', '.join(x)} ]"
+
+
+def _size(x: Any) -> str:
+    if x is None:
+        return "?"
+    return str(sum(len(os.fsencode(e)) + 1 for e in x))
+
+
+# Dump.fmt -> how a value prints
+_FMT: dict[str | None, Callable[[Any], str]] = {
+    None: _v, "hex": _hex, "elt": _elt, "list": _list, "size": _size,
+}  # fmt: skip
+_Line = tuple[str, int, tuple[tuple[int, str, Callable[[Any], str]], ...]]
+
+
+def _lines() -> tuple[_Line, ...]:
+    """(tag, gate slot, ((slot, label, format), ...)) per dump line, from
+    the table of process fields."""
+    by_line: dict[int, list[tuple[Field, Dump]]] = {}
+    gates: dict[str, int] = {}
+    for f in Process.TABLE:
+        d = f.decl.dump
+        if d is not None:
+            by_line.setdefault(d.line, []).append((f, d))
+            if d.gate:
+                gates[d.tag] = f.index
+    out = []
+    for line in sorted(by_line):
+        row = by_line[line]
+        tag = row[0][1].tag
+        items = tuple(
+            (f.index, d.label or f.name, _FMT[d.fmt]) for f, d in row
+        )
+        out.append((tag, gates[tag], items))
+    return tuple(out)
+
+
+_LINES = _lines()
 
 
 def dump_process(p: Process, events: int = 0) -> str:
@@ -43,48 +92,12 @@ def dump_process(p: Process, events: int = 0) -> str:
     if events:
         out.append(f" ({events_str(events)})")
     out.append("\n")
-    if p.comm:
-        out.append(f"  COMM\tcomm={p.comm}\n")
-    cmdline = p.cmdline
-    if cmdline is not None:
-        out.append(f"  CMDL\tcmdline=[ {', '.join(cmdline)} ]\n")
-    if p.ppid is not None:
-        elt = p.entry_leader_type
-        elt_name = ELT(elt).name if elt is not None else "?"
-        out.append(
-            f"  PROC\tppid={p.ppid}\n"
-            f"  PROC\tuid={_v(p.uid)} gid={_v(p.gid)} suid={_v(p.suid)} "
-            f"sgid={_v(p.sgid)} euid={_v(p.euid)} egid={_v(p.egid)} "
-            f"pgid={_v(p.pgid)} sid={_v(p.sid)}\n"
-            f"  PROC\tcap_inheritable={_x(p.cap_inheritable)} "
-            f"cap_permitted={_x(p.cap_permitted)} "
-            f"cap_effective={_x(p.cap_effective)}\n"
-            f"  PROC\tcap_bset={_x(p.cap_bset)} "
-            f"cap_ambient={_x(p.cap_ambient)}\n"
-            f"  PROC\ttime_boot={_v(p.start_time)} "
-            f"tty_major={_v(p.tty_major)} tty_minor={_v(p.tty_minor)}\n"
-            f"  PROC\tuts_inonum={_v(p.uts_inonum)} "
-            f"ipc_inonum={_v(p.ipc_inonum)}\n"
-            f"  PROC\tmnt_inonum={_v(p.mnt_inonum)} "
-            f"net_inonum={_v(p.net_inonum)}\n"
-            f"  PROC\tentity_id={_v(p.entity_id)} "
-            f"entry_leader_type={elt_name} "
-            f"entry_leader={_v(p.entry_leader)}\n"
-        )
-    if p.cwd is not None:
-        out.append(f"  CWD\tcwd={p.cwd}\n")
-    if p.exe is not None:
-        out.append(f"  EXE\texe={p.exe}\n")
-    env = p.env
-    if env is not None:
-        size = sum(len(os.fsencode(e)) + 1 for e in env)
-        out.append(f"  ENV\tenv_len={size}\n")
-    if p.cgroup is not None:
-        out.append(f"  CGRP\tcgroup={p.cgroup}\n")
-    if p.exit_time is not None:
-        out.append(
-            f"  EXIT\texit_code={_v(p.exit_code)} exit_time={p.exit_time}\n"
-        )
+    v = p._v
+    for tag, gate, items in _LINES:
+        if v[gate] is None:
+            continue
+        text = " ".join(f"{label}={fmt(v[i])}" for i, label, fmt in items)
+        out.append(f"  {tag}\t{text}\n")
     return "".join(out)
 
 

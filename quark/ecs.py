@@ -181,53 +181,51 @@ class EcsEncoder:
         return host
 
     def _process(self, p: Process, *, top: bool) -> dict[str, Any]:
-        args = p.cmdline
-        d: dict[str, Any] = {"pid": p.pid}
-        if p.entity_id is not None:
-            d["entity_id"] = p.entity_id
-        if p.comm is not None:
-            d["name"] = p.comm
-        if p.exe is not None:
-            d["executable"] = p.exe
-        if args is not None:
-            d["args"] = args
-            d["args_count"] = len(args)
-            d["command_line"] = " ".join(args)
-        if p.cwd is not None:
-            d["working_directory"] = p.cwd
-        if p.start_time is not None:
-            d["start"] = rfc3339(p.start_time + self.boot_offset)
-        if p.ppid is not None and top:
-            d["parent"] = {"pid": p.ppid}
-        users, groups = self._users, self._groups
-        for key, uid in (("user", p.euid), ("real_user", p.uid),
-                         ("saved_user", p.suid)):  # fmt: skip
-            if uid is not None:
-                d[key] = _named(users, uid, _user_name)
-        for key, gid in (("group", p.egid), ("real_group", p.gid),
-                         ("saved_group", p.sgid)):  # fmt: skip
-            if gid is not None:
-                d[key] = _named(groups, gid, _group_name)
-        if p.tty_major is not None:
-            d["interactive"] = p.tty_major != 0
-            if p.tty_major:
-                d["tty"] = {
-                    "char_device": {"major": p.tty_major, "minor": p.tty_minor}
-                }
-        if top:
-            eff, prm = _caps(p.cap_effective), _caps(p.cap_permitted)
-            if eff is not None or prm is not None:
-                caps: dict[str, list[str]] = {}
-                if eff is not None:
-                    caps["effective"] = eff
-                if prm is not None:
-                    caps["permitted"] = prm
-                d["thread"] = {"capabilities": caps}
-            if p.exit_time is not None:
-                d["end"] = rfc3339(p.exit_time + self.mono_offset)
-                if p.exit_code is not None:
-                    d["exit_code"] = p.exit_code
+        d: dict[str, Any] = {}
+        v = p._v
+        for i, key, rule in _TOP if top else _NESTED:
+            x = v[i]
+            if x is not None:
+                rule(self, d, key, x, v)
         return d
+
+    # -- the rules that Process's table names (F(ecs=(key, rule))) ----------
+    def _copy(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        d[key] = x
+
+    def _args(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        args = list(x)
+        d[key] = args
+        d["args_count"] = len(args)
+        d["command_line"] = " ".join(args)
+
+    def _boot_time(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        d[key] = rfc3339(x + self.boot_offset)
+
+    def _mono_time(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        d[key] = rfc3339(x + self.mono_offset)
+
+    def _parent(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        d[key] = {"pid": x}  # replaced by the parent's document when known
+
+    def _user(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        d[key] = _named(self._users, x, _user_name)
+
+    def _group(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        d[key] = _named(self._groups, x, _group_name)
+
+    def _tty(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        d["interactive"] = x != 0
+        if x:
+            d[key] = {"char_device": {"major": x, "minor": v[_TTY_MINOR]}}
+
+    def _caps(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        thread = d.setdefault("thread", {"capabilities": {}})
+        thread["capabilities"][key] = _caps(x)
+
+    def _exit(self, d: dict[str, Any], key: str, x: Any, v: Any) -> None:
+        if v[_EXIT_TIME] is not None:
+            d[key] = x
 
     def document(self, ev: Event) -> dict[str, Any]:
         """The ECS document as a dict."""
@@ -260,6 +258,40 @@ class EcsEncoder:
 
     def encode(self, ev: Event) -> str:
         return self._dumps(self.document(ev))
+
+
+_Rule = Callable[[EcsEncoder, dict[str, Any], str, Any, Any], None]
+# rule name -> (method, also in a parent's nested document)
+_RULES: dict[str, tuple[_Rule, bool]] = {
+    "copy": (EcsEncoder._copy, True),
+    "args": (EcsEncoder._args, True),
+    "boot_time": (EcsEncoder._boot_time, True),
+    "mono_time": (EcsEncoder._mono_time, False),
+    "parent": (EcsEncoder._parent, False),
+    "user": (EcsEncoder._user, True),
+    "group": (EcsEncoder._group, True),
+    "tty": (EcsEncoder._tty, True),
+    "caps": (EcsEncoder._caps, False),
+    "exit": (EcsEncoder._exit, False),
+}
+
+
+def _plan(top: bool) -> tuple[tuple[int, str, _Rule], ...]:
+    """(slot, key, rule) for every field of the table with an ECS key."""
+    out = []
+    for f in Process.TABLE:
+        if f.decl.ecs is not None:
+            key, name = f.decl.ecs
+            rule, nested = _RULES[name]
+            if top or nested:
+                out.append((f.index, key, rule))
+    return tuple(out)
+
+
+_TOP = _plan(top=True)
+_NESTED = _plan(top=False)
+_TTY_MINOR = Process.FIELDS.index("tty_minor")
+_EXIT_TIME = Process.FIELDS.index("exit_time")
 
 
 def _sanitize(obj: Any) -> Any:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeAlias, TypeVar
+
+from quark.fields import Dump, F, Field, Src, table
 
 __all__ = [
     "ELT",
@@ -93,6 +95,7 @@ class _Record:
     """An immutable record backed by one tuple (``_v``)."""
 
     __slots__ = ("_v",)
+    FIELDS: ClassVar[tuple[str, ...]] = ()
     _fields: ClassVar[tuple[str, ...]] = ()
     _index: ClassVar[dict[str, int]] = {}
     _listy: ClassVar[frozenset[str]] = frozenset()
@@ -186,7 +189,7 @@ def _getter(i: int) -> property:
 def _install(
     cls: type[_Record], fields: tuple[str, ...], listy: set[str]
 ) -> None:
-    cls._fields = fields
+    cls.FIELDS = cls._fields = fields
     cls._index = {name: i for i, name in enumerate(fields)}
     cls._listy = frozenset(listy)
     for i, name in enumerate(fields):
@@ -194,63 +197,98 @@ def _install(
         setattr(cls, name, prop)
 
 
+_Int: TypeAlias = "int | None"
+_Str: TypeAlias = "str | None"
+_Strs: TypeAlias = "list[str] | None"
+
+
 class Process(_Record):
     """What is known about one process (a thread-group leader).
 
     Every member that is not known is ``None``. ``start_time`` is in ns
     since boot; ``exit_code`` follows :mod:`subprocess`: the exit status, or
-    ``-N`` when the process was killed by signal N.
+    ``-N`` when the process was killed by signal N. ``exe_inode`` is the
+    inode number of the executable (``stat(exe).st_ino`` when it was
+    opened).
+
+    The class body is the table of process fields (:mod:`quark.fields`):
+    each line declares a member's type, where its value comes from, and how
+    quark-mon's dump and the ECS document show it.
     """
 
     __slots__ = ()
 
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "pid", "ppid", "uid", "gid", "suid", "sgid", "euid", "egid",
-        "pgid", "sid",
-        "cap_inheritable", "cap_permitted", "cap_effective", "cap_bset",
-        "cap_ambient",
-        "start_time", "tty_major", "tty_minor",
-        "uts_inonum", "ipc_inonum", "mnt_inonum", "net_inonum",
-        "entry_leader", "entry_leader_type", "entity_id",
-        "comm", "exe", "cmdline", "cwd", "cgroup", "env",
-        "exit_code", "exit_time", "poison_tag",
-    )  # fmt: skip
+    TABLE: ClassVar[tuple[Field, ...]]
 
-    if TYPE_CHECKING:
-        pid: int
-        ppid: int | None
-        uid: int | None
-        gid: int | None
-        suid: int | None
-        sgid: int | None
-        euid: int | None
-        egid: int | None
-        pgid: int | None
-        sid: int | None
-        cap_inheritable: int | None
-        cap_permitted: int | None
-        cap_effective: int | None
-        cap_bset: int | None
-        cap_ambient: int | None
-        start_time: int | None
-        tty_major: int | None
-        tty_minor: int | None
-        uts_inonum: int | None
-        ipc_inonum: int | None
-        mnt_inonum: int | None
-        net_inonum: int | None
-        entry_leader: int | None
-        entry_leader_type: int | None
-        entity_id: str | None
-        comm: str | None
-        exe: str | None
-        cmdline: list[str] | None
-        cwd: str | None
-        cgroup: str | None
-        env: list[str] | None
-        exit_code: int | None
-        exit_time: int | None
-        poison_tag: int | None
+    # fmt: off
+    # name: Annotated[type, F(source, inherit, dump=Dump(line, tag, ...),
+    #                         ecs=(key under "process", rule))]
+    pid: Annotated[int, F(Src.PID, ecs=("pid", "copy"))]
+    ppid: Annotated[_Int, F(Src.TASK, dump=Dump(2, "PROC", gate=True),
+                            ecs=("parent", "parent"))]
+    uid: Annotated[_Int, F(Src.TASK, dump=Dump(3, "PROC"),
+                           ecs=("real_user", "user"))]
+    gid: Annotated[_Int, F(Src.TASK, dump=Dump(3, "PROC"),
+                           ecs=("real_group", "group"))]
+    suid: Annotated[_Int, F(Src.TASK, dump=Dump(3, "PROC"),
+                            ecs=("saved_user", "user"))]
+    sgid: Annotated[_Int, F(Src.TASK, dump=Dump(3, "PROC"),
+                            ecs=("saved_group", "group"))]
+    euid: Annotated[_Int, F(Src.TASK, dump=Dump(3, "PROC"),
+                            ecs=("user", "user"))]
+    egid: Annotated[_Int, F(Src.TASK, dump=Dump(3, "PROC"),
+                            ecs=("group", "group"))]
+    pgid: Annotated[_Int, F(Src.TASK, dump=Dump(3, "PROC"))]
+    sid: Annotated[_Int, F(Src.TASK, dump=Dump(3, "PROC"))]
+    cap_inheritable: Annotated[_Int, F(Src.TASK,
+                                       dump=Dump(4, "PROC", fmt="hex"))]
+    cap_permitted: Annotated[_Int, F(Src.TASK, dump=Dump(4, "PROC", fmt="hex"),
+                                     ecs=("permitted", "caps"))]
+    cap_effective: Annotated[_Int, F(Src.TASK, dump=Dump(4, "PROC", fmt="hex"),
+                                     ecs=("effective", "caps"))]
+    cap_bset: Annotated[_Int, F(Src.TASK, dump=Dump(5, "PROC", fmt="hex"))]
+    cap_ambient: Annotated[_Int, F(Src.TASK, dump=Dump(5, "PROC", fmt="hex"))]
+    start_time: Annotated[_Int, F(Src.START,
+                                  dump=Dump(6, "PROC", label="time_boot"),
+                                  ecs=("start", "boot_time"))]
+    tty_major: Annotated[_Int, F(Src.TASK, dump=Dump(6, "PROC"),
+                                 ecs=("tty", "tty"))]
+    tty_minor: Annotated[_Int, F(Src.TASK, dump=Dump(6, "PROC"))]
+    uts_inonum: Annotated[_Int, F(Src.TASK, dump=Dump(7, "PROC"))]
+    ipc_inonum: Annotated[_Int, F(Src.TASK, dump=Dump(7, "PROC"))]
+    mnt_inonum: Annotated[_Int, F(Src.TASK, dump=Dump(8, "PROC"))]
+    net_inonum: Annotated[_Int, F(Src.TASK, dump=Dump(8, "PROC"))]
+    entity_id: Annotated[_Str, F(Src.ENGINE, dump=Dump(9, "PROC"),
+                                 ecs=("entity_id", "copy"))]
+    entry_leader_type: Annotated[_Int, F(Src.ENGINE,
+                                         dump=Dump(9, "PROC", fmt="elt"))]
+    entry_leader: Annotated[_Int, F(Src.ENGINE, dump=Dump(9, "PROC"))]
+    comm: Annotated[_Str, F(Src.TASK_OPT, inherit=True,
+                            dump=Dump(0, "COMM", gate=True),
+                            ecs=("name", "copy"))]
+    exe: Annotated[_Str, F(Src.EXEC, inherit=True,
+                           dump=Dump(11, "EXE", gate=True),
+                           ecs=("executable", "copy"))]
+    exe_inode: Annotated[_Int, F(Src.TASK_OPT, inherit=True,
+                                 dump=Dump(11, "EXE"))]
+    cmdline: Annotated[_Strs, F(Src.EXEC, inherit=True,
+                                dump=Dump(1, "CMDL", gate=True, fmt="list"),
+                                ecs=("args", "args"))]
+    cwd: Annotated[_Str, F(Src.CWD, inherit=True,
+                           dump=Dump(10, "CWD", gate=True),
+                           ecs=("working_directory", "copy"))]
+    cgroup: Annotated[_Str, F(Src.TASK_OPT, inherit=True,
+                              dump=Dump(13, "CGRP", gate=True))]
+    env: Annotated[_Strs, F(Src.ENV, inherit=True,
+                            dump=Dump(12, "ENV", label="env_len", gate=True,
+                                      fmt="size"))]
+    exit_code: Annotated[_Int, F(Src.EXIT_STATUS, dump=Dump(14, "EXIT"),
+                                 ecs=("exit_code", "exit"))]
+    exit_time: Annotated[_Int, F(Src.EXIT_TIME,
+                                 dump=Dump(14, "EXIT", gate=True),
+                                 ecs=("end", "mono_time"))]
+    poison_tag: Annotated[_Int, F(Src.ENGINE, inherit=True)]
+    # fmt: on
 
     @property
     def exited(self) -> bool:
@@ -258,7 +296,12 @@ class Process(_Record):
         return self.exit_time is not None
 
 
-_install(Process, Process.FIELDS, {"cmdline", "env"})
+Process.TABLE = table(Process)
+_install(
+    Process,
+    tuple(f.name for f in Process.TABLE),
+    {f.name for f in Process.TABLE if f.listy},
+)
 
 
 class Event(_Record):
@@ -271,15 +314,11 @@ class Event(_Record):
     """
 
     __slots__ = ()
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "events", "time", "process", "id_change",
-    )  # fmt: skip
 
-    if TYPE_CHECKING:
-        events: EV
-        time: int
-        process: Process | None
-        id_change: ID_CHANGE | None
+    events: EV
+    time: int
+    process: Process | None
+    id_change: ID_CHANGE | None
 
     @property
     def pid(self) -> int | None:
@@ -288,7 +327,7 @@ class Event(_Record):
         return None if p is None else p.pid
 
 
-_install(Event, Event.FIELDS, set())
+_install(Event, tuple(Event.__annotations__), set())
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,11 @@ def scrape_pid(root: str, pid: int, *, max_env: int, hz: int) -> Seed | None:
     except OSError:
         pass
     exe = _readlink(f"{d}/exe")
+    if exe is not None:
+        try:
+            values["exe_inode"] = os.stat(f"{d}/exe").st_ino
+        except OSError:
+            pass
     kthread = exe is None and status.get("ppid") in (0, 2)
     if not kthread:
         values["env"] = _read_env(f"{d}/environ", max_env)

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from quark.errors import DecodeError
-from quark.raw.types import RawEvent, RawKind, RawTask, Seed
+from quark.raw.types import TASK_FIELDS, RawEvent, RawKind, RawTask, Seed
 
 __all__ = [
     "FORMAT",
@@ -107,16 +107,16 @@ def decode_raw(d: Any, where: str = "raw") -> RawEvent:
     pid = _int(d, "pid", where)
     task = _task(d.get("task"), where)
     if task is not None:
-        for name in RawTask.FIELDS:
-            v = getattr(task, name)
-            if name in ("comm", "cwd", "cgroup"):
-                _str(v, name, where)
-            elif name == "env":
-                _strs(list(v) if v is not None else None, name, where)
+        for f in TASK_FIELDS:
+            v = getattr(task, f.name)
+            if f.text:
+                _str(v, f.name, where)
+            elif f.listy:
+                _strs(list(v) if v is not None else None, f.name, where)
             elif v is not None and (
                 not isinstance(v, int) or isinstance(v, bool)
             ):
-                raise DecodeError(f"{where}: task.{name} must be an integer")
+                raise DecodeError(f"{where}: task.{f.name} must be an integer")
     return RawEvent(
         kind,
         _int(d, "time", where),

@@ -8,11 +8,22 @@ are not UTF-8 survive. Any member a backend does not know is ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import sys
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-__all__ = ["RawEvent", "RawKind", "RawTask", "Seed", "fsdecode"]
+from quark.events import Process
+from quark.fields import Field
+
+__all__ = [
+    "TASK_FIELDS",
+    "RawEvent",
+    "RawKind",
+    "RawTask",
+    "Seed",
+    "fsdecode",
+]
 
 _FS_ENCODING = sys.getfilesystemencoding()
 
@@ -47,119 +58,18 @@ RAW_NUM_TYPES = 15
 FORK = RawKind.WAKE_UP_NEW_TASK  # the friendlier name for the same kind
 
 
-class RawTask:
-    """The task data a kernel record carries (upstream's ``raw_task``).
+class _RawTaskMethods:
+    """What :class:`RawTask` adds to its generated members."""
 
-    ``start_time`` is ns since boot (``task->start_boottime``).
-    ``exit_code`` is the raw wait status (``task->exit_code``: status << 8,
-    or the signal number in the low 7 bits), ``None`` unless an exit.
-    ``env`` is a tuple of ``NAME=value`` strings. ``cwd`` is ``""`` when
-    the backend saw a cwd it could not resolve: unknown, which replaces
-    what the process had (``None`` leaves it as it was).
-    """
-
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "cap_inheritable", "cap_permitted", "cap_effective", "cap_bset",
-        "cap_ambient", "start_time", "ppid",
-        "uid", "gid", "suid", "sgid", "euid", "egid", "pgid", "sid",
-        "tty_major", "tty_minor",
-        "uts_inonum", "ipc_inonum", "mnt_inonum", "net_inonum",
-        "exit_code", "comm", "cwd", "cgroup", "env",
-    )  # fmt: skip
-    __slots__ = FIELDS
-
-    cap_inheritable: int | None
-    cap_permitted: int | None
-    cap_effective: int | None
-    cap_bset: int | None
-    cap_ambient: int | None
-    start_time: int | None
-    ppid: int | None
-    uid: int | None
-    gid: int | None
-    suid: int | None
-    sgid: int | None
-    euid: int | None
-    egid: int | None
-    pgid: int | None
-    sid: int | None
-    tty_major: int | None
-    tty_minor: int | None
-    uts_inonum: int | None
-    ipc_inonum: int | None
-    mnt_inonum: int | None
-    net_inonum: int | None
-    exit_code: int | None
-    comm: str | None
-    cwd: str | None
-    cgroup: str | None
-    env: tuple[str, ...] | None
-
-    def __init__(
-        self,
-        *,
-        cap_inheritable: int | None = None,
-        cap_permitted: int | None = None,
-        cap_effective: int | None = None,
-        cap_bset: int | None = None,
-        cap_ambient: int | None = None,
-        start_time: int | None = None,
-        ppid: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        suid: int | None = None,
-        sgid: int | None = None,
-        euid: int | None = None,
-        egid: int | None = None,
-        pgid: int | None = None,
-        sid: int | None = None,
-        tty_major: int | None = None,
-        tty_minor: int | None = None,
-        uts_inonum: int | None = None,
-        ipc_inonum: int | None = None,
-        mnt_inonum: int | None = None,
-        net_inonum: int | None = None,
-        exit_code: int | None = None,
-        comm: str | None = None,
-        cwd: str | None = None,
-        cgroup: str | None = None,
-        env: tuple[str, ...] | None = None,
-    ) -> None:
-        # Spelled out rather than a loop over FIELDS: backends build one of
-        # these per kernel record, and this is several times faster.
-        self.cap_inheritable = cap_inheritable
-        self.cap_permitted = cap_permitted
-        self.cap_effective = cap_effective
-        self.cap_bset = cap_bset
-        self.cap_ambient = cap_ambient
-        self.start_time = start_time
-        self.ppid = ppid
-        self.uid = uid
-        self.gid = gid
-        self.suid = suid
-        self.sgid = sgid
-        self.euid = euid
-        self.egid = egid
-        self.pgid = pgid
-        self.sid = sid
-        self.tty_major = tty_major
-        self.tty_minor = tty_minor
-        self.uts_inonum = uts_inonum
-        self.ipc_inonum = ipc_inonum
-        self.mnt_inonum = mnt_inonum
-        self.net_inonum = net_inonum
-        self.exit_code = exit_code
-        self.comm = comm
-        self.cwd = cwd
-        self.cgroup = cgroup
-        self.env = env
+    __slots__ = ()
+    FIELDS: ClassVar[tuple[str, ...]]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in self.FIELDS:
             v = getattr(self, name)
             if v is not None:
-                out[name] = list(v) if name == "env" else v
+                out[name] = list(v) if isinstance(v, tuple) else v
         return out
 
     @classmethod
@@ -167,20 +77,48 @@ class RawTask:
         unknown = set(d) - set(cls.FIELDS)
         if unknown:
             raise TypeError(f"unknown task field(s) {sorted(unknown)}")
-        d = dict(d)
-        if d.get("env") is not None:
-            d["env"] = tuple(d["env"])
-        return cls(**d)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RawTask):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return RawTask(**d)
 
     def __repr__(self) -> str:
         return f"RawTask({self.to_dict()!r})"
+
+
+#: The task fields: :class:`quark.Process`'s fields that a kernel record or
+#: the /proc scrape carries (``quark.fields.TASK_SOURCES``), in its order.
+TASK_FIELDS: tuple[Field, ...] = tuple(f for f in Process.TABLE if f.in_task)
+
+if TYPE_CHECKING:
+
+    class RawTask(_RawTaskMethods):
+        """The task data a kernel record carries (upstream's ``raw_task``);
+        its members are :data:`TASK_FIELDS`, each ``None`` unless known."""
+
+        def __init__(self, **values: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
+else:
+    # A slotted dataclass: its generated __init__ is as fast as a written
+    # one, and backends build one of these per kernel record.
+    RawTask = dataclasses.make_dataclass(
+        "RawTask",
+        [(f.name, Any, dataclasses.field(default=None)) for f in TASK_FIELDS],
+        bases=(_RawTaskMethods,),
+        kw_only=True,
+        slots=True,
+        repr=False,
+    )
+    RawTask.__module__ = __name__
+    RawTask.FIELDS = tuple(f.name for f in TASK_FIELDS)
+    RawTask.__doc__ = """The task data a kernel record carries (upstream's
+    ``raw_task``): the members :data:`TASK_FIELDS` names, each ``None`` unless
+    known. ``start_time`` is ns since boot (``task->start_boottime``);
+    ``exit_code`` the raw wait status (``task->exit_code``: status << 8, or
+    the signal number in the low 7 bits), ``None`` unless an exit; ``env``
+    a tuple of ``NAME=value`` strings; ``cwd`` is ``""`` when the backend
+    saw a cwd it could not resolve: unknown, which replaces what the process
+    had (``None`` leaves it as it was)."""
 
 
 class RawEvent:
