@@ -1,30 +1,93 @@
-"""libc calls the standard library lacks: mount(2)."""
+"""The C library: one handle, and errno turned into :class:`OSError`.
+
+- :func:`libc` loads the process's libc on first use (never at import) and
+  declares every symbol of :data:`SYMBOLS` once; every caller shares it;
+- :func:`oserror` is the one place where an errno becomes an exception
+  with a message ``"<what>: <strerror>"``; :func:`check` raises it for a
+  call that returned a negative value with ``errno`` set.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import errno as _errno
+import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["is_mounted", "mount"]
+__all__ = [
+    "SYMBOLS",
+    "check",
+    "is_mounted",
+    "last_errno",
+    "libc",
+    "mount",
+    "oserror",
+]
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [
-    ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-    ctypes.c_void_p,
-]  # fmt: skip
-_libc.mount.restype = ctypes.c_int
+# name: (restype, argtypes); argtypes None leaves a variadic function
+# undeclared (the caller passes ctypes objects).
+SYMBOLS: dict[str, tuple[Any, list[Any] | None]] = {
+    "mount": (
+        ctypes.c_int,
+        [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_void_p,
+        ],
+    ),
+    "syscall": (ctypes.c_long, None),
+    "vsnprintf": (
+        ctypes.c_int,
+        [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p],
+    ),
+}
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The process's C library, loaded once, with ``use_errno``."""
+    handle = ctypes.CDLL(None, use_errno=True)
+    for name, (restype, argtypes) in SYMBOLS.items():
+        fn = getattr(handle, name)
+        fn.restype = restype
+        if argtypes is not None:
+            fn.argtypes = argtypes
+    return handle
+
+
+def last_errno(default: int = _errno.EIO) -> int:
+    """The ``errno`` of the last ctypes call of this thread (``default``
+    when the failed call left it 0)."""
+    return ctypes.get_errno() or default
+
+
+def oserror(
+    code: int,
+    what: str,
+    error: Callable[[int, str], OSError] = OSError,
+) -> OSError:
+    """The exception for errno ``code`` of ``what``: ``error(code,
+    "what: strerror")``; ``error`` builds a subclass (libbpf's errors)."""
+    return error(code, f"{what}: {os.strerror(code)}")
+
+
+def check(rc: int, what: str) -> int:
+    """``rc`` if not negative, else raise :func:`oserror` with ``errno``."""
+    if rc < 0:
+        raise oserror(last_errno(), what)
+    return rc
 
 
 def mount(source: str, target: str, fstype: str, flags: int = 0) -> None:
     """mount(2); raises OSError with errno on failure."""
-    if (
-        _libc.mount(
-            source.encode(), target.encode(), fstype.encode(), flags, None
-        )
-        != 0
-    ):
-        code = ctypes.get_errno()
-        raise OSError(code, f"mount {fstype} on {target}: {os.strerror(code)}")
+    rc = libc().mount(
+        source.encode(), target.encode(), fstype.encode(), flags, None
+    )
+    check(rc, f"mount {fstype} on {target}")
 
 
 def is_mounted(target: str, fstype: str, mounts: str = "/proc/mounts") -> bool:

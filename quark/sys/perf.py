@@ -21,6 +21,8 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
+from quark.sys.libc import check, libc, oserror
+
 __all__ = [
     "PERF_RECORD_COMM",
     "PERF_RECORD_LOST",
@@ -92,27 +94,22 @@ class PerfEventAttr(ctypes.Structure):
 
 assert ctypes.sizeof(PerfEventAttr) == 112
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
 
 def perf_event_open(
     attr: PerfEventAttr, pid: int, cpu: int, group_fd: int = -1
 ) -> int:
     """The new event's fd; OSError with errno on failure."""
-    nr = _NR_PERF_EVENT_OPEN.get(os.uname().machine)
+    machine = os.uname().machine
+    nr = _NR_PERF_EVENT_OPEN.get(machine)
     if nr is None:
-        raise OSError(_errno.ENOSYS, "perf_event_open: unsupported arch")
+        raise oserror(_errno.ENOSYS, f"perf_event_open on {machine}")
     attr.size = ctypes.sizeof(PerfEventAttr)
-    fd = _libc.syscall(
+    fd = libc().syscall(
         ctypes.c_long(nr), ctypes.byref(attr), ctypes.c_int(pid),
         ctypes.c_int(cpu), ctypes.c_int(group_fd),
         ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC),
     )  # fmt: skip
-    if fd < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"perf_event_open: {os.strerror(code)}")
-    return int(fd)
+    return check(int(fd), "perf_event_open")
 
 
 def ioctl(fd: int, request: int, arg: int = 0) -> None:
