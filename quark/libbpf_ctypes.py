@@ -11,13 +11,17 @@ The only module that talks to libbpf. Rules (style.md §4.3):
   with ``errno`` set (pointer functions): both become
   :class:`quark.LibbpfError` in :func:`_check_int` and :func:`_check_ptr`;
 - libbpf's log goes to the ``quark.libbpf`` logger; the callback is kept
-  referenced and never lets an exception escape. The last lines are kept so
-  that a load failure can say what the verifier said;
+  referenced and never lets an exception escape. Every line is counted and
+  the last :data:`LOG_WINDOW` are kept, so that a load failure can say what
+  the verifier said: take :func:`log_mark` before the call, read
+  :func:`recent_log` after it;
 - every handle has one owner object with an idempotent ``close()``.
 
 x86_64 and aarch64 pass ``va_list`` differently; the log callback formats
 with ``vsnprintf`` taking it as a pointer, which is right on x86_64 (the
-architecture the BPF object is built for).
+architecture the BPF object is built for). A message longer than the first
+buffer (a verifier log) is formatted again from a copy of the ``va_list``
+on x86_64, where ``va_copy`` is a copy of its 24 bytes; elsewhere it is cut.
 """
 
 from __future__ import annotations
@@ -28,18 +32,21 @@ import ctypes.util
 import errno as _errno
 import logging
 import os
+import platform
 import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 from quark.errors import LibbpfError, NotSupportedError
+from quark.sys.libc import last_errno, libc, oserror
 
 __all__ = [
+    "LOG_WINDOW",
     "BpfLink",
     "BpfObject",
     "lib",
-    "libbpf_version",
+    "log_mark",
     "num_possible_cpus",
     "recent_log",
 ]
@@ -75,8 +82,6 @@ c_int, c_uint, c_char_p, c_void_p, c_bool, c_size_t = (
 # name: (restype, argtypes, kind) with kind "int" (negative errno), "ptr"
 # (NULL + errno) or "raw" (no check).
 SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
-    "libbpf_major_version": (c_uint, [], "raw"),
-    "libbpf_minor_version": (c_uint, [], "raw"),
     "libbpf_set_print": (c_void_p, [c_void_p], "raw"),
     "libbpf_num_possible_cpus": (c_int, [], "int"),
     "bpf_object__open_file": (BpfObjectP, [c_char_p, c_void_p], "ptr"),
@@ -115,42 +120,69 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
 _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
+# The latest log lines kept: enough for the tail of a verifier log (its
+# reason), bounded however much a debug load logs.
+LOG_WINDOW = 1000
+_FIRST_BUF = 4096  # most messages fit; a longer one is formatted again
+_VA_LIST_SIZE = 24 if platform.machine() == "x86_64" else 0
+
 _lock = threading.Lock()
 _lib: Any = None
-_libc: Any = None
+_vsnprintf: Any = None
 _print_cb: Any = None  # kept referenced for as long as libbpf may call it
-_recent: collections.deque[str] = collections.deque(maxlen=200)
+_log_lock = threading.Lock()
+_recent: collections.deque[str] = collections.deque(maxlen=LOG_WINDOW)
+_logged = 0  # lines ever logged: marks keep counting past the window
+
+
+def _error(code: int, call: str) -> OSError:
+    def make(code: int, message: str) -> LibbpfError:
+        return LibbpfError(message, errno=code, call=call)
+
+    return oserror(code, call, make)
 
 
 def _check_int(result: int, func: Any, args: tuple[Any, ...]) -> int:
     if result < 0:
-        code = -result
-        raise LibbpfError(
-            f"{func.__name__}: {os.strerror(code)}", errno=code,
-            call=func.__name__,
-        )  # fmt: skip
+        raise _error(-result, func.__name__)
     return result
 
 
 def _check_ptr(result: Any, func: Any, args: tuple[Any, ...]) -> Any:
     if not result:
-        code = ctypes.get_errno() or _errno.EINVAL
-        raise LibbpfError(
-            f"{func.__name__}: {os.strerror(code)}", errno=code,
-            call=func.__name__,
-        )  # fmt: skip
+        raise _error(last_errno(_errno.EINVAL), func.__name__)
     return result
+
+
+def _format(fmt: bytes, args: int | None) -> bytes:
+    saved = None
+    if _VA_LIST_SIZE and args:
+        saved = ctypes.create_string_buffer(_VA_LIST_SIZE)
+        ctypes.memmove(saved, args, _VA_LIST_SIZE)
+    buf = ctypes.create_string_buffer(_FIRST_BUF)
+    n = _vsnprintf(buf, _FIRST_BUF, fmt, c_void_p(args))
+    if n >= _FIRST_BUF and saved is not None:
+        buf = ctypes.create_string_buffer(n + 1)
+        _vsnprintf(buf, n + 1, fmt, saved)
+    return buf.value
+
+
+def _remember(lines: list[str]) -> None:
+    global _logged
+    with _log_lock:
+        _recent.extend(lines)
+        _logged += len(lines)
 
 
 def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
     # Called from C: must never raise.
     try:
-        buf = ctypes.create_string_buffer(4096)
-        if fmt is not None:
-            _libc.vsnprintf(buf, len(buf), fmt, c_void_p(args))
-        text = buf.value.decode(errors="replace").rstrip("\n")
-        if text:
-            _recent.append(text)
+        if fmt is None:
+            return 0
+        text = _format(fmt, args).decode(errors="replace").rstrip("\n")
+        lines = [ln for ln in text.split("\n") if ln.strip()]
+        if lines:
+            _remember(lines)
             log.log(_LEVELS.get(level, logging.DEBUG), "%s", text)
     except BaseException:  # nothing may cross into C
         return 0
@@ -177,7 +209,7 @@ def _load() -> Any:
 
 def lib() -> Any:
     """The loaded library, with every symbol of :data:`SYMBOLS` declared."""
-    global _lib, _libc, _print_cb
+    global _lib, _vsnprintf, _print_cb
     with _lock:
         if _lib is not None:
             return _lib
@@ -195,18 +227,11 @@ def lib() -> Any:
                 fn.errcheck = _check_int
             elif kind == "ptr":
                 fn.errcheck = _check_ptr
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
-        _libc.vsnprintf.restype = c_int
+        _vsnprintf = libc().vsnprintf
         _print_cb = _PRINT_FN(_on_print)
         handle.libbpf_set_print(ctypes.cast(_print_cb, c_void_p))
         _lib = handle
         return _lib
-
-
-def libbpf_version() -> tuple[int, int]:
-    lb = lib()
-    return (lb.libbpf_major_version(), lb.libbpf_minor_version())
 
 
 def num_possible_cpus() -> int:
@@ -214,17 +239,23 @@ def num_possible_cpus() -> int:
     return n
 
 
-def recent_log(since: int = 0) -> list[str]:
-    """libbpf's last log lines (a load failure's verifier output)."""
-    return list(_recent)[since:]
-
-
 def log_mark() -> int:
-    return len(_recent)
+    """How many lines libbpf has logged so far: a mark for
+    :func:`recent_log`."""
+    with _log_lock:
+        return _logged
 
 
-def clear_log() -> None:
-    _recent.clear()
+def recent_log(since: int = 0) -> list[str]:
+    """The lines libbpf logged after mark ``since`` (a load failure's
+    verifier output). Of more than :data:`LOG_WINDOW` lines, only the
+    latest are left: the tail, where the verifier gives its reason."""
+    with _log_lock:
+        count = _logged - since
+        if count <= 0:
+            return []
+        lines = list(_recent)
+    return lines[-count:]
 
 
 class BpfLink:
