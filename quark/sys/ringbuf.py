@@ -8,6 +8,9 @@ u32 page offset) followed by the data, padded to 8 bytes.
 
 Reading the positions straight from memory, in batches, costs a fraction of
 a ctypes callback per record (``ring_buffer__consume``).
+
+:meth:`RingReader.over` reads memory laid out the same way but made by the
+caller (anonymous maps in the unit tests).
 """
 
 from __future__ import annotations
@@ -24,34 +27,52 @@ _u64 = struct.Struct("<Q")
 _u32 = struct.Struct("<I")
 
 
+def _check_size(size: int) -> None:
+    if size <= 0 or size & (size - 1) or size % mmap.PAGESIZE:
+        raise ValueError(f"ring size {size} is not a power-of-2 pages")
+
+
 class RingReader:
     """Reads records of the ring buffer map ``fd`` of ``size`` data bytes."""
 
     def __init__(self, fd: int, size: int) -> None:
+        _check_size(size)
         page = mmap.PAGESIZE
-        if size <= 0 or size & (size - 1) or size % page:
-            raise ValueError(f"ring size {size} is not a power-of-2 pages")
-        self.size = size
-        self._mask = size - 1
-        self._cons = mmap.mmap(
+        cons = mmap.mmap(
             fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
         )
         try:
-            self._prod = mmap.mmap(
+            prod = mmap.mmap(
                 fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                 offset=page,
             )  # fmt: skip
         except BaseException:
-            self._cons.close()
+            cons.close()
             raise
-        self._data = page  # data starts after the producer page
-        self.discarded = 0
+        self._setup(cons, prod, size)
 
-    def pending(self) -> int:
-        """Bytes waiting to be read."""
-        prod = _u64.unpack_from(self._prod, 0)[0]
-        cons = _u64.unpack_from(self._cons, 0)[0]
-        return int(prod - cons)
+    @classmethod
+    def over(
+        cls, consumer: mmap.mmap, producer: mmap.mmap, size: int
+    ) -> RingReader:
+        """A reader of memory laid out as the kernel maps it: ``consumer``
+        holds the consumer position at 0 (written back); ``producer`` the
+        producer position at 0, then from its second page the ``size`` data
+        bytes twice in a row. ``close()`` closes both."""
+        _check_size(size)
+        if len(consumer) < 8 or len(producer) < mmap.PAGESIZE + 2 * size:
+            raise ValueError("ring memory smaller than its layout")
+        reader = cls.__new__(cls)
+        reader._setup(consumer, producer, size)
+        return reader
+
+    def _setup(self, cons: mmap.mmap, prod: mmap.mmap, size: int) -> None:
+        self.size = size
+        self._mask = size - 1
+        self._cons = cons
+        self._prod = prod
+        self._data = mmap.PAGESIZE  # data starts after the producer page
+        self.discarded = 0
 
     def read(self, limit: int) -> list[bytes]:
         """Up to ``limit`` records (fewer if the ring has fewer)."""
