@@ -73,6 +73,8 @@ TARGETS: tuple[str, ...] = (
     # dentry and mount
     "task_struct.flags", "mount.mnt_id", "file.f_path.dentry",
     "file.f_path.mnt",
+    # ours: the exe's inode (task->mm->exe_file->f_inode->i_ino)
+    "file.f_inode", "inode.i_ino",
 )  # fmt: skip
 # Exactly one of these exists on a given kernel (upstream.md §5.2).
 ONE_OF = (("signal_struct.pids", "task_struct.pids"),)
