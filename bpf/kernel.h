@@ -97,8 +97,13 @@ struct path {
 	struct dentry *dentry;
 };
 
+struct inode {
+	unsigned long i_ino;
+};
+
 struct file {
 	struct path f_path;
+	struct inode *f_inode;
 };
 
 struct fs_struct {

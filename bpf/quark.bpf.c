@@ -3,11 +3,19 @@
  * quark's BPF probes: process events from tracepoints only, so that they run
  * on kernels without kprobes or fentry (see docs: platform facts).
  *
- * Every program exists twice: tp_btf/ (BTF-typed tracepoints) and raw_tp/
- * (kernels without BTF tracepoints). Userspace loads one flavour. The bodies
- * read kernel memory with CO-RE probe reads only, so they are the same for
- * both. Every loop is bounded by a constant and every buffer offset masked,
- * so that the verifiers of 5.10 to 7.x accept them.
+ * Each hook is one line of the table at the end of this file; its macro
+ * stamps the programs: one per flavour, tp_btf/ (BTF-typed tracepoints) and
+ * raw_tp/ (kernels without them), of which userspace loads one. Both pass
+ * the tracepoint's arguments as an array of u64 to the same handler, which
+ * reads kernel memory with CO-RE probe reads only. Every loop is bounded by
+ * a constant and every buffer offset masked, so that the verifiers of 5.10
+ * to 7.x accept them.
+ *
+ * A program's name is its role for userspace (quark/backends/
+ * ebpf_programs.py): ROLE__HOOK__FLAVOUR, where ROLE is core (the backend
+ * cannot open without it), backup (see primary_skipped) or opt (skipped
+ * and reported when the kernel refuses it), and FLAVOUR btf, raw, or tp
+ * for a classic tracepoint, loaded with either flavour.
  */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -19,7 +27,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile struct q_config cfg = {};
 
-#define Q_NEST 2                 /* scratch buffers per CPU (nesting) */
+/* Puts every wire type of proto.h in the object's BTF (see there). */
+struct q_wire *q_wire_btf __attribute__((unused));
+
 #define DATA_MASK ((1 << 17) - 1) /* offsets into the variable area */
 #define DATA_SIZE (DATA_MASK + 1 + Q_ARGS_MAX)
 
@@ -42,7 +52,7 @@ struct q_scratch {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, Q_RING_SIZE);
 } ringbuf SEC(".maps");
 
 struct {
@@ -119,6 +129,16 @@ static __always_inline bool primary_skipped(u32 kind, u32 tid)
 	return true;
 }
 
+/* May this run handle the event? A primary always does, and marks it; a
+ * backup only when its primary's run was skipped. */
+static __always_inline bool claim(u32 kind, u32 tid, bool backup)
+{
+	if (backup)
+		return primary_skipped(kind, tid);
+	mark_handled(kind, tid);
+	return true;
+}
+
 static __always_inline void count(u32 which)
 {
 	u64 *v = bpf_map_lookup_elem(&counters, &which);
@@ -192,7 +212,8 @@ static __always_inline void fill_task(struct q_event *e,
 	bpf_core_read(&e->cap_effective, 8, &cred->cap_effective);
 	bpf_core_read(&e->cap_bset, 8, &cred->cap_bset);
 	bpf_core_read(&e->cap_ambient, 8, &cred->cap_ambient);
-	e->start_boottime = BPF_CORE_READ(task, start_boottime);
+	e->start_time = BPF_CORE_READ(task, start_boottime);
+	e->exe_inode = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino);
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->uid = BPF_CORE_READ(cred, uid.val);
 	e->gid = BPF_CORE_READ(cred, gid.val);
@@ -384,8 +405,10 @@ static __always_inline u32 put_cgroup_var(struct q_scratch *s, u32 off,
 
 /* --- fork -------------------------------------------------------------- */
 
-static __always_inline int on_fork(struct task_struct *child, bool backup)
+/* sched_process_fork(parent, child) */
+static __always_inline int on_fork(u64 *args, bool backup)
 {
+	struct task_struct *child = (void *)args[1];
 	struct q_scratch *s;
 	u32 *level, off = 0, tid = BPF_CORE_READ(child, pid);
 
@@ -393,12 +416,8 @@ static __always_inline int on_fork(struct task_struct *child, bool backup)
 		return 0;
 	if (!cfg.thread_events && tid != BPF_CORE_READ(child, tgid))
 		return 0;
-	if (backup) {
-		if (!primary_skipped(Q_FORK, tid))
-			return 0;
-	} else {
-		mark_handled(Q_FORK, tid);
-	}
+	if (!claim(Q_FORK, tid, backup))
+		return 0;
 	s = scratch_get(&level);
 	if (!s)
 		return 0;
@@ -410,46 +429,20 @@ static __always_inline int on_fork(struct task_struct *child, bool backup)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(q_fork_btf, struct task_struct *parent, struct task_struct *child)
-{
-	return on_fork(child, false);
-}
-
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(q_forkb_btf, struct task_struct *parent, struct task_struct *child)
-{
-	return on_fork(child, true);
-}
-
-SEC("raw_tp/sched_process_fork")
-int q_fork_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	return on_fork((struct task_struct *)ctx->args[1], false);
-}
-
-SEC("raw_tp/sched_process_fork")
-int q_forkb_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	return on_fork((struct task_struct *)ctx->args[1], true);
-}
-
 /* --- exec -------------------------------------------------------------- */
 
-static __always_inline int on_exec(struct task_struct *task, bool backup)
+/* sched_process_exec(task, old_pid, bprm) */
+static __always_inline int on_exec(u64 *args, bool backup)
 {
+	struct task_struct *task = (void *)args[0];
 	struct q_scratch *s;
 	struct mm_struct *mm;
 	struct file *exe;
 	u32 *level, off = 0, n, tid;
 
 	tid = BPF_CORE_READ(task, pid);
-	if (backup) {
-		if (!primary_skipped(Q_EXEC, tid))
-			return 0;
-	} else {
-		mark_handled(Q_EXEC, tid);
-	}
+	if (!claim(Q_EXEC, tid, backup))
+		return 0;
 	bpf_map_delete_elem(&in_exec, &tid);
 	s = scratch_get(&level);
 	if (!s)
@@ -482,36 +475,12 @@ static __always_inline int on_exec(struct task_struct *task, bool backup)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(q_exec_btf, struct task_struct *p, int old_pid,
-	     struct linux_binprm *bprm)
-{
-	return on_exec(p, false);
-}
-
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(q_execb_btf, struct task_struct *p, int old_pid,
-	     struct linux_binprm *bprm)
-{
-	return on_exec(p, true);
-}
-
-SEC("raw_tp/sched_process_exec")
-int q_exec_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	return on_exec((struct task_struct *)ctx->args[0], false);
-}
-
-SEC("raw_tp/sched_process_exec")
-int q_execb_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	return on_exec((struct task_struct *)ctx->args[0], true);
-}
-
 /* --- exit -------------------------------------------------------------- */
 
-static __always_inline int on_exit(struct task_struct *task, bool backup)
+/* sched_process_exit(task) */
+static __always_inline int on_exit(u64 *args, bool backup)
 {
+	struct task_struct *task = (void *)args[0];
 	struct signal_struct *signal = BPF_CORE_READ(task, signal);
 	int live = BPF_CORE_READ(signal, live.counter);
 	u32 *level, tid = BPF_CORE_READ(task, pid);
@@ -522,12 +491,8 @@ static __always_inline int on_exit(struct task_struct *task, bool backup)
 		return 0;
 	if (live != 0 && !cfg.thread_events)
 		return 0;
-	if (backup) {
-		if (!primary_skipped(Q_EXIT, tid))
-			return 0;
-	} else {
-		mark_handled(Q_EXIT, tid);
-	}
+	if (!claim(Q_EXIT, tid, backup))
+		return 0;
 	s = scratch_get(&level);
 	if (!s)
 		return 0;
@@ -543,35 +508,13 @@ static __always_inline int on_exit(struct task_struct *task, bool backup)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(q_exit_btf, struct task_struct *p)
-{
-	return on_exit(p, false);
-}
-
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(q_exitb_btf, struct task_struct *p)
-{
-	return on_exit(p, true);
-}
-
-SEC("raw_tp/sched_process_exit")
-int q_exit_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	return on_exit((struct task_struct *)ctx->args[0], false);
-}
-
-SEC("raw_tp/sched_process_exit")
-int q_exitb_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	return on_exit((struct task_struct *)ctx->args[0], true);
-}
-
 /* --- comm (SETPROCTITLE) ----------------------------------------------- */
 
-static __always_inline int on_rename(struct task_struct *task,
-				     const char *comm)
+/* task_rename(task, comm) */
+static __always_inline int on_rename(u64 *args, bool backup)
 {
+	struct task_struct *task = (void *)args[0];
+	const char *comm = (const char *)args[1];
 	struct q_scratch *s;
 	u32 *level, tid = BPF_CORE_READ(task, pid);
 
@@ -591,22 +534,9 @@ static __always_inline int on_rename(struct task_struct *task,
 	return 0;
 }
 
-SEC("tp_btf/task_rename")
-int BPF_PROG(q_rename_btf, struct task_struct *task, const char *comm)
-{
-	return on_rename(task, comm);
-}
-
-SEC("raw_tp/task_rename")
-int q_rename_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	return on_rename((struct task_struct *)ctx->args[0],
-			 (const char *)ctx->args[1]);
-}
-
 /* --- exec markers (syscall tracepoints) -------------------------------- */
 
-static __always_inline int exec_enter(void)
+static __always_inline int exec_enter(void *ctx)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid(), one = 1;
 
@@ -614,7 +544,7 @@ static __always_inline int exec_enter(void)
 	return 0;
 }
 
-static __always_inline int exec_exit(void)
+static __always_inline int exec_exit(void *ctx)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 
@@ -622,22 +552,11 @@ static __always_inline int exec_exit(void)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_execve")
-int q_enter_execve(struct sys_enter_args *ctx) { return exec_enter(); }
-
-SEC("tracepoint/syscalls/sys_enter_execveat")
-int q_enter_execveat(struct sys_enter_args *ctx) { return exec_enter(); }
-
-SEC("tracepoint/syscalls/sys_exit_execve")
-int q_exit_execve(struct sys_exit_args *ctx) { return exec_exit(); }
-
-SEC("tracepoint/syscalls/sys_exit_execveat")
-int q_exit_execveat(struct sys_exit_args *ctx) { return exec_exit(); }
-
 /* --- credential and session changes ------------------------------------ */
 
-static __always_inline int on_id_change(long ret, u32 what)
+static __always_inline int on_id_change(void *ctx, u32 what)
 {
+	long ret = ((struct sys_exit_args *)ctx)->ret;
 	struct task_struct *task = (void *)bpf_get_current_task();
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct q_scratch *s;
@@ -657,17 +576,48 @@ static __always_inline int on_id_change(long ret, u32 what)
 	return 0;
 }
 
-#define ID_PROBE(sc, what)                                              \
-	SEC("tracepoint/syscalls/sys_exit_" #sc)                        \
-	int q_exit_##sc(struct sys_exit_args *ctx)                      \
-	{                                                               \
-		return on_id_change(ctx->ret, what);                    \
+/* --- the hooks ---------------------------------------------------------- */
+
+/* A hook on tracepoint tp, in both flavours; handler(u64 *args, backup). */
+#define Q_HOOK(role, hook, tp, handler, backup)                          \
+	SEC("tp_btf/" #tp)                                               \
+	int role##__##hook##__btf(u64 *ctx)                              \
+	{                                                                \
+		return handler(ctx, backup);                             \
+	}                                                                \
+	SEC("raw_tp/" #tp)                                               \
+	int role##__##hook##__raw(struct bpf_raw_tracepoint_args *ctx)  \
+	{                                                                \
+		return handler(ctx->args, backup);                       \
 	}
 
-ID_PROBE(setuid, Q_ID_SETUID)
-ID_PROBE(setreuid, Q_ID_SETUID)
-ID_PROBE(setresuid, Q_ID_SETUID)
-ID_PROBE(setgid, Q_ID_SETGID)
-ID_PROBE(setregid, Q_ID_SETGID)
-ID_PROBE(setresgid, Q_ID_SETGID)
-ID_PROBE(setsid, Q_ID_SETSID)
+/* A core hook, and its backup (attached after it, see primary_skipped) */
+#define Q_CORE(hook, tp, handler)                                        \
+	Q_HOOK(core, hook, tp, handler, false)                           \
+	Q_HOOK(backup, hook, tp, handler, true)
+
+#define Q_OPT(hook, tp, handler) Q_HOOK(opt, hook, tp, handler, false)
+
+/* An optional hook on a syscall's tracepoint; handler(ctx, ...). */
+#define Q_SYSCALL(hook, tp, handler, ...)                                \
+	SEC("tracepoint/syscalls/" #tp)                                  \
+	int opt__##hook##__tp(void *ctx)                                 \
+	{                                                                \
+		return handler(ctx, ##__VA_ARGS__);                      \
+	}
+
+Q_CORE(fork, sched_process_fork, on_fork)
+Q_CORE(exec, sched_process_exec, on_exec)
+Q_CORE(exit, sched_process_exit, on_exit)
+Q_OPT(rename, task_rename, on_rename)
+Q_SYSCALL(enter_execve, sys_enter_execve, exec_enter)
+Q_SYSCALL(enter_execveat, sys_enter_execveat, exec_enter)
+Q_SYSCALL(exit_execve, sys_exit_execve, exec_exit)
+Q_SYSCALL(exit_execveat, sys_exit_execveat, exec_exit)
+Q_SYSCALL(setuid, sys_exit_setuid, on_id_change, Q_ID_SETUID)
+Q_SYSCALL(setreuid, sys_exit_setreuid, on_id_change, Q_ID_SETUID)
+Q_SYSCALL(setresuid, sys_exit_setresuid, on_id_change, Q_ID_SETUID)
+Q_SYSCALL(setgid, sys_exit_setgid, on_id_change, Q_ID_SETGID)
+Q_SYSCALL(setregid, sys_exit_setregid, on_id_change, Q_ID_SETGID)
+Q_SYSCALL(setresgid, sys_exit_setresgid, on_id_change, Q_ID_SETGID)
+Q_SYSCALL(setsid, sys_exit_setsid, on_id_change, Q_ID_SETSID)

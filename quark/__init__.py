@@ -13,6 +13,7 @@ from quark.errors import (
     LibbpfError,
     NotSupportedError,
     PrivilegeError,
+    ProtocolError,
     QuarkError,
     RuleError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "NotSupportedError",
     "PrivilegeError",
     "Process",
+    "ProtocolError",
     "QuarkError",
     "Queue",
     "QueueAttr",

@@ -15,6 +15,8 @@ Every error the library raises on purpose is a :class:`QuarkError`, which is an
     ├── DecodeError            a malformed ring record, perf record or replay
     │                          line; it names where
     ├── LibbpfError            a libbpf call failed; names the call
+    ├── ProtocolError          the BPF object and this library disagree on
+    │                          the wire format (a mixed installation)
     └── RuleError              a rules DSL parse error; names line and column
 
 Each message says what is missing or wrong, in words a user can act on.
@@ -32,6 +34,7 @@ __all__ = [
     "LibbpfError",
     "NotSupportedError",
     "PrivilegeError",
+    "ProtocolError",
     "QuarkError",
     "RuleError",
 ]
@@ -117,6 +120,14 @@ class LibbpfError(QuarkError):
     ) -> None:
         super().__init__(message, errno=errno)
         self.call = call
+
+
+class ProtocolError(QuarkError):
+    """The BPF object speaks another wire protocol than this library: its
+    ``Q_PROTO_VERSION`` or a record's layout is not what the decoder
+    needs. The message names both sides."""
+
+    default_errno = _errno.EPROTO
 
 
 class RuleError(QuarkError, ValueError):

@@ -22,13 +22,14 @@ from __future__ import annotations
 import errno as _errno
 import logging
 import os
-import struct
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from quark import libbpf_ctypes as bpf
 from quark.backends import Backend
-from quark.backends.ebpf_proto import decode
+from quark.backends.ebpf_layout import Layout, object_layout
+from quark.backends.ebpf_programs import FLAVOURS, Program, parse, wanted
+from quark.backends.ebpf_proto import Decoder
 from quark.backends.tracefs import ensure_mounted
 from quark.errors import (
     DecodeError,
@@ -48,38 +49,6 @@ __all__ = ["EbpfBackend", "ensure_mounts"]
 
 log = logging.getLogger("quark.ebpf")
 
-RING_SIZE = 4 << 20
-NEST = 2  # scratch buffers per CPU, as Q_NEST in quark.bpf.c
-ENV_MAX = 32768  # Q_ENV_MAX
-CNT_SENT, CNT_LOST, CNT_NOBUF, CNT_RECOVERED = 0, 1, 2, 3
-
-CORE = ("fork", "exec", "exit")
-OPTIONAL = {
-    "q_rename": "task_rename (SETPROCTITLE)",
-    "q_enter_execve": "sys_enter_execve",
-    "q_enter_execveat": "sys_enter_execveat",
-    "q_exit_execve": "sys_exit_execve",
-    "q_exit_execveat": "sys_exit_execveat",
-    "q_exit_setuid": "sys_exit_setuid (ID_CHANGE)",
-    "q_exit_setreuid": "sys_exit_setreuid (ID_CHANGE)",
-    "q_exit_setresuid": "sys_exit_setresuid (ID_CHANGE)",
-    "q_exit_setgid": "sys_exit_setgid (ID_CHANGE)",
-    "q_exit_setregid": "sys_exit_setregid (ID_CHANGE)",
-    "q_exit_setresgid": "sys_exit_setresgid (ID_CHANGE)",
-    "q_exit_setsid": "sys_exit_setsid (ID_CHANGE)",
-}
-# The programs that exist in both flavours: q_<name>_btf and q_<name>_raw.
-# q_forkb, q_execb and q_exitb are the backups of the core programs (see
-# bpf/quark.bpf.c): attached after their primary, they emit what a skipped
-# (recursion-missed) primary run would have lost.
-FLAVOURED = (
-    "q_fork", "q_forkb", "q_exec", "q_execb", "q_exit", "q_exitb", "q_rename",
-)  # fmt: skip
-CORE_BASES = ("q_fork", "q_forkb", "q_exec", "q_execb", "q_exit", "q_exitb")
-BACKUPS = ("q_forkb", "q_execb", "q_exitb")
-
-_CFG = struct.Struct("<IIII")  # struct q_config
-
 
 def ensure_mounts() -> None:
     """Mount tracefs and bpffs where they belong when they are missing."""
@@ -96,17 +65,6 @@ def object_path() -> str:
             "rebuild it with python bpf/build.py"
         )
     return path
-
-
-def _base(name: str) -> str:
-    """q_exit_btf -> q_exit; q_exit_setuid stays q_exit_setuid."""
-    return name[:-4] if name.endswith(("_btf", "_raw")) else name
-
-
-def _program_names(flavour: str) -> list[str]:
-    names = [f"{base}_{flavour}" for base in FLAVOURED]
-    names += [n for n in OPTIONAL if n not in FLAVOURED]
-    return names
 
 
 def _failed_program(lines: list[str]) -> str | None:
@@ -164,9 +122,9 @@ class EbpfBackend(Backend):
         self._ring_fd = -1
         self._ncpus = 1
         self._hold_ms = attr.hold_time
-        self._last: dict[int, int] = {}
-        self._counters_denied = False
-        self._fds: list[tuple[str, int]] | None = None
+        self._misses = 0  # the last recursion-miss count that could be read
+        self._programs: dict[str, Program] = {}
+        self._fds: list[tuple[Program, int]] | None = None
         try:
             _preflight()
             ensure_mounts()
@@ -177,23 +135,33 @@ class EbpfBackend(Backend):
 
     # -- opening --------------------------------------------------------------
     def _config(self, attr: QueueAttr) -> bytes:
-        max_env = min(max(attr.max_env, 0), ENV_MAX - 1)
-        threads = 1 if attr.flags & QQ.THREAD_EVENTS else 0
-        return _CFG.pack(max_env, threads, RING_SIZE // 4, 0)
+        lay = self._layout
+        cfg = lay.record("q_config")
+        values = {
+            "max_env": min(max(attr.max_env, 0), lay.const("Q_ENV_MAX") - 1),
+            "thread_events": 1 if attr.flags & QQ.THREAD_EVENTS else 0,
+            "wakeup_bytes": lay.const("Q_RING_SIZE") // 4,
+        }
+        return cfg.fmt.pack(*(values.get(n, 0) for n in cfg.names))
 
     def _open(self, attr: QueueAttr) -> None:
         path = object_path()
+        # the object's wire format, before anything is loaded: an object
+        # of another protocol is refused here (ProtocolError)
+        self._layout: Layout = object_layout(path)
+        self._decode = Decoder(self._layout).decode
         self._ncpus = bpf.num_possible_cpus()
         errors: list[str] = []
-        for flavour in ("btf", "raw"):
+        for flavour in FLAVOURS:
             disabled: set[str] = set()
             while True:
                 try:
                     self._try_load(path, attr, flavour, disabled)
                 except _ProgramFailed as e:
-                    if _base(e.program) in OPTIONAL:
+                    prog = self._programs.get(e.program)
+                    if prog is not None and prog.optional:
                         disabled.add(e.program)
-                        self._skip(e.program, e.reason)
+                        self._skip(prog, e.reason)
                         continue
                     errors.append(f"{flavour}: {e.program}: {e.reason}")
                     break
@@ -204,9 +172,8 @@ class EbpfBackend(Backend):
             + "; ".join(errors)
         )
 
-    def _skip(self, program: str, reason: str) -> None:
-        what = OPTIONAL.get(_base(program), program)
-        entry = f"{what}: {reason}"
+    def _skip(self, program: Program, reason: str) -> None:
+        entry = f"{program.what}: {reason}"
         if entry not in self._skipped:
             self._skipped.append(entry)
             log.warning("optional probe skipped: %s", entry)
@@ -219,10 +186,15 @@ class EbpfBackend(Backend):
             self._obj = None
         obj = bpf.BpfObject(path)
         self._obj = obj
-        wanted = set(_program_names(flavour)) - disabled
-        for name, _ in list(obj.programs()):
-            obj.set_autoload(name, name in wanted)
-        obj.set_max_entries("scratch", self._ncpus * NEST)
+        self._programs = {
+            name: parse(name, obj.section(name)) for name, _ in obj.programs()
+        }
+        load = {p.name for p in wanted(self._programs.values(), flavour)}
+        for name in self._programs:
+            obj.set_autoload(name, name in load and name not in disabled)
+        obj.set_max_entries(
+            "scratch", self._ncpus * self._layout.const("Q_NEST")
+        )
         obj.write_initial_value(".rodata", self._config(attr))
         mark = bpf.log_mark()
         try:
@@ -246,21 +218,23 @@ class EbpfBackend(Backend):
     def _attach_all(self, flavour: str, disabled: set[str]) -> None:
         obj = self._obj
         assert obj is not None
-        for name in _program_names(flavour):
-            if name in disabled:
+        for prog in wanted(self._programs.values(), flavour):
+            if prog.name in disabled:
                 continue
             try:
-                obj.attach(name)
+                obj.attach(prog.name)
             except LibbpfError as e:
-                if _base(name) in CORE_BASES:
+                if not prog.optional:
                     raise NotSupportedError(
-                        f"cannot attach {obj.section(name)}: {e}",
+                        f"cannot attach {prog.section}: {e}",
                         errno=e.errno,
                     ) from None
-                self._skip(name, f"attach failed: {e}")
+                self._skip(prog, f"attach failed: {e}")
         self._counters_fd = obj.map_fd("counters")
         self._ring_fd = obj.map_fd("ringbuf")
-        self._ring = RingReader(self._ring_fd, RING_SIZE)
+        self._ring = RingReader(
+            self._ring_fd, self._layout.const("Q_RING_SIZE")
+        )
         log.info("ebpf backend: %s tracepoints, %d CPUs", flavour, self._ncpus)
 
     # -- Backend interface ----------------------------------------------------
@@ -277,6 +251,7 @@ class EbpfBackend(Backend):
         if ring is None or limit <= 0:
             return []
         out: list[RawEvent] = []
+        decode = self._decode
         for rec in ring.read(limit):
             try:
                 out.append(decode(rec))
@@ -285,9 +260,10 @@ class EbpfBackend(Backend):
                 log.warning("skipped a ring record: %s", e)
         return out
 
-    def _counter(self, which: int) -> int:
+    def _counter(self, name: str) -> int:
         if self._counters_fd < 0:
             return 0
+        which = self._layout.const(name)
         return sum(
             bpf.lookup_percpu_u64(self._counters_fd, which, self._ncpus)
         )
@@ -295,24 +271,23 @@ class EbpfBackend(Backend):
     def recursion_misses(self) -> int:
         """Runs of our programs the kernel skipped because the program was
         already running on that CPU (a preempted handler): lost events."""
-        total = -self._counter(CNT_RECOVERED)
-        for name, fd in self._prog_fds():
-            if _base(name) in BACKUPS:
+        total = -self._counter("Q_CNT_RECOVERED")
+        for prog, fd in self._prog_fds():
+            if prog.role == "backup":
                 continue  # a backup's skip is its primary's (counted) run
             try:
                 total += bpf.prog_run_stats(fd)[2]
             except LibbpfError as e:
                 if e.errno not in (_errno.EPERM, _errno.EACCES):
                     raise
-                return self._last.get(-1, 0)
-        total = max(total, 0)
-        self._last[-1] = total
-        return total
+                return self._misses  # privileges dropped: the last known
+        self._misses = max(total, 0)
+        return self._misses
 
     def lost(self) -> int:
         return (
-            self._counter(CNT_LOST)
-            + self._counter(CNT_NOBUF)
+            self._counter("Q_CNT_LOST")
+            + self._counter("Q_CNT_NOBUF")
             + self.recursion_misses()
             + self._decode_errors
         )
@@ -320,24 +295,21 @@ class EbpfBackend(Backend):
     def decode_errors(self) -> int:
         return self._decode_errors
 
-    def sent(self) -> int:
-        return self._counter(CNT_SENT)
-
     def skipped_probes(self) -> tuple[str, ...]:
         return tuple(self._skipped)
 
-    def _prog_fds(self) -> list[tuple[str, int]]:
-        """(name, fd) of the loaded programs (cached: they live as long as
-        the object)."""
+    def _prog_fds(self) -> list[tuple[Program, int]]:
+        """(program, fd) of the loaded programs (cached: they live as long
+        as the object)."""
         if self._fds is None:
             self._fds = []
             if self._obj is not None:
-                for name, prog in self._obj.programs():
+                for name, handle in self._obj.programs():
                     try:
-                        fd = bpf.lib().bpf_program__fd(prog)
+                        fd = bpf.lib().bpf_program__fd(handle)
                     except LibbpfError:
                         continue  # not loaded (autoload off)
-                    self._fds.append((name, fd))
+                    self._fds.append((self._programs[name], fd))
         return self._fds
 
     def close(self) -> None:

@@ -1,39 +1,40 @@
-"""Decoding of the EBPF backend's ring records (``bpf/proto.h``) into raw
-events. Pure: bytes in, :class:`quark.raw.RawEvent` out, or
+"""Decoding of the EBPF backend's ring records into raw events.
+
+Pure: bytes in, :class:`quark.raw.RawEvent` out, or
 :class:`quark.DecodeError` for a record that is truncated or inconsistent.
+The record's layout is not written here: :class:`Decoder` takes it from the
+BPF object's BTF (:mod:`quark.backends.ebpf_layout`), and copies each
+``q_event`` member named as a task field of :class:`quark.Process` to the
+:class:`quark.raw.RawTask` member of that name.
 """
 
 from __future__ import annotations
 
-import struct
+from collections.abc import Callable
+from typing import Any
 
-from quark.errors import DecodeError
-from quark.raw.types import RawEvent, RawKind, RawTask
+from quark.backends.ebpf_layout import Layout
+from quark.errors import DecodeError, ProtocolError
+from quark.events import ID_CHANGE
+from quark.fields import Src
+from quark.raw.types import TASK_FIELDS, RawEvent, RawKind, RawTask
 from quark.raw.types import fsdecode as _fsdecode
 
-__all__ = ["HEADER", "PROTO_VERSION", "decode"]
+__all__ = ["PROTO_VERSION", "Decoder"]
 
-PROTO_VERSION = 1
+#: The version of bpf/proto.h that this decoder speaks.
+PROTO_VERSION = 2
 
-# struct q_event: 172 bytes of fields, 176 with the tail padding.
-HEADER = struct.Struct("<IIQIIII5QQI6I2I2I4Ii16s5HH")
-HEADER_SIZE = 176
-assert HEADER.size <= HEADER_SIZE
-
-Q_FORK, Q_EXEC, Q_EXIT, Q_COMM, Q_ID_CHANGE = 1, 2, 3, 4, 5
-F_ARGS_TRUNC = 1 << 0
-F_ENV_TRUNC = 1 << 1
-F_EXE_TRUNC = 1 << 2
-F_CWD_TRUNC = 1 << 3
-F_CGROUP_TRUNC = 1 << 4
-
+# proto.h's enum q_kind -> raw kinds
 _KINDS = {
-    Q_FORK: RawKind.WAKE_UP_NEW_TASK,
-    Q_EXEC: RawKind.EXEC,
-    Q_EXIT: RawKind.EXIT_THREAD,
-    Q_COMM: RawKind.COMM,
-    Q_ID_CHANGE: RawKind.ID_CHANGE,
+    "Q_FORK": RawKind.WAKE_UP_NEW_TASK,
+    "Q_EXEC": RawKind.EXEC,
+    "Q_EXIT": RawKind.EXIT_THREAD,
+    "Q_COMM": RawKind.COMM,
+    "Q_ID_CHANGE": RawKind.ID_CHANGE,
 }
+# the task fields a record carries by name, but only for some kinds
+_SPECIAL = frozenset({"comm", "exit_code"})
 
 
 def _cstr(b: bytes) -> str:
@@ -67,68 +68,143 @@ def _split(area: bytes, *, whole: bool) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def decode(rec: bytes) -> RawEvent:
-    """One ring record -> one raw event."""
-    if len(rec) < HEADER_SIZE:
-        raise DecodeError(
-            f"ebpf record of {len(rec)} bytes is shorter than its "
-            f"{HEADER_SIZE}-byte header"
+def _task_builder(layout: Layout) -> Callable[[tuple[Any, ...]], RawTask]:
+    """``build(values) -> RawTask`` for the unpacked header ``values``.
+
+    Written as source and compiled once, as :mod:`dataclasses` does: a call
+    with every keyword spelled out costs a third of a loop over the
+    members, and it runs for every ring record.
+    """
+    ev = layout.record("q_event")
+    args = []
+    for f in TASK_FIELDS:
+        if f.name in _SPECIAL or f.name not in ev.names:
+            continue
+        # an optional field the kernel could not read is 0: unknown
+        unknown = " or None" if f.src is Src.TASK_OPT else ""
+        args.append(f"{f.name}=v[{ev.index(f.name)}]{unknown}")
+    src = f"def build(v):\n    return RawTask({', '.join(args)})\n"
+    ns: dict[str, Any] = {"RawTask": RawTask}
+    exec(compile(src, "<ebpf task builder>", "exec"), ns)
+    build: Callable[[tuple[Any, ...]], RawTask] = ns["build"]
+    return build
+
+
+class Decoder:
+    """Decodes the records of the BPF object whose layout is ``layout``.
+
+    Raises :class:`quark.ProtocolError` when the object speaks another
+    protocol version, or lacks a member or constant this code reads.
+    """
+
+    def __init__(self, layout: Layout) -> None:
+        if layout.version != PROTO_VERSION:
+            raise ProtocolError(
+                f"{layout.origin} speaks wire protocol "
+                f"{layout.version} (bpf/proto.h Q_PROTO_VERSION), this "
+                f"library {PROTO_VERSION}: rebuild the object "
+                "(python bpf/build.py) or reinstall quark"
+            )
+        for bit in ID_CHANGE:
+            if layout.const(f"Q_ID_{bit.name}") != bit.value:
+                raise ProtocolError(
+                    f"{layout.origin}: Q_ID_{bit.name} is "
+                    f"{layout.const(f'Q_ID_{bit.name}')}, not {bit.value}"
+                )
+        self.layout = layout
+        self.decode = _make_decode(layout)
+
+
+def _make_decode(layout: Layout) -> Callable[[bytes], RawEvent]:
+    ev = layout.record("q_event")
+    c = layout.const
+    unpack = ev.fmt.unpack_from
+    size = ev.size
+    i_kind, i_size, i_time = (
+        ev.index("kind"),
+        ev.index("size"),
+        ev.index("time"),
+    )
+    i_pid, i_tid = ev.index("pid"), ev.index("tid")
+    i_flags, i_idc = ev.index("flags"), ev.index("id_change")
+    i_comm, i_code = ev.index("comm"), ev.index("exit_code")
+    lens = ev.span("len")
+    if lens.stop - lens.start != c("Q_VAR_NUM"):
+        raise ProtocolError(
+            f"{layout.origin}: q_event.len has {lens.stop - lens.start} "
+            f"entries, Q_VAR_NUM is {c('Q_VAR_NUM')}"
         )
-    (
-        kind, size, time, pid, tid, id_change, flags,
-        cap_inh, cap_prm, cap_eff, cap_bset, cap_amb, start,
-        ppid, uid, gid, suid, sgid, euid, egid, pgid, sid,
-        tty_major, tty_minor, uts, ipc, mnt, net, exit_code, comm,
-        l_exe, l_args, l_env, l_cwd, l_cgroup, _pad,
-    ) = HEADER.unpack_from(rec)  # fmt: skip
-    raw_kind = _KINDS.get(kind)
-    if raw_kind is None:
-        raise DecodeError(f"ebpf record of unknown kind {kind}")
-    total = HEADER_SIZE + l_exe + l_args + l_env + l_cwd + l_cgroup
-    if size > len(rec) or total > size:
-        raise DecodeError(
-            f"ebpf record says {size} bytes with {total} of fields, "
-            f"but {len(rec)} arrived"
+    # the variable areas, in enum q_var order
+    order = sorted(
+        (c(f"Q_VAR_{v}"), v) for v in ("EXE", "ARGS", "ENV", "CWD", "CGROUP")
+    )
+    names = [v for _, v in order]
+    v_exe, v_args, v_env, v_cwd, v_cgroup = (
+        names.index(v) for v in ("EXE", "ARGS", "ENV", "CWD", "CGROUP")
+    )
+    kinds = {c(name): kind for name, kind in _KINDS.items()}
+    k_comm, k_exit, k_exec = c("Q_COMM"), c("Q_EXIT"), c("Q_EXEC")
+    k_idc = c("Q_ID_CHANGE")
+    f_env = c("Q_F_ENV_TRUNC")
+    f_exe, f_cwd = c("Q_F_EXE_TRUNC"), c("Q_F_CWD_TRUNC")
+    f_cgroup = c("Q_F_CGROUP_TRUNC")
+    build_task = _task_builder(layout)
+
+    def decode(rec: bytes) -> RawEvent:
+        """One ring record -> one raw event."""
+        if len(rec) < size:
+            raise DecodeError(
+                f"ebpf record of {len(rec)} bytes is shorter than its "
+                f"{size}-byte header"
+            )
+        v = unpack(rec)
+        kind = v[i_kind]
+        raw_kind = kinds.get(kind)
+        if raw_kind is None:
+            raise DecodeError(f"ebpf record of unknown kind {kind}")
+        area = v[lens]
+        total = size + sum(area)
+        rsize = v[i_size]
+        if rsize > len(rec) or total > rsize:
+            raise DecodeError(
+                f"ebpf record says {rsize} bytes with {total} of fields, "
+                f"but {len(rec)} arrived"
+            )
+        pid = v[i_pid]
+        task = build_task(v)
+        ev = RawEvent(raw_kind, v[i_time], pid, v[i_tid], task=task)
+        if kind == k_comm:
+            ev.comm = _cstr(v[i_comm])  # the new name; task.comm unknown
+            return ev
+        task.comm = _cstr(v[i_comm])
+        if kind == k_exit:
+            task.exit_code = v[i_code]
+            return ev
+        if kind == k_idc:
+            ev.id_change = v[i_idc]
+            return ev
+        flags = v[i_flags]
+        parts = []
+        off = size
+        for n in area:
+            parts.append(rec[off : off + n])
+            off += n
+        # A path cut short is only its tail: unknown, not made up, and it
+        # replaces the old value ("" for cwd and exe, see RawTask/RawEvent).
+        task.cwd = "" if flags & f_cwd else _components(parts[v_cwd])
+        task.cgroup = (
+            None if flags & f_cgroup else _components(parts[v_cgroup])
         )
-    task = RawTask(
-        cap_inheritable=cap_inh, cap_permitted=cap_prm,
-        cap_effective=cap_eff, cap_bset=cap_bset, cap_ambient=cap_amb,
-        start_time=start, ppid=ppid, uid=uid, gid=gid, suid=suid,
-        sgid=sgid, euid=euid, egid=egid, pgid=pgid, sid=sid,
-        tty_major=tty_major, tty_minor=tty_minor, uts_inonum=uts,
-        ipc_inonum=ipc, mnt_inonum=mnt, net_inonum=net,
-    )  # fmt: skip
-    ev = RawEvent(raw_kind, time, pid, tid, task=task)
-    if kind == Q_COMM:
-        ev.comm = _cstr(comm)  # the new name; task.comm stays unknown
+        if kind == k_exec:
+            exe = parts[v_exe]
+            if flags & f_exe:
+                ev.exe = ""
+            elif exe:
+                ev.exe = _components(exe)
+            ev.args = _split(parts[v_args], whole=False)
+            env = parts[v_env]
+            if env or not flags & f_env:
+                task.env = _split(env, whole=bool(flags & f_env))
         return ev
-    task.comm = _cstr(comm)
-    if kind == Q_EXIT:
-        task.exit_code = exit_code
-        return ev
-    if kind == Q_ID_CHANGE:
-        ev.id_change = id_change
-        return ev
-    off = HEADER_SIZE
-    exe = rec[off : off + l_exe]
-    off += l_exe
-    args = rec[off : off + l_args]
-    off += l_args
-    env = rec[off : off + l_env]
-    off += l_env
-    cwd = rec[off : off + l_cwd]
-    off += l_cwd
-    cgroup = rec[off : off + l_cgroup]
-    # A path cut short is only its tail: unknown, not made up, and it
-    # replaces the old value ("" for cwd and exe, see RawTask/RawEvent).
-    task.cwd = "" if flags & F_CWD_TRUNC else _components(cwd)
-    task.cgroup = None if flags & F_CGROUP_TRUNC else _components(cgroup)
-    if kind == Q_EXEC:
-        if l_exe and not flags & F_EXE_TRUNC:
-            ev.exe = _components(exe)
-        elif flags & F_EXE_TRUNC:
-            ev.exe = ""
-        ev.args = _split(args, whole=False)
-        if l_env or not flags & F_ENV_TRUNC:
-            task.env = _split(env, whole=bool(flags & F_ENV_TRUNC))
-    return ev
+
+    return decode

@@ -225,6 +225,28 @@ class Btf:
             )
         return out
 
+    def int_signed(self, t: Type) -> bool:
+        """An INT's signedness (BTF_INT_SIGNED in its encoding)."""
+        if t.kind != INT:
+            raise BTFError(
+                f"{self.origin}: {t.kind_name} {t.name!r} is not an int"
+            )
+        (data,) = struct.unpack_from(
+            self._e + "I", self._types, self._offsets[t.id] + 12
+        )
+        return bool((data >> 24) & 1)
+
+    def array(self, t: Type) -> tuple[int, int]:
+        """An ARRAY's element type id and number of elements."""
+        if t.kind != ARRAY:
+            raise BTFError(
+                f"{self.origin}: {t.kind_name} {t.name!r} is not an array"
+            )
+        elem, _index, nelems = struct.unpack_from(
+            self._e + "III", self._types, self._offsets[t.id] + 12
+        )
+        return elem, nelems
+
     def resolve(self, type_id: int) -> Type:
         """Follow typedefs and qualifiers to the underlying type."""
         seen = set()

@@ -1,35 +1,60 @@
-"""Every program of the shipped BPF object has a role: core (its failure
-fails the backend) or optional (skipped and reported). Opening the object
-loads nothing into the kernel, so no root is needed."""
+"""Every program of the shipped BPF object has a role that its name says
+(ROLE__HOOK__FLAVOUR, stamped by bpf/quark.bpf.c's hook macros). Opening the
+object loads nothing into the kernel, so no root is needed."""
 
 from __future__ import annotations
 
+import pytest
+
 from quark import libbpf_ctypes as bpf
-from quark.backends.ebpf import (
-    CORE_BASES,
-    OPTIONAL,
-    _base,
-    _program_names,
-    object_path,
-)
+from quark.backends.ebpf import object_path
+from quark.backends.ebpf_programs import FLAVOURS, parse, wanted
+from quark.errors import ProtocolError
 
 
-def test_every_program_is_core_or_optional() -> None:
+def _programs() -> list:  # type: ignore[type-arg]
     obj = bpf.BpfObject(object_path())
     try:
-        names = [name for name, _ in obj.programs()]
+        return [parse(name, obj.section(name)) for name, _ in obj.programs()]
     finally:
         obj.close()
-    assert names
-    for name in names:
-        base = _base(name)
-        assert (base in CORE_BASES) != (base in OPTIONAL), name
-    for flavour in ("btf", "raw"):
-        wanted = _program_names(flavour)
-        assert set(wanted) <= set(names)
-        # a backup is attached after its primary
-        for core in ("q_fork", "q_exec", "q_exit"):
-            assert wanted.index(f"{core}_{flavour}") < wanted.index(
-                f"{core}b_{flavour}"
+
+
+def test_every_program_has_a_role() -> None:
+    progs = _programs()
+    core = {p.hook for p in progs if p.role == "core"}
+    assert core == {"fork", "exec", "exit"}
+    # every core hook has a backup, in both flavours, and nothing else does
+    for flavour in FLAVOURS:
+        assert {
+            p.hook for p in progs if p.role == "backup" and p.flavour == flavour
+        } == core
+    assert {p.hook for p in progs if p.optional} >= {
+        "rename", "setuid", "setsid", "enter_execve", "exit_execveat",
+    }  # fmt: skip
+
+
+def test_wanted_loads_one_flavour_and_backups_after_primaries() -> None:
+    progs = _programs()
+    for flavour in FLAVOURS:
+        order = wanted(progs, flavour)
+        assert {p.flavour for p in order} == {flavour, "tp"}
+        names = [p.name for p in order]
+        for hook in ("fork", "exec", "exit"):
+            assert names.index(f"core__{hook}__{flavour}") < names.index(
+                f"backup__{hook}__{flavour}"
             )
-    assert _base("q_exit_setuid") in OPTIONAL
+
+
+@pytest.mark.parametrize(
+    ("name", "section"),
+    [
+        ("q_fork_btf", "tp_btf/sched_process_fork"),
+        ("core__fork__btf", "raw_tp/sched_process_fork"),
+        ("main__fork__btf", "tp_btf/sched_process_fork"),
+        ("core__fork", "tp_btf/sched_process_fork"),
+    ],
+)
+def test_a_name_that_says_no_role_is_refused(name: str, section: str) -> None:
+    with pytest.raises(ProtocolError, match="ROLE__HOOK__FLAVOUR"):
+        parse(name, section)

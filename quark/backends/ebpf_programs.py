@@ -1,0 +1,67 @@
+"""The roles of the BPF object's programs, read from their names.
+
+``bpf/quark.bpf.c`` stamps every program from one table of hooks, and its
+name says what it is: ``ROLE__HOOK__FLAVOUR``.
+
+- ROLE ``core``: the backend cannot open without it; ``backup``: a core
+  program's twin, attached after it, that emits what a run the kernel
+  skipped would have lost; ``opt``: skipped, and reported, when the kernel
+  refuses it.
+- FLAVOUR ``btf`` (``tp_btf/``), ``raw`` (``raw_tp/``): one of the two is
+  loaded; ``tp`` (``tracepoint/``) goes with either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from quark.errors import ProtocolError
+
+__all__ = ["FLAVOURS", "Program", "parse", "wanted"]
+
+FLAVOURS = ("btf", "raw")
+_ROLES = ("core", "backup", "opt")
+_SECTION_OF = {"btf": "tp_btf/", "raw": "raw_tp/", "tp": "tracepoint/"}
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    section: str
+    role: str
+    hook: str
+    flavour: str
+
+    @property
+    def optional(self) -> bool:
+        return self.role == "opt"
+
+    @property
+    def what(self) -> str:
+        """The hook as a user knows it: the tracepoint's name."""
+        return self.section.rsplit("/", 1)[-1]
+
+
+def parse(name: str, section: str) -> Program:
+    """A program's role from its name, checked against its section."""
+    parts = name.split("__")
+    if (
+        len(parts) != 3
+        or parts[0] not in _ROLES
+        or parts[2] not in _SECTION_OF
+        or not section.startswith(_SECTION_OF[parts[2]])
+    ):
+        raise ProtocolError(
+            f"BPF program {name!r} (section {section!r}) is not named "
+            "ROLE__HOOK__FLAVOUR as bpf/quark.bpf.c's hook macros name them"
+        )
+    role, hook, flavour = parts
+    return Program(name, section, role, hook, flavour)
+
+
+def wanted(programs: Iterable[Program], flavour: str) -> list[Program]:
+    """The programs to load with ``flavour``, in attach order: every
+    primary before the backups (a backup must follow its primary)."""
+    chosen = [p for p in programs if p.flavour in (flavour, "tp")]
+    return sorted(chosen, key=lambda p: p.role == "backup")
