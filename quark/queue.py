@@ -205,7 +205,7 @@ class Queue:
             # rather than waking once per record.
             until_due = (due - now) / 1e9 + self._batch
             wait = until_due if wait is None else min(wait, until_due)
-        gc = self._engine.cache.next_collection()
+        gc = self._engine.next_collection()
         if gc is not None:
             until_gc = max(0.0, (gc - now) / 1e9)
             wait = until_gc if wait is None else min(wait, until_gc)

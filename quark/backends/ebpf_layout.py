@@ -42,6 +42,7 @@ class Record:
     fmt: struct.Struct
     names: tuple[str, ...]
     size: int
+    offsets: dict[str, int]  # member -> byte offset (arrays by their name)
 
     def index(self, name: str) -> int:
         try:
@@ -100,6 +101,7 @@ def _record(btf: Btf, name: str, origin: str) -> Record:
     t = raw.type(ids[0])
     fmt = ["<"]
     names: list[str] = []
+    offsets: dict[str, int] = {}
     pos = 0
     for m in raw.members(t):
         if m.bitfield_size or m.bit_offset % 8:
@@ -109,6 +111,7 @@ def _record(btf: Btf, name: str, origin: str) -> Record:
             raise ProtocolError(f"{origin}: {name}.{m.name} overlaps")
         if off > pos:
             fmt.append(f"{off - pos}x")
+        offsets[m.name] = off
         mt = raw.resolve(m.type_id)
         count = 0
         if mt.kind == ARRAY:
@@ -145,7 +148,7 @@ def _record(btf: Btf, name: str, origin: str) -> Record:
             f"{origin}: struct {name} is {t.size_or_type} bytes but its "
             f"members make {st.size}"
         )
-    return Record(name, st, tuple(names), st.size)
+    return Record(name, st, tuple(names), st.size, offsets)
 
 
 def _consts(btf: Btf) -> dict[str, int]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from quark.engine.aggregate import (
     AggFn,
+    Held,
     Matrix,
     agg_fork_exec,
     agg_mult,
@@ -39,6 +40,7 @@ from quark.raw.types import RAW_NUM_TYPES, RawEvent, RawKind, Seed
 __all__ = [
     "AggFn",
     "Engine",
+    "Held",
     "QueueFull",
     "Ruleset",
     "agg_fork_exec",
@@ -126,9 +128,9 @@ class Engine:
             tick_ns=tick_ns,
         )
         self.ruleset = ruleset
-        self._heap: list[tuple[int, RawEvent]] = []
+        self._heap: list[tuple[int, Held]] = []
         self._times: set[int] = set()
-        self._by_pid: dict[int, list[RawEvent]] = {}
+        self._by_pid: dict[int, list[Held]] = {}
         self.insertions = 0
         self.removals = 0
         self.aggregations = 0
@@ -169,6 +171,7 @@ class Engine:
         return self.max_length - self.insertions + self.removals
 
     def push(self, raw: RawEvent) -> None:
+        """Hold ``raw`` (which the engine never changes) until it is due."""
         if self.insertions - self.removals >= self.max_length:
             raise QueueFull(
                 f"queue full ({self.max_length}): push at most space() events"
@@ -184,21 +187,17 @@ class Engine:
         times = self._times
         while t in times:
             t += 1
-        raw.time = t
         times.add(t)
-        heapq.heappush(self._heap, (t, raw))
-        lst = self._by_pid.get(raw.pid)
+        node = Held(raw, t)
+        heapq.heappush(self._heap, (t, node))
+        lst = self._by_pid.get(node.pid)
         if lst is None:
-            self._by_pid[raw.pid] = [raw]
+            self._by_pid[node.pid] = [node]
         elif lst[-1].time < t:
-            lst.append(raw)
+            lst.append(node)
         else:
-            bisect.insort(lst, raw, key=_time_of)
+            bisect.insort(lst, node, key=_time_of)
         self.insertions += 1
-
-    def push_many(self, raws: Iterable[RawEvent]) -> None:
-        for raw in raws:
-            self.push(raw)
 
     def seed(self, seeds: list[Seed]) -> None:
         """Seed the cache; with a ruleset, poison rules run over every
@@ -225,11 +224,13 @@ class Engine:
             return None
         return heap[0][0] + self._ages[self.insertions - self.removals]
 
+    def next_collection(self) -> int | None:
+        """When the cache next purges an exited process, if it holds one."""
+        return self.cache.next_collection()
+
     def pop(self, now: int) -> Event | None:
         """The next due event, or None when nothing is due at ``now``."""
-        cache = self.cache
-        if cache._gc:
-            cache.collect(now)
+        self.cache.collect(now)
         heap = self._heap
         while heap:
             t, raw = heap[0]
@@ -248,7 +249,7 @@ class Engine:
         while (ev := self.pop(now)) is not None:
             yield ev
 
-    def _release(self, head: RawEvent, now: int) -> Event | None:
+    def _release(self, head: Held, now: int) -> Event | None:
         self._released = head.time
         self._times.discard(head.time)
         pid = head.pid
@@ -258,7 +259,7 @@ class Engine:
         n = len(lst)
         i = 1
         if n > 1:
-            agg: list[RawEvent] = []
+            agg: list[Held] = []
             head.agg = agg
             times = self._times
             while i < n:
@@ -281,7 +282,7 @@ class Engine:
             self.non_aggregations += 1
         return self._convert(head, now)
 
-    def _convert(self, head: RawEvent, now: int) -> Event | None:
+    def _convert(self, head: Held, now: int) -> Event | None:
         proc: Process | None
         if head.kind in PROCESS_KINDS:
             proc, mask, idc = self.cache.apply(head, now, self.thread_events)
@@ -326,5 +327,5 @@ class Engine:
         }
 
 
-def _time_of(raw: RawEvent) -> int:
-    return raw.time
+def _time_of(node: Held) -> int:
+    return node.time

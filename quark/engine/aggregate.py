@@ -1,9 +1,9 @@
 """The aggregation matrix (upstream ``base_agg_matrix``).
 
 A cell ``matrix[parent][child]`` is a callback ``fn(head, child) -> bool``
-deciding whether raw event ``child`` merges into ``head`` (whose already
-merged children are ``head.agg``), or ``None`` for "never". The matrix is
-always indexed by the head's kind, as upstream does.
+deciding whether the held event ``child`` merges into ``head`` (whose
+already merged children are ``head.agg``), or ``None`` for "never". The
+matrix is always indexed by the head's kind, as upstream does.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from quark.raw.types import RAW_NUM_TYPES, RawEvent, RawKind
 
 __all__ = [
     "AggFn",
+    "Held",
     "Matrix",
     "agg_fork_exec",
     "agg_mult",
@@ -22,7 +23,31 @@ __all__ = [
     "min_matrix",
 ]
 
-AggFn = Callable[[RawEvent, RawEvent], bool]
+class Held:
+    """A raw event while the engine holds it.
+
+    The engine's own record, so that the backends' :class:`RawEvent` is
+    never changed: ``time`` is the raw event's time after the collision
+    bump (unique in the queue), ``agg`` the held events merged into this
+    one (a head's, in order), ``dead`` true once merged (the time heap
+    drops it lazily). ``kind`` and ``pid`` are the raw event's.
+    """
+
+    __slots__ = ("agg", "dead", "kind", "pid", "raw", "time")
+
+    def __init__(self, raw: RawEvent, time: int) -> None:
+        self.raw = raw
+        self.time = time
+        self.kind = raw.kind
+        self.pid = raw.pid
+        self.agg: list[Held] | None = None
+        self.dead = False
+
+    def __repr__(self) -> str:
+        return f"Held(time={self.time}, raw={self.raw!r})"
+
+
+AggFn = Callable[[Held, Held], bool]
 Matrix = list[list[AggFn | None]]
 
 _EXEC = RawKind.EXEC
@@ -30,18 +55,18 @@ _ID_CHANGE = RawKind.ID_CHANGE
 _CONNECTOR = RawKind.EXEC_CONNECTOR
 
 
-def agg_single(head: RawEvent, child: RawEvent) -> bool:
+def agg_single(head: Held, child: Held) -> bool:
     """At most one child of each kind (fork+exec+exec: [fork+exec], [exec])."""
     kind = child.kind
     return all(c.kind != kind for c in head.agg or ())
 
 
-def agg_mult(head: RawEvent, child: RawEvent) -> bool:
+def agg_mult(head: Held, child: Held) -> bool:
     """Always; later values overwrite earlier ones when applied."""
     return True
 
 
-def agg_fork_exec(head: RawEvent, child: RawEvent) -> bool:
+def agg_fork_exec(head: Held, child: Held) -> bool:
     """Refuse an EXEC once the head holds an exec or an ID_CHANGE, and an
     EXEC_CONNECTOR once it holds one.
 

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from operator import attrgetter
 from typing import Any
 
+from quark.engine.aggregate import Held
 from quark.events import ELT, EV, Process
 from quark.fields import Src
-from quark.raw.types import RawEvent, RawKind, RawTask, Seed
+from quark.raw.types import RawKind, RawTask, Seed
 
 __all__ = ["ProcessCache", "decode_exit_status", "entity_id"]
 
@@ -210,10 +211,6 @@ class ProcessCache:
             if e is not None:
                 yield e.snapshot()
 
-    def poison_tag(self, pid: int) -> int | None:
-        e = self._procs.get(pid)
-        return None if e is None else e.vals[_POISON]
-
     def set_poison(self, pid: int, tag: int | None) -> Process | None:
         e = self._procs.get(pid)
         if e is None:
@@ -267,7 +264,7 @@ class ProcessCache:
 
     # -- applying raw events ------------------------------------------------
     def apply(
-        self, head: RawEvent, now: int, thread_events: bool
+        self, head: Held, now: int, thread_events: bool
     ) -> tuple[Process, EV, int]:
         """Apply a head and its aggregated children to the process.
 
@@ -281,7 +278,7 @@ class ProcessCache:
         agg = head.agg
         kind = head.kind
         if kind == _K_FORK:
-            e = self._fork(pid, e, head.task)
+            e = self._fork(pid, e, head.raw.task)
         elif e is None:
             e = self._procs[pid] = _Entry(pid)
         elif e.gc is not None and kind != _K_EXIT:
@@ -292,11 +289,12 @@ class ProcessCache:
         # settled by the head. The plain task fields of the last task win:
         # when that task carries them all, apply them once, not per raw.
         chain = (head, *agg) if agg else (head,)
-        last = chain[-1].task
+        last = chain[-1].raw.task
         plain_once = last is not None and None not in _plain_values(last)
         if plain_once:
             _apply_plain(e.vals, _plain_values(last))
-        for raw in chain:
+        for node in chain:
+            raw = node.raw
             kind = raw.kind
             task = raw.task
             if task is not None:
@@ -313,7 +311,7 @@ class ProcessCache:
                 status = task.exit_code if task is not None else None
                 if status is not None:
                     vals[_EXIT_CODE] = decode_exit_status(status)
-                vals[_EXIT_TIME] = raw.time
+                vals[_EXIT_TIME] = node.time
                 if e.gc is None:
                     e.gc = now
                     self._gc.append((now, pid, e))

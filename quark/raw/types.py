@@ -134,13 +134,13 @@ class RawEvent:
     - COMM: ``comm``, the new name (SETPROCTITLE).
     - ID_CHANGE: ``id_change``, an ``ID_CHANGE`` mask.
 
-    ``agg`` and ``dead`` belong to the engine (aggregated children; lazily
-    deleted from the time queue).
+    The engine never changes a raw event: what it keeps while holding one
+    is its own (:class:`quark.engine.Held`).
     """
 
     __slots__ = (
-        "agg", "args", "comm", "cpu", "dead", "exe", "id_change", "kind",
-        "pid", "task", "tid", "time",
+        "args", "comm", "cpu", "exe", "id_change", "kind", "pid", "task",
+        "tid", "time",
     )  # fmt: skip
 
     def __init__(
@@ -167,8 +167,6 @@ class RawEvent:
         self.args = args
         self.comm = comm
         self.id_change = id_change
-        self.agg: list[RawEvent] | None = None
-        self.dead = False
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

@@ -13,6 +13,7 @@ import quark
 from quark import EV, ID_CHANGE
 from quark.engine import (
     Engine,
+    Held,
     QueueFull,
     agg_fork_exec,
     agg_mult,
@@ -133,6 +134,39 @@ def test_a_late_event_is_stamped_after_the_last_delivered() -> None:
     e.push(comm(2, 40, "late"))
     ev = drain(e)[0]
     assert ev.time == 101 and e.late == 1
+
+
+def test_the_engine_never_changes_its_input() -> None:
+    """Raw events stay as the backend made them: the bumped time, the merged
+    children and the dead mark are the engine's own (Held)."""
+    raws = [comm(1, 50, "b"), comm(2, 50, "c"), fork(7, 60), execve(7, 61),
+            exit_(7, 62)]  # fmt: skip
+    before = [r.to_dict() for r in raws]
+    e = Engine(hold_time=10)
+    for r in raws:
+        e.push(r)
+    out = drain(e)
+    assert [ev.time for ev in out] == [50, 51, 60]
+    assert [r.to_dict() for r in raws] == before
+    assert not hasattr(raws[2], "agg")
+
+
+def test_a_callback_sees_the_held_head_and_child() -> None:
+    seen = []
+
+    def spy(head: Held, child: Held) -> bool:
+        seen.append((head.kind, head.pid, head.raw.exe,
+                     [c.kind for c in head.agg or ()], child.kind,
+                     child.raw.task.exit_code))  # fmt: skip
+        return True
+
+    e = Engine(hold_time=10)
+    e.set_agg_matrix(K.EXEC, K.EXIT_THREAD, spy)
+    e.push(execve(7, 1, "/bin/x"))
+    e.push(exit_(7, 2, 3 << 8))
+    (ev,) = drain(e)
+    assert ev.events == EV.EXEC | EV.EXIT
+    assert seen == [(K.EXEC, 7, "/bin/x", [], K.EXIT_THREAD, 3 << 8)]
 
 
 def test_the_queue_never_exceeds_max_length() -> None:
