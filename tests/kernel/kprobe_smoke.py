@@ -6,25 +6,18 @@ dead process is removed at open; ours are removed at close."""
 from __future__ import annotations
 
 import os
-import re
-import struct
 import subprocess
 import sys
 
-from quark.backends.ebpf import ensure_mounts
-from quark.backends.tracefs import KprobeEvents, find_tracefs
+from quark.backends.kprobe_decode import SAMPLE
+from quark.backends.tracefs import KprobeEvents, ensure_mounted, find_tracefs
+from quark.backends.tracefs_format import parse_format
 from quark.btf import kernel_offsets
 from quark.sys import perf
 
 
-def field_offset(fmt: str, name: str) -> int:
-    m = re.search(rf"field:\S+ {name};\s*offset:(\d+);", fmt)
-    assert m, fmt
-    return int(m.group(1))
-
-
 def main() -> int:
-    ensure_mounts()
+    ensure_mounted("/sys/kernel/tracing", "tracefs")
     root = find_tracefs()
     fd = os.open(
         os.path.join(root, "kprobe_events"), os.O_WRONLY | os.O_APPEND
@@ -38,7 +31,9 @@ def main() -> int:
     if os.environ.get("QUARK_IGNORE_BTF") == "1":
         assert table.source.startswith("table:"), table.source
     eid = probes.add("fork", "wake_up_new_task", f"tgid=+{off}(%di):s32")
-    tgid_at = field_offset(probes.format("fork"), "tgid")
+    fmt = parse_format(probes.format("fork"))
+    assert fmt.id == eid, (fmt.id, eid)
+    fmt.compile(("tgid",))
     fds, maps, rings = [], [], []
     try:
         for cpu in range(os.cpu_count() or 1):
@@ -61,10 +56,9 @@ def main() -> int:
             for rtype, _, body in ring.read(1000):
                 if rtype != perf.PERF_RECORD_SAMPLE:
                     continue
-                # pid, tid (u32 each), time (u64), cpu, res, raw size
-                raw_size = struct.unpack_from("<I", body, 24)[0]
-                raw = body[28 : 28 + raw_size]
-                seen.append(struct.unpack_from("<i", raw, tgid_at)[0])
+                raw_size = SAMPLE.unpack_from(body)[-1]
+                raw = body[SAMPLE.size : SAMPLE.size + raw_size]
+                seen.append(fmt.unpack(raw)["tgid"])
         assert child.pid in seen, (child.pid, seen)
     finally:
         for m in maps:
