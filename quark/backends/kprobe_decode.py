@@ -334,4 +334,6 @@ def task_of(rec: Rec) -> RawTask:
         uts_inonum=g("uts_inum"), ipc_inonum=g("ipc_inum"),
         mnt_inonum=g("mnt_inum"), net_inonum=g("net_inum"),
         comm=_fsdecode(comm) if isinstance(comm, bytes) else None,
+        # 0: no mm (a kernel thread, an exit past exit_mm) or a fault
+        exe_inode=g("exe_ino") or None,
     )  # fmt: skip

@@ -10,12 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quark.backends.kprobe_decode import Decoder, path_in_fs
-from quark.backends.kprobe_probes import SLOTS, Depths, ProbeSpec
+from quark.backends.kprobe_decode import Decoder, path_in_fs, task_of
+from quark.backends.kprobe_probes import SLOTS, Depths, ProbeSpec, probe_specs
 from quark.backends.tracefs_format import parse_format
 from quark.errors import DecodeError
 from quark.raw.types import RawKind
-from tests.unit.test_kprobe_probes import SIZES, _specs
+from tests.unit.test_kprobe_probes import OFFSETS, SIZES
+
+# with the exe's inode, which the shipped table may lack
+EXE_OFFSETS = {**OFFSETS, "file.f_inode": 32, "inode.i_ino": 64}
+
+
+def _specs() -> tuple[list[ProbeSpec], Depths]:
+    return probe_specs(EXE_OFFSETS, machine="x86_64")
+
 
 COMMON = (
     "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
@@ -139,7 +147,7 @@ TASK = {
     "uid": 1000, "gid": 1000, "suid": 1000, "sgid": 1000, "euid": 1000,
     "egid": 1000, "pgid": 400, "sid": 300, "tty_major": 136,
     "tty_minor_start": 0, "tty_index": 3, "uts_inum": 11, "ipc_inum": 12,
-    "mnt_inum": 13, "net_inum": 14,
+    "mnt_inum": 13, "net_inum": 14, "exe_ino": 654321,
 }  # fmt: skip
 CWD = {
     "cwd0": b"work",
@@ -164,10 +172,27 @@ def test_a_fork_carries_the_childs_task_and_cwd(world) -> None:  # type: ignore[
     assert (t.tty_major, t.tty_minor) == (136, 3)
     assert (t.uts_inonum, t.net_inonum) == (11, 14)
     assert t.cap_bset == 0x1FFFFFFFFFF
+    assert t.exe_inode == 654321
     assert t.cwd == "/home/work"
     # the parent (the sample's pid) shares the cwd at fork
     assert resolver.calls[0][:3] == (500, "cwd", 21)
     assert resolver.calls[0][4] == 400
+
+
+def test_the_exe_inode_is_unknown_where_the_kernel_read_0(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    out: list = []
+    big = (1 << 63) + 5  # i_ino is an unsigned long
+    raw = ev["fork"].raw(**{**TASK, "exe_ino": big}, **CWD)
+    dec.record(9, 0, _sample(raw, 400, 400, 1), out)
+    # an exit past exit_mm, or a fetch that faulted: the kernel wrote 0
+    raw = ev["exit"].raw(**{**TASK, "exe_ino": 0}, live=0, exit_code=0)
+    dec.record(9, 0, _sample(raw, 500, 500, 2), out)
+    fork, ex = out
+    assert fork.task.exe_inode == big
+    assert ex.task.exe_inode is None
+    # offsets without f_inode or i_ino: no such field in the records
+    assert task_of({"tgid": 1, "tid": 1}).exe_inode is None
 
 
 def test_threads_and_kernel_threads_are_not_processes(world) -> None:  # type: ignore[no-untyped-def]
@@ -259,6 +284,7 @@ def test_an_exec_is_joined_from_its_parts_in_any_order(world) -> None:  # type: 
     assert first.kind == RawKind.EXEC and first.exe == "/bin/true"
     assert conn.kind == RawKind.EXEC_CONNECTOR
     assert conn.exe == "/usr/bin/true"
+    assert conn.task.exe_inode == 654321
     assert conn.args == tuple(os.fsdecode(a) for a in argv)
     assert conn.task.env == ("A=1", "B=", "C=3")
     assert conn.task.cwd == "/home/work"
