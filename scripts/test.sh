@@ -9,20 +9,40 @@ cd "$top"
 py="$top/.venv/bin/python"
 export PATH="$top/.venv/bin:$PATH"
 
-echo "== lint and types"
+# Each stage says how long it took: CI has 90 minutes and keeps to 45.
+t0=$SECONDS
+last=$SECONDS
+stage() {
+    if [ -n "${current:-}" ]; then
+        echo "== $current: $((SECONDS - last)) s"
+    fi
+    current=$1
+    last=$SECONDS
+    echo "== $1"
+}
+trap 'stage_end' EXIT
+stage_end() {
+    status=$?
+    if [ -n "${current:-}" ]; then
+        echo "== $current: $((SECONDS - last)) s (status $status)"
+    fi
+    echo "== all tests: $((SECONDS - t0)) s"
+}
+
+stage "lint and types"
 "$py" -m ruff check quark tests tools krun.py initramfs kernel_images bpf
 "$py" -m mypy
 
-echo "== the shipped BPF object is built from bpf/"
+stage "the shipped BPF object is built from bpf/"
 "$py" bpf/build.py --check
 
-echo "== unit and host system tests"
+stage "unit and host system tests"
 "$py" -m pytest -n auto -p no:cacheprovider
 
-echo "== krun against a real kernel (qemu)"
+stage "krun against a real kernel (qemu)"
 "$py" -m pytest -m qemu tests/kernel -p no:cacheprovider
 
 # Every kernel of the manifest with both backends, KPROBE once more with
 # its offsets from the shipped table (no BTF), and EBPF on the host.
-echo "== the kernel matrix"
+stage "the kernel matrix"
 "$py" krun.py --matrix --backends ebpf,kprobe,kprobe-table --timeout 900

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 MS = 1_000_000
+_new = object.__new__
 
 
 class Ruleset(Protocol):
@@ -128,9 +129,12 @@ class Engine:
             tick_ns=tick_ns,
         )
         self.ruleset = ruleset
-        self._heap: list[tuple[int, Held]] = []
+        # (time, raw) entries, time bumped to be unique among them
+        self._heap: list[tuple[int, RawEvent]] = []
         self._times: set[int] = set()
-        self._by_pid: dict[int, list[Held]] = {}
+        self._by_pid: dict[int, list[tuple[int, RawEvent]]] = {}
+        # times of entries merged into an earlier one, left in the heap
+        self._merged: set[int] = set()
         self.insertions = 0
         self.removals = 0
         self.aggregations = 0
@@ -188,15 +192,18 @@ class Engine:
         while t in times:
             t += 1
         times.add(t)
-        node = Held(raw, t)
-        heapq.heappush(self._heap, (t, node))
-        lst = self._by_pid.get(node.pid)
+        # The heap and the pid's list share one (time, raw) entry: no other
+        # object per held event (python -m quark.bench engine: an object
+        # per push that lives for the hold time costs 15% in collections)
+        entry = (t, raw)
+        heapq.heappush(self._heap, entry)
+        lst = self._by_pid.get(raw.pid)
         if lst is None:
-            self._by_pid[node.pid] = [node]
-        elif lst[-1].time < t:
-            lst.append(node)
+            self._by_pid[raw.pid] = [entry]
+        elif lst[-1][0] < t:
+            lst.append(entry)
         else:
-            bisect.insort(lst, node, key=_time_of)
+            bisect.insort(lst, entry, key=_time_of)
         self.insertions += 1
 
     def seed(self, seeds: list[Seed]) -> None:
@@ -218,8 +225,9 @@ class Engine:
     def next_due(self) -> int | None:
         """The time at which the oldest queued event becomes due, if any."""
         heap = self._heap
-        while heap and heap[0][1].dead:
-            heapq.heappop(heap)
+        merged = self._merged
+        while heap and heap[0][0] in merged:
+            self._drop_merged(heapq.heappop(heap)[0])
         if not heap:
             return None
         return heap[0][0] + self._ages[self.insertions - self.removals]
@@ -232,15 +240,17 @@ class Engine:
         """The next due event, or None when nothing is due at ``now``."""
         self.cache.collect(now)
         heap = self._heap
+        merged = self._merged
         while heap:
             t, raw = heap[0]
-            if raw.dead:
+            if t in merged:
                 heapq.heappop(heap)
+                self._drop_merged(t)
                 continue
             if now - t < self._ages[self.insertions - self.removals]:
                 return None
             heapq.heappop(heap)
-            ev = self._release(raw, now)
+            ev = self._release(t, raw, now)
             if ev is not None:
                 return ev
         return None
@@ -249,27 +259,41 @@ class Engine:
         while (ev := self.pop(now)) is not None:
             yield ev
 
-    def _release(self, head: Held, now: int) -> Event | None:
-        self._released = head.time
-        self._times.discard(head.time)
-        pid = head.pid
+    def _drop_merged(self, t: int) -> None:
+        # A merged event's time is freed only once its heap entry is gone:
+        # the same time in the heap twice would compare two RawEvents.
+        self._merged.discard(t)
+        self._times.discard(t)
+
+    def _release(self, t: int, raw: RawEvent, now: int) -> Event | None:
+        self._released = t
+        self._times.discard(t)
+        pid = raw.pid
         lst = self._by_pid[pid]
-        # head is the oldest live event of all, hence first of its pid
-        row = self.matrix[head.kind]
+        # raw is the oldest live event of all, hence first of its pid
         n = len(lst)
         i = 1
+        agg: list[RawEvent] | None = None
         if n > 1:
-            agg: list[Held] = []
-            head.agg = agg
-            times = self._times
+            row = self.matrix[raw.kind]
+            head: Held | None = None
+            merged = self._merged
             while i < n:
-                child = lst[i]
+                ct, child = lst[i]
                 fn = row[child.kind]
-                if fn is None or not fn(head, child):
+                if fn is None:
                     break
-                agg.append(child)
-                child.dead = True
-                times.discard(child.time)
+                if head is None:  # made only when a callback will see it
+                    head = _new(Held)
+                    head.raw = raw
+                    head.time = t
+                    head.kind = raw.kind
+                    head.pid = pid
+                    head.agg = agg = []
+                if not fn(head, child):
+                    break
+                agg.append(child)  # type: ignore[union-attr]
+                merged.add(ct)  # its heap entry goes when popped
                 i += 1
         if i == n:
             del self._by_pid[pid]
@@ -280,19 +304,22 @@ class Engine:
             self.aggregations += 1
         else:
             self.non_aggregations += 1
-        return self._convert(head, now)
+        return self._convert(raw, t, agg, now)
 
-    def _convert(self, head: Held, now: int) -> Event | None:
+    def _convert(
+        self, raw: RawEvent, t: int, agg: list[RawEvent] | None, now: int
+    ) -> Event | None:
         proc: Process | None
-        if head.kind in PROCESS_KINDS:
-            proc, mask, idc = self.cache.apply(head, now, self.thread_events)
+        kind = raw.kind
+        if kind in PROCESS_KINDS:
+            proc, mask, idc = self.cache.apply(
+                raw, t, agg, now, self.thread_events
+            )
         else:
-            proc = self.cache.lookup(head.pid)
-            mask = EV(EV_OF_KIND.get(head.kind, 0))
+            proc = self.cache.lookup(raw.pid)
+            mask = EV(EV_OF_KIND.get(kind, 0))
             idc = 0
-        event = Event._make(
-            (mask, head.time, proc, ID_CHANGE(idc) if idc else None)
-        )
+        event = Event._make((mask, t, proc, ID_CHANGE(idc) if idc else None))
         rs = self.ruleset
         if rs is not None:
             tag = proc.poison_tag if proc is not None else None
@@ -327,5 +354,5 @@ class Engine:
         }
 
 
-def _time_of(node: Held) -> int:
-    return node.time
+def _time_of(entry: tuple[int, RawEvent]) -> int:
+    return entry[0]

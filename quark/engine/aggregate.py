@@ -1,9 +1,10 @@
 """The aggregation matrix (upstream ``base_agg_matrix``).
 
 A cell ``matrix[parent][child]`` is a callback ``fn(head, child) -> bool``
-deciding whether the held event ``child`` merges into ``head`` (whose
-already merged children are ``head.agg``), or ``None`` for "never". The
-matrix is always indexed by the head's kind, as upstream does.
+deciding whether the raw event ``child`` merges into the :class:`Held`
+``head`` (whose already merged raw events are ``head.agg``), or ``None``
+for "never". The matrix is always indexed by the head's kind, as upstream
+does.
 """
 
 from __future__ import annotations
@@ -23,31 +24,31 @@ __all__ = [
     "min_matrix",
 ]
 
+
 class Held:
-    """A raw event while the engine holds it.
+    """A raw event as the engine releases it, what a callback sees.
 
     The engine's own record, so that the backends' :class:`RawEvent` is
-    never changed: ``time`` is the raw event's time after the collision
-    bump (unique in the queue), ``agg`` the held events merged into this
-    one (a head's, in order), ``dead`` true once merged (the time heap
-    drops it lazily). ``kind`` and ``pid`` are the raw event's.
+    never changed: ``raw`` is that event, ``time`` its time after the
+    collision bump (unique in the queue, the Event's time), ``kind`` and
+    ``pid`` its own, ``agg`` the raw events merged into it so far, in
+    order.
     """
 
-    __slots__ = ("agg", "dead", "kind", "pid", "raw", "time")
+    __slots__ = ("agg", "kind", "pid", "raw", "time")
 
-    def __init__(self, raw: RawEvent, time: int) -> None:
-        self.raw = raw
-        self.time = time
-        self.kind = raw.kind
-        self.pid = raw.pid
-        self.agg: list[Held] | None = None
-        self.dead = False
+    # made by the engine only
+    raw: RawEvent
+    time: int
+    kind: RawKind
+    pid: int
+    agg: list[RawEvent]
 
     def __repr__(self) -> str:
         return f"Held(time={self.time}, raw={self.raw!r})"
 
 
-AggFn = Callable[[Held, Held], bool]
+AggFn = Callable[[Held, RawEvent], bool]
 Matrix = list[list[AggFn | None]]
 
 _EXEC = RawKind.EXEC
@@ -55,18 +56,18 @@ _ID_CHANGE = RawKind.ID_CHANGE
 _CONNECTOR = RawKind.EXEC_CONNECTOR
 
 
-def agg_single(head: Held, child: Held) -> bool:
+def agg_single(head: Held, child: RawEvent) -> bool:
     """At most one child of each kind (fork+exec+exec: [fork+exec], [exec])."""
     kind = child.kind
     return all(c.kind != kind for c in head.agg or ())
 
 
-def agg_mult(head: Held, child: Held) -> bool:
+def agg_mult(head: Held, child: RawEvent) -> bool:
     """Always; later values overwrite earlier ones when applied."""
     return True
 
 
-def agg_fork_exec(head: Held, child: Held) -> bool:
+def agg_fork_exec(head: Held, child: RawEvent) -> bool:
     """Refuse an EXEC once the head holds an exec or an ID_CHANGE, and an
     EXEC_CONNECTOR once it holds one.
 

@@ -154,10 +154,10 @@ def test_the_engine_never_changes_its_input() -> None:
 def test_a_callback_sees_the_held_head_and_child() -> None:
     seen = []
 
-    def spy(head: Held, child: Held) -> bool:
-        seen.append((head.kind, head.pid, head.raw.exe,
+    def spy(head: Held, child: RawEvent) -> bool:
+        seen.append((head.kind, head.pid, head.time, head.raw.exe,
                      [c.kind for c in head.agg or ()], child.kind,
-                     child.raw.task.exit_code))  # fmt: skip
+                     child.task.exit_code))  # fmt: skip
         return True
 
     e = Engine(hold_time=10)
@@ -166,7 +166,21 @@ def test_a_callback_sees_the_held_head_and_child() -> None:
     e.push(exit_(7, 2, 3 << 8))
     (ev,) = drain(e)
     assert ev.events == EV.EXEC | EV.EXIT
-    assert seen == [(K.EXEC, 7, "/bin/x", [], K.EXIT_THREAD, 3 << 8)]
+    assert seen == [(K.EXEC, 7, 1, "/bin/x", [], K.EXIT_THREAD, 3 << 8)]
+
+
+def test_a_late_event_at_a_merged_childs_time_is_held() -> None:
+    """A merged child's time stays taken until its heap entry is gone: two
+    entries of one time would be compared by their nodes (a TypeError that
+    used to crash the consumer)."""
+    e = Engine(hold_time=10)
+    e.push(fork(7, 1))
+    e.push(execve(7, 2))
+    assert e.pop(FAR) is not None  # fork+exec, the exec merged
+    e.push(comm(8, 2, "late"))  # from a CPU whose ring lagged
+    (ev,) = drain(e)
+    assert ev.process is not None and ev.process.comm == "late"
+    assert ev.time == 3  # bumped past the merged exec's time
 
 
 def test_the_queue_never_exceeds_max_length() -> None:
