@@ -403,6 +403,37 @@ static __always_inline u32 put_cgroup_var(struct q_scratch *s, u32 off,
 	return end;
 }
 
+/* A scratch buffer with the record's header and task data filled in, or
+ * NULL (counted) when all of this CPU's are busy. */
+static __always_inline struct q_scratch *begin(u32 kind,
+					       struct task_struct *task,
+					       u32 **level)
+{
+	struct q_scratch *s = scratch_get(level);
+
+	if (s)
+		start(s, kind, task);
+	return s;
+}
+
+/* The record out, with data_len bytes of variable areas, and its buffer
+ * back. */
+static __always_inline void finish(struct q_scratch *s, u32 data_len,
+				   u32 *level)
+{
+	emit(s, data_len);
+	scratch_put(level);
+}
+
+/* finish() after the cwd and cgroup areas, which end every FORK and EXEC. */
+static __always_inline void finish_paths(struct q_scratch *s, u32 off,
+					 struct task_struct *task, u32 *level)
+{
+	off = put_cwd(s, off, task);
+	off = put_cgroup_var(s, off, task);
+	finish(s, off, level);
+}
+
 /* --- fork -------------------------------------------------------------- */
 
 /* sched_process_fork(parent, child) */
@@ -418,14 +449,10 @@ static __always_inline int on_fork(u64 *args, bool backup)
 		return 0;
 	if (!claim(Q_FORK, tid, backup))
 		return 0;
-	s = scratch_get(&level);
+	s = begin(Q_FORK, child, &level);
 	if (!s)
 		return 0;
-	start(s, Q_FORK, child);
-	off = put_cwd(s, off, child);
-	off = put_cgroup_var(s, off, child);
-	emit(s, off);
-	scratch_put(level);
+	finish_paths(s, off, child, level);
 	return 0;
 }
 
@@ -444,10 +471,9 @@ static __always_inline int on_exec(u64 *args, bool backup)
 	if (!claim(Q_EXEC, tid, backup))
 		return 0;
 	bpf_map_delete_elem(&in_exec, &tid);
-	s = scratch_get(&level);
+	s = begin(Q_EXEC, task, &level);
 	if (!s)
 		return 0;
-	start(s, Q_EXEC, task);
 	mm = BPF_CORE_READ(task, mm);
 	exe = BPF_CORE_READ(mm, exe_file);
 	if (exe) {
@@ -468,10 +494,7 @@ static __always_inline int on_exec(u64 *args, bool backup)
 		s->ev.len[Q_VAR_ENV] = n;
 		off = (off + n) & DATA_MASK;
 	}
-	off = put_cwd(s, off, task);
-	off = put_cgroup_var(s, off, task);
-	emit(s, off);
-	scratch_put(level);
+	finish_paths(s, off, task, level);
 	return 0;
 }
 
@@ -493,18 +516,16 @@ static __always_inline int on_exit(u64 *args, bool backup)
 		return 0;
 	if (!claim(Q_EXIT, tid, backup))
 		return 0;
-	s = scratch_get(&level);
+	s = begin(Q_EXIT, task, &level);
 	if (!s)
 		return 0;
-	start(s, Q_EXIT, task);
 	code = BPF_CORE_READ(task, exit_code);
 	if (BPF_CORE_READ(signal, flags) & SIGNAL_GROUP_EXIT)
 		code = BPF_CORE_READ(signal, group_exit_code);
 	s->ev.exit_code = code;
 	if (live == 0)
 		s->ev.tid = s->ev.pid; /* the process, not the last thread */
-	emit(s, 0);
-	scratch_put(level);
+	finish(s, 0, level);
 	return 0;
 }
 
@@ -524,13 +545,11 @@ static __always_inline int on_rename(u64 *args, bool backup)
 		return 0;
 	if (!cfg.thread_events && tid != BPF_CORE_READ(task, tgid))
 		return 0;
-	s = scratch_get(&level);
+	s = begin(Q_COMM, task, &level);
 	if (!s)
 		return 0;
-	start(s, Q_COMM, task);
 	bpf_probe_read_kernel_str(s->ev.comm, sizeof(s->ev.comm), comm);
-	emit(s, 0);
-	scratch_put(level);
+	finish(s, 0, level);
 	return 0;
 }
 
@@ -566,13 +585,11 @@ static __always_inline int on_id_change(void *ctx, u32 what)
 		return 0; /* failed */
 	if (!cfg.thread_events && (u32)pid_tgid != (u32)(pid_tgid >> 32))
 		return 0; /* glibc repeats set*id in every thread */
-	s = scratch_get(&level);
+	s = begin(Q_ID_CHANGE, task, &level);
 	if (!s)
 		return 0;
-	start(s, Q_ID_CHANGE, task);
 	s->ev.id_change = what;
-	emit(s, 0);
-	scratch_put(level);
+	finish(s, 0, level);
 	return 0;
 }
 

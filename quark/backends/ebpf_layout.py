@@ -77,20 +77,16 @@ class Layout:
     consts: dict[str, int]
 
     def record(self, name: str) -> Record:
-        try:
-            return self.records[name]
-        except KeyError:
-            raise ProtocolError(
-                f"{self.origin}: no struct {name} in its BTF"
-            ) from None
+        if name not in self.records:
+            raise ProtocolError(f"{self.origin}: no struct {name} in its BTF")
+        return self.records[name]
 
     def const(self, name: str) -> int:
-        try:
-            return self.consts[name]
-        except KeyError:
+        if name not in self.consts:
             raise ProtocolError(
                 f"{self.origin}: no constant {name} in its BTF"
-            ) from None
+            )
+        return self.consts[name]
 
 
 def _record(btf: Btf, name: str, origin: str) -> Record:

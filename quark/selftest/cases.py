@@ -114,6 +114,28 @@ def t_fork_exec_exit(backend: str) -> None:
 
 
 @case()
+def t_exe_inode(backend: str) -> None:
+    """Process.exe_inode is the executable's inode: from the exec, from a
+    process's fork, and from the /proc scrape of one already running."""
+    sleeper = subprocess.Popen(["/bin/sleep", "30"])
+    try:
+        time.sleep(0.05)
+        with _queue(backend) as q:
+            scraped = q.lookup(sleeper.pid)
+            assert scraped is not None
+            assert scraped.exe_inode == os.stat("/bin/sleep").st_ino
+            child = subprocess.Popen(["/bin/sh", "-c", "exit 0"])
+            assert child.wait() == 0
+            ev = _only(_drain(q, [child.pid])[child.pid])
+            assert ev.events & EV.EXEC, ev.events
+            assert ev.process is not None
+            assert ev.process.exe_inode == os.stat("/bin/sh").st_ino
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@case()
 def t_exit_signal(backend: str) -> None:
     """A process killed by SIGKILL has exit code -9."""
     with _queue(backend) as q:
