@@ -200,20 +200,7 @@ class EbpfBackend(Backend):
         try:
             obj.load()
         except LibbpfError as e:
-            lines = bpf.recent_log(mark)
-            prog = _failed_program(lines)
-            if e.errno in (_errno.EPERM, _errno.EACCES) and prog is None:
-                raise PrivilegeError(
-                    f"loading BPF programs: {e} (root with CAP_BPF needed)",
-                    errno=e.errno,
-                ) from None
-            if prog is None:
-                raise NotSupportedError(
-                    f"loading the BPF object failed: {e}: "
-                    f"{_verifier_reason(lines)}",
-                    errno=e.errno,
-                ) from None
-            raise _ProgramFailed(prog, _verifier_reason(lines)) from None
+            raise load_failure(e, bpf.recent_log(mark)) from None
 
     def _attach_all(self, flavour: str, disabled: set[str]) -> None:
         obj = self._obj
@@ -321,6 +308,23 @@ class EbpfBackend(Backend):
             self._obj = None
         self._fds = None
         self._counters_fd = self._ring_fd = -1
+
+
+def load_failure(e: LibbpfError, lines: list[str]) -> QuarkError:
+    """The error for a failed ``bpf_object__load``, from libbpf's log lines
+    since the load began: which program the verifier refused and why."""
+    prog = _failed_program(lines)
+    if e.errno in (_errno.EPERM, _errno.EACCES) and prog is None:
+        return PrivilegeError(
+            f"loading BPF programs: {e} (root with CAP_BPF needed)",
+            errno=e.errno,
+        )
+    if prog is None:
+        return NotSupportedError(
+            f"loading the BPF object failed: {e}: {_verifier_reason(lines)}",
+            errno=e.errno,
+        )
+    return _ProgramFailed(prog, _verifier_reason(lines))
 
 
 class _ProgramFailed(QuarkError):

@@ -5,9 +5,9 @@ window keeps its tail, where the reason is.
 
 The program (tests/data/bpf/fails_late.bpf.c) is compiled here with clang;
 the verifier logs its 2000 valid instructions, then rejects the last one.
-The lines are read as the EBPF backend reads them after a failed
-``bpf_object__load``: from :func:`log_mark` taken before the load, through
-its ``_failed_program`` and ``_verifier_reason``.
+The failure goes through the EBPF backend's own path: the lines since
+:func:`log_mark`, taken before the load, become the QuarkError it raises
+(``load_failure``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import sysconfig
 import pytest
 
 from quark import libbpf_ctypes as bpf
-from quark.backends.ebpf import _failed_program, _verifier_reason
-from quark.errors import LibbpfError
+from quark.backends.ebpf import load_failure
+from quark.errors import LibbpfError, QuarkError
 
 from .conftest import require
 
@@ -81,6 +81,8 @@ def test_a_failed_load_keeps_the_verifiers_reason(
     assert bpf.log_mark() - mark > bpf.LOG_WINDOW
     assert len(lines) == bpf.LOG_WINDOW
     assert any(REASON in line for line in lines)
-    assert _failed_program(lines) == PROGRAM
-    assert REASON in _verifier_reason(lines)
+    err = load_failure(caught.value, lines)
+    assert isinstance(err, QuarkError)
+    assert str(err).startswith(f"{PROGRAM}: ")
+    assert REASON in str(err)
     assert bpf.recent_log(bpf.log_mark()) == []
