@@ -71,9 +71,10 @@ def _split(area: bytes, *, whole: bool) -> tuple[str, ...]:
 def _task_builder(layout: Layout) -> Callable[[tuple[Any, ...]], RawTask]:
     """``build(values) -> RawTask`` for the unpacked header ``values``.
 
-    Written as source and compiled once, as :mod:`dataclasses` does: a call
-    with every keyword spelled out costs a third of a loop over the
-    members, and it runs for every ring record.
+    Written as source and compiled once, as :mod:`dataclasses` does: it
+    runs for every ring record, and a call with every keyword spelled out
+    takes three quarters of the time of one built from a dict of the
+    members (3.7 against 5.0 us, timeit on the CI machine).
     """
     ev = layout.record("q_event")
     args = []
