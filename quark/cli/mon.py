@@ -24,8 +24,10 @@ DESCRIPTION = """\
 Print process events (fork, exec, exit, comm and id changes) of the whole
 system, aggregated as quark does: a short-lived fork+exec+exit is one event.
 Needs root for the ebpf and kprobe backends. By default every cached process
-is printed first, then events as they come; Ctrl-C ends it (status 0) with
-the queue's statistics on stderr.
+is printed first, then events as they come; Ctrl-C (SIGINT), SIGTERM or
+SIGHUP ends it (status 0) with the queue's statistics on stderr, whatever
+the signal's inherited disposition; a second Ctrl-C while it shuts down
+ends it at once.
 """
 
 EPILOG = """\
@@ -260,8 +262,24 @@ class _Terminate(Exception):
     pass
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminate
+# quark-mon ends cleanly on each of these, whatever disposition it
+# inherited: a non-interactive shell starts background jobs with SIGINT
+# ignored, and Python would keep that.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_stopping = False
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    if not _stopping:
+        raise _Terminate
+    if signum == signal.SIGINT:
+        # a second Ctrl-C while shutting down: leave now
+        os._exit(128 + signum)
+
+
+def _handle_stop_signals() -> None:
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _on_stop_signal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         else (logging.INFO if args.v == 1 else logging.DEBUG)
     )
     logging.basicConfig(level=level, format="quark-mon: %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    global _stopping
+    _stopping = False
+    _handle_stop_signals()
     qq: quark.Queue | None = None
     status = 0
     graph: TextIO | None = None
@@ -296,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quark-mon: {e}", file=sys.stderr)
         status = 1
     finally:
+        _stopping = True
         if qq is not None:
             try:
                 if sys.stdout is not None:

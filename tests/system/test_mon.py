@@ -54,6 +54,47 @@ def _stop(mon: subprocess.Popen[str]) -> tuple[str, str, int]:
     return out, err, mon.returncode
 
 
+@pytest.mark.parametrize("sig", ["INT", "TERM", "HUP"])
+def test_a_background_job_stops_on_a_signal(sig: str) -> None:
+    """Started in the background by a non-interactive shell, which starts it
+    with SIGINT ignored, quark-mon still ends cleanly on SIGINT, SIGTERM
+    and SIGHUP: status 0 and the statistics on stderr."""
+    probe = subprocess.run(
+        ["/bin/sh", "-c", f"{sys.executable} -c 'import signal; "
+         "print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)' & wait"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "True"  # what a background job inherits
+    with tempfile.TemporaryDirectory() as d:
+        err_path = os.path.join(d, "err")
+        script = (
+            f"{' '.join(MON)} -M -s 2>{err_path} >/dev/null & "
+            "echo $!; wait $!; echo status $?"
+        )
+        sh = subprocess.Popen(["/bin/sh", "-c", script],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert sh.stdout is not None
+        pid = int(sh.stdout.readline())
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with open(err_path) as f:
+                    if "inserts" in f.read():  # the -M header: it is open
+                        break
+                time.sleep(0.1)
+            os.kill(pid, getattr(signal, f"SIG{sig}"))
+            out, _ = sh.communicate(timeout=30)
+        finally:  # never leave a queue open behind a failed test
+            if sh.poll() is None:
+                os.kill(pid, signal.SIGKILL)
+                sh.wait()
+        assert out.splitlines()[-1] == "status 0", out
+        with open(err_path) as f:
+            err = f.read()
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1].split()[0].isdigit(), err
+
+
 def test_ecs_document_of_a_known_command() -> None:
     mon = _start("-E", "-s")
     with tempfile.TemporaryDirectory() as d:
