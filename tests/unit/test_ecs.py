@@ -77,6 +77,40 @@ def test_dump_format() -> None:
     assert events_str(EV.EXIT | EV.FORK) == "FORK+EXIT"
 
 
+def test_dump_of_every_field_is_upstreams_layout() -> None:
+    """The dump, driven by Process's table, line for line: upstream's tags
+    and order, a PROC block only with a ppid, EXIT only after an exit."""
+    p = CHILD._replace(
+        pgid=11, sid=11, cap_inheritable=0, cap_bset=0xFF, cap_ambient=0,
+        uts_inonum=1, ipc_inonum=2, mnt_inonum=3, net_inonum=4,
+        entry_leader=11, entry_leader_type=6, exe_inode=42,
+        cgroup="/user.slice", env=["A=1", "B=\udcff"],
+    )  # fmt: skip
+    assert dump_process(p, EV.EXEC) == (
+        "->11 (EXEC)\n"
+        "  COMM\tcomm=sudo\n"
+        "  CMDL\tcmdline=[ sudo, -i, \udcff ]\n"
+        "  PROC\tppid=10\n"
+        "  PROC\tuid=1000 gid=100 suid=0 sgid=100 euid=0 egid=100 pgid=11 "
+        "sid=11\n"
+        "  PROC\tcap_inheritable=0x0 cap_permitted=0x0 "
+        "cap_effective=0x200000200000\n"
+        "  PROC\tcap_bset=0xff cap_ambient=0x0\n"
+        "  PROC\ttime_boot=5000000000 tty_major=136 tty_minor=3\n"
+        "  PROC\tuts_inonum=1 ipc_inonum=2\n"
+        "  PROC\tmnt_inonum=3 net_inonum=4\n"
+        "  PROC\tentity_id=CwAAAAAAAAAAAAAA entry_leader_type=TERM "
+        "entry_leader=11\n"
+        "  CWD\tcwd=/root\n"
+        "  EXE\texe=/usr/bin/sudo exe_inode=42\n"
+        "  ENV\tenv_len=8\n"
+        "  CGRP\tcgroup=/user.slice\n"
+        "  EXIT\texit_code=-9 exit_time=7000000000\n"
+    )
+    bare = dump_process(Process(pid=5, exit_code=1))
+    assert bare == "->5\n"  # no ppid: no PROC; no exit_time: no EXIT
+
+
 def test_graph_has_nodes_and_edges() -> None:
     dot = cache_graph([PARENT, CHILD])
     assert dot.startswith("digraph quark {")
