@@ -75,6 +75,7 @@ def _copier(idx: tuple[int, ...]) -> Callable[[list[Any], RawTask], None]:
 # Src.TASK fields, which every kernel task record carries, and
 # Src.TASK_OPT ones, which some do: both copied whenever known.
 _copy_plain = _copier(_by_src(Src.TASK))
+_copy_task = _copier(_by_src(Src.TASK) + _by_src(Src.TASK_OPT))
 _plain_values = attrgetter(
     *(f.name for f in Process.TABLE if f.src is Src.TASK)
 )
@@ -229,6 +230,8 @@ class ProcessCache:
         """Purge processes whose exit mark is ``grace_ns`` old or older."""
         gc = self._gc
         grace = self.grace_ns
+        if not gc or now - gc[0][0] < grace:
+            return 0  # the common case: the engine asks at every pop
         n = 0
         while gc and now - gc[0][0] >= grace:
             _, pid, entry = gc.popleft()
@@ -369,8 +372,9 @@ class ProcessCache:
     ) -> None:
         vals = e.vals
         if plain:
-            _copy_plain(vals, task)
-        _copy_opt(vals, task)
+            _copy_task(vals, task)
+        else:
+            _copy_opt(vals, task)
         if vals[_START] is None and task.start_time is not None:
             vals[_START] = task.start_time
             vals[_ENTITY] = entity_id(
