@@ -85,6 +85,12 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
     "libbpf_set_print": (c_void_p, [c_void_p], "raw"),
     "libbpf_num_possible_cpus": (c_int, [], "int"),
     "bpf_object__open_file": (BpfObjectP, [c_char_p, c_void_p], "ptr"),
+    "bpf_object__btf": (c_void_p, [BpfObjectP], "raw"),
+    "btf__raw_data": (
+        c_void_p,
+        [c_void_p, ctypes.POINTER(ctypes.c_uint32)],
+        "ptr",
+    ),
     "bpf_object__load": (c_int, [BpfObjectP], "int"),
     "bpf_object__close": (None, [BpfObjectP], "raw"),
     "bpf_object__next_program": (
@@ -301,6 +307,19 @@ class BpfObject:
         if self._handle is None:
             raise LibbpfError("BPF object is closed", errno=_errno.EBADF)
         return self._handle
+
+    def btf_data(self) -> bytes:
+        """The object's own BTF, raw (its ``.BTF`` section, as libbpf read
+        it): where bpf/proto.h's types are."""
+        lb = lib()
+        btf = lb.bpf_object__btf(self.handle)
+        if not btf:
+            raise LibbpfError(
+                f"{self.path} carries no BTF", errno=_errno.ENODATA
+            )
+        size = ctypes.c_uint32()
+        data = lb.btf__raw_data(btf, ctypes.byref(size))
+        return ctypes.string_at(data, size.value)
 
     # -- programs -----------------------------------------------------------
     def programs(self) -> Iterator[tuple[str, BpfProgramP]]:

@@ -33,4 +33,7 @@ if [ ! -x "$top/.venv/bin/python" ]; then
 fi
 "$top/.venv/bin/python" -m pip install -q --disable-pip-version-check \
     -e "$top[test,dev]"
+# Bytecode for the sources, written now: the qemu guests read this tree
+# read-only and would otherwise compile every module at each boot.
+"$top/.venv/bin/python" -m compileall -q -j 0 "$top/quark" >/dev/null
 echo "setup.sh: ready ($("$top/.venv/bin/python" --version), .venv)"

@@ -22,12 +22,13 @@ from __future__ import annotations
 import errno as _errno
 import logging
 import os
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from quark import libbpf_ctypes as bpf
 from quark.backends import Backend
-from quark.backends.ebpf_layout import Layout, object_layout
+from quark.backends.ebpf_layout import Layout, raw_layout
 from quark.backends.ebpf_programs import FLAVOURS, Program, parse, wanted
 from quark.backends.ebpf_proto import Decoder
 from quark.backends.tracefs import ensure_mounted
@@ -36,6 +37,7 @@ from quark.errors import (
     LibbpfError,
     NotSupportedError,
     PrivilegeError,
+    ProtocolError,
     QuarkError,
 )
 from quark.events import QQ
@@ -125,6 +127,8 @@ class EbpfBackend(Backend):
         self._misses = 0  # the last recursion-miss count that could be read
         self._programs: dict[str, Program] = {}
         self._fds: list[tuple[Program, int]] | None = None
+        self._layout: Layout | None = None
+        self._decode: Callable[[bytes], RawEvent] | None = None
         try:
             _preflight()
             ensure_mounts()
@@ -133,9 +137,16 @@ class EbpfBackend(Backend):
             self.close()
             raise
 
+    @property
+    def _wire(self) -> Layout:
+        """The object's wire layout (read by the first load attempt)."""
+        if self._layout is None:
+            raise ProtocolError("the BPF object's layout is not read yet")
+        return self._layout
+
     # -- opening --------------------------------------------------------------
     def _config(self, attr: QueueAttr) -> bytes:
-        lay = self._layout
+        lay = self._wire
         cfg = lay.record("q_config")
         values = {
             "max_env": min(max(attr.max_env, 0), lay.const("Q_ENV_MAX") - 1),
@@ -146,10 +157,6 @@ class EbpfBackend(Backend):
 
     def _open(self, attr: QueueAttr) -> None:
         path = object_path()
-        # the object's wire format, before anything is loaded: an object
-        # of another protocol is refused here (ProtocolError)
-        self._layout: Layout = object_layout(path)
-        self._decode = Decoder(self._layout).decode
         self._ncpus = bpf.num_possible_cpus()
         errors: list[str] = []
         for flavour in FLAVOURS:
@@ -186,6 +193,11 @@ class EbpfBackend(Backend):
             self._obj = None
         obj = bpf.BpfObject(path)
         self._obj = obj
+        if self._decode is None:
+            # the object's wire format, before anything is loaded: an
+            # object of another protocol is refused here (ProtocolError)
+            self._layout = raw_layout(obj.btf_data(), path)
+            self._decode = Decoder(self._layout).decode
         self._programs = {
             name: parse(name, obj.section(name)) for name, _ in obj.programs()
         }
@@ -193,7 +205,7 @@ class EbpfBackend(Backend):
         for name in self._programs:
             obj.set_autoload(name, name in load and name not in disabled)
         obj.set_max_entries(
-            "scratch", self._ncpus * self._layout.const("Q_NEST")
+            "scratch", self._ncpus * self._wire.const("Q_NEST")
         )
         obj.write_initial_value(".rodata", self._config(attr))
         mark = bpf.log_mark()
@@ -219,9 +231,7 @@ class EbpfBackend(Backend):
                 self._skip(prog, f"attach failed: {e}")
         self._counters_fd = obj.map_fd("counters")
         self._ring_fd = obj.map_fd("ringbuf")
-        self._ring = RingReader(
-            self._ring_fd, self._layout.const("Q_RING_SIZE")
-        )
+        self._ring = RingReader(self._ring_fd, self._wire.const("Q_RING_SIZE"))
         log.info("ebpf backend: %s tracepoints, %d CPUs", flavour, self._ncpus)
 
     # -- Backend interface ----------------------------------------------------
@@ -235,10 +245,10 @@ class EbpfBackend(Backend):
 
     def read(self, limit: int) -> list[RawEvent]:
         ring = self._ring
-        if ring is None or limit <= 0:
+        decode = self._decode
+        if ring is None or decode is None or limit <= 0:
             return []
         out: list[RawEvent] = []
-        decode = self._decode
         for rec in ring.read(limit):
             try:
                 out.append(decode(rec))
@@ -250,7 +260,7 @@ class EbpfBackend(Backend):
     def _counter(self, name: str) -> int:
         if self._counters_fd < 0:
             return 0
-        which = self._layout.const(name)
+        which = self._wire.const(name)
         return sum(
             bpf.lookup_percpu_u64(self._counters_fd, which, self._ncpus)
         )

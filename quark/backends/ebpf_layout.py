@@ -16,11 +16,11 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
-from quark.btf import Btf, load_btf_file
+from quark.btf import Btf, load_btf_bytes, load_btf_file
 from quark.btf.parser import ARRAY, ENUM, ENUM64, INT, STRUCT
 from quark.errors import BTFError, ProtocolError
 
-__all__ = ["Layout", "Record", "layout_of", "object_layout"]
+__all__ = ["Layout", "Record", "layout_of", "object_layout", "raw_layout"]
 
 # struct codes by (size, signed)
 _CODES = {
@@ -170,6 +170,16 @@ def layout_of(btf: Btf, origin: str = "the BPF object") -> Layout:
         name: _record(btf, name, origin) for name in ("q_event", "q_config")
     }
     return Layout(origin, consts["Q_PROTO_VERSION"], records, consts)
+
+
+@lru_cache(maxsize=4)
+def raw_layout(data: bytes, origin: str) -> Layout:
+    """The layout of an object's raw BTF ``data`` (as libbpf gives it)."""
+    try:
+        btf = load_btf_bytes(data, origin)
+    except BTFError as e:
+        raise ProtocolError(f"{origin}: its BTF is unusable: {e}") from None
+    return layout_of(btf, origin)
 
 
 @lru_cache(maxsize=4)

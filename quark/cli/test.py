@@ -24,6 +24,7 @@ import time
 import traceback
 
 import quark
+from quark.backends import get_backend_class
 from quark.selftest import NotApplicable, load_cases
 
 __all__ = ["main"]
@@ -95,6 +96,18 @@ def _run_one(name: str, backend: str) -> tuple[int, float]:
     return os.WEXITSTATUS(status), took
 
 
+def _warm(backends: list[str]) -> None:
+    """Import the backends here, once: every case runs in a forked child,
+    which then starts with them, instead of importing (and, on a read-only
+    root with no bytecode cache, compiling) them per case. In a qemu guest
+    without KVM that is seconds per case."""
+    for be in backends:
+        try:
+            get_backend_class(be)
+        except ImportError:
+            pass  # each case reports it
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="quark-test",
@@ -143,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "kprobe" in backends:
         print(f"quark-test: kprobe offsets from {_offsets_source()}")
+    _warm(backends)
     for name in names:
         for be in backends:
             if be not in cases[name].backends:
