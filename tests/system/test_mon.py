@@ -78,9 +78,12 @@ def test_a_background_job_stops_on_a_signal(sig: str) -> None:
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                with open(err_path) as f:
-                    if "inserts" in f.read():  # the -M header: it is open
-                        break
+                try:
+                    with open(err_path) as f:  # the shell creates it
+                        if "inserts" in f.read():  # the -M header: open
+                            break
+                except FileNotFoundError:
+                    pass
                 time.sleep(0.1)
             os.kill(pid, getattr(signal, f"SIG{sig}"))
             out, _ = sh.communicate(timeout=30)
