@@ -23,8 +23,13 @@ from quark.events import (
     ID_CHANGE,
     QQ,
     Event,
+    Packet,
+    PacketDirection,
     Process,
     QueueAttr,
+    SockAddr,
+    SockOrigin,
+    Socket,
     Stats,
 )
 from quark.queue import Queue
@@ -44,6 +49,8 @@ __all__ = [
     "Event",
     "LibbpfError",
     "NotSupportedError",
+    "Packet",
+    "PacketDirection",
     "PrivilegeError",
     "Process",
     "ProtocolError",
@@ -52,6 +59,9 @@ __all__ = [
     "QueueAttr",
     "RawKind",
     "RuleError",
+    "SockAddr",
+    "SockOrigin",
+    "Socket",
     "Stats",
     "__version__",
 ]

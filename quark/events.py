@@ -10,6 +10,8 @@ and handed out as fresh lists, so nobody can change a snapshot in place.
 from __future__ import annotations
 
 import enum
+import ipaddress
+import socket as _socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeAlias, TypeVar
@@ -22,8 +24,13 @@ __all__ = [
     "ID_CHANGE",
     "QQ",
     "Event",
+    "Packet",
+    "PacketDirection",
     "Process",
     "QueueAttr",
+    "SockAddr",
+    "SockOrigin",
+    "Socket",
     "Stats",
 ]
 
@@ -304,13 +311,98 @@ _install(
 )
 
 
+class SockOrigin(enum.IntEnum):
+    """How the socket cache learned of a connection (upstream
+    ``enum sock_conn``, without its INVALID and CLOSE)."""
+
+    ACCEPT = 2
+    CONNECT = 3
+    SCRAPE = 4
+
+
+class PacketDirection(enum.IntEnum):
+    """Which way a captured packet went (upstream ``QUARK_PACKET_DIR_*``)."""
+
+    EGRESS = 1
+    INGRESS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SockAddr:
+    """One end of a connection: ``family`` is ``socket.AF_INET`` or
+    ``socket.AF_INET6``, ``address`` the address as :mod:`ipaddress` prints
+    it (an IPv4-mapped IPv6 address stays IPv6: ``"::ffff:127.0.0.1"``),
+    ``port`` in host order."""
+
+    family: int
+    address: str
+    port: int
+
+    @classmethod
+    def of(cls, address: str, port: int) -> SockAddr:
+        """From an address string in either family, normalised."""
+        ip = ipaddress.ip_address(address)
+        family = _socket.AF_INET if ip.version == 4 else _socket.AF_INET6
+        return cls(family, str(ip), port)
+
+    def __str__(self) -> str:
+        if self.family == _socket.AF_INET6:
+            return f"[{self.address}]:{self.port}"
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    """A TCP connection as the socket cache knows it.
+
+    ``pid_origin`` is the process that connected or accepted it (for a
+    scraped one, the first process found holding it, or None),
+    ``pid_last_use`` the last process seen using it (the one that closed
+    it, once closed). Times are ns on the events' monotonic clock;
+    ``close_time`` is None until closed, and ``bytes_sent`` and
+    ``bytes_received`` are known (not None) only at close. ``net_inonum``
+    is the network namespace's inode number, when known.
+    """
+
+    local: SockAddr
+    remote: SockAddr
+    pid_origin: int | None
+    pid_last_use: int | None
+    established_time: int
+    close_time: int | None
+    conn_origin: SockOrigin
+    bytes_sent: int | None = None
+    bytes_received: int | None = None
+    net_inonum: int | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.close_time is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A captured packet: ``data`` starts at the IP header and holds at
+    most 2048 bytes of the ``orig_len`` the packet had; ``origin`` says why
+    it was captured (``"dns"``)."""
+
+    direction: PacketDirection
+    origin: str
+    orig_len: int
+    data: bytes
+
+
 class Event(_Record):
     """One delivered event.
 
     ``events`` says what caused it (several bits when raw events were
     aggregated), ``time`` is the backend's monotonic stamp in ns of the first
-    raw event, ``process`` the process snapshot after the event was applied.
-    ``id_change`` is an :class:`ID_CHANGE` mask for ``EV.ID_CHANGE`` events.
+    raw event, ``process`` the process snapshot after the event was applied
+    (for a socket or packet event, the process that made the call, when
+    known). ``id_change`` is an :class:`ID_CHANGE` mask for
+    ``EV.ID_CHANGE`` events, ``socket`` the connection for
+    ``EV.SOCK_CONN_*`` events, ``packet`` the packet for ``EV.PACKET``;
+    each is None on events of other kinds.
     """
 
     __slots__ = ()
@@ -319,6 +411,8 @@ class Event(_Record):
     time: int
     process: Process | None
     id_change: ID_CHANGE | None
+    socket: Socket | None
+    packet: Packet | None
 
     @property
     def pid(self) -> int | None:

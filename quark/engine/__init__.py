@@ -216,7 +216,7 @@ class Engine:
         if rs is None:
             return
         for proc in list(self.cache):
-            fake = Event._make((EV(0), 0, proc, None))
+            fake = Event._make((EV(0), 0, proc, None, None, None))
             _, tag = rs.evaluate(fake, proc.poison_tag)
             if tag != proc.poison_tag:
                 self.cache.set_poison(proc.pid, tag)
@@ -323,7 +323,9 @@ class Engine:
             proc = self.cache.lookup(raw.pid)
             mask = EV(EV_OF_KIND.get(kind, 0))
             idc = 0
-        event = Event._make((mask, t, proc, ID_CHANGE(idc) if idc else None))
+        event = Event._make(
+            (mask, t, proc, ID_CHANGE(idc) if idc else None, None, None)
+        )
         rs = self.ruleset
         if rs is not None:
             tag = proc.poison_tag if proc is not None else None

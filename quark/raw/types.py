@@ -13,15 +13,18 @@ import enum
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from quark.events import Process
+from quark.events import PacketDirection, Process, SockAddr
 from quark.fields import Field
 
 __all__ = [
     "TASK_FIELDS",
     "RawEvent",
     "RawKind",
+    "RawPacket",
+    "RawSock",
     "RawTask",
     "Seed",
+    "SockOp",
     "fsdecode",
 ]
 
@@ -121,6 +124,44 @@ else:
     had (``None`` leaves it as it was)."""
 
 
+class SockOp(enum.IntEnum):
+    """What a SOCK_CONN raw event saw happen to a TCP socket."""
+
+    CONNECT = 1  # connect() succeeded or is in progress
+    ACCEPT = 2   # accept() returned it
+    CLOSE = 3    # its last reference went (close(), exit, SIGKILL)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawSock:
+    """A SOCK_CONN raw event's payload.
+
+    ``bytes_sent``/``bytes_received`` are read from the socket at CLOSE
+    (None otherwise); ``at_exit`` is True for a CLOSE the kernel made while
+    the calling thread was exiting (its files released by ``exit``): the
+    engine delivers it before that thread's exit.
+    """
+
+    op: SockOp
+    local: SockAddr
+    remote: SockAddr
+    bytes_sent: int | None = None
+    bytes_received: int | None = None
+    net_inonum: int | None = None
+    at_exit: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawPacket:
+    """A PACKET raw event's payload: ``data`` from the IP header, at most
+    what the kernel captured of the ``orig_len`` bytes."""
+
+    direction: PacketDirection
+    origin: str
+    orig_len: int
+    data: bytes
+
+
 class RawEvent:
     """One raw event (upstream's ``raw_event``).
 
@@ -133,14 +174,16 @@ class RawEvent:
     - WAKE_UP_NEW_TASK (fork), EXIT_THREAD, ID_CHANGE, GETPID: ``task``.
     - COMM: ``comm``, the new name (SETPROCTITLE).
     - ID_CHANGE: ``id_change``, an ``ID_CHANGE`` mask.
+    - SOCK_CONN: ``payload``, a :class:`RawSock`.
+    - PACKET: ``payload``, a :class:`RawPacket`.
 
     The engine never changes a raw event: what it keeps while holding one
     is its own (:class:`quark.engine.Held`).
     """
 
     __slots__ = (
-        "args", "comm", "cpu", "exe", "id_change", "kind", "pid", "task",
-        "tid", "time",
+        "args", "comm", "cpu", "exe", "id_change", "kind", "payload", "pid",
+        "task", "tid", "time",
     )  # fmt: skip
 
     def __init__(
@@ -156,6 +199,7 @@ class RawEvent:
         args: tuple[str, ...] | None = None,
         comm: str | None = None,
         id_change: int = 0,
+        payload: RawSock | RawPacket | None = None,
     ) -> None:
         self.kind = kind
         self.time = time
@@ -167,6 +211,7 @@ class RawEvent:
         self.args = args
         self.comm = comm
         self.id_change = id_change
+        self.payload = payload
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
