@@ -11,6 +11,20 @@
 
 Unknown members print as ``?``; a process snapshot (the initial dump of the
 cache) has no ``(...)`` part.
+
+Socket and packet events put their lines first, after the header line and
+before the process's, as upstream does::
+
+    ->4242 (SOCK_CONN_CLOSED)
+      SOCK\tlocal=10.0.0.1:40000 remote=[2001:db8::1]:443 received=9 sent=7
+      SOCK\torigin=CONNECT pid_origin=4242 pid_last_use=4242 ...
+      PKT\torigin=dns, len=60/60, direction=EGRESS
+        0000: 45 00 00 3c ...  E..<
+      COMM\tcomm=curl
+      ...
+
+The packet's bytes follow as a hex and ASCII dump, 16 bytes a line, each
+line with its offset in hex (upstream prints the offset in decimal).
 """
 
 from __future__ import annotations
@@ -19,10 +33,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from quark.events import ELT, EV, Event, Process
+from quark.events import ELT, EV, Event, Packet, Process, Socket
 from quark.fields import Dump, Field
 
-__all__ = ["dump_event", "dump_process", "events_str"]
+__all__ = ["dump_event", "dump_process", "events_str", "hexdump"]
 
 _NAMES = [(bit, bit.name) for bit in EV if bit.name]
 
@@ -86,22 +100,82 @@ def _lines() -> tuple[_Line, ...]:
 _LINES = _lines()
 
 
-def dump_process(p: Process, events: int = 0) -> str:
-    """The dump of one process, as the event ``events`` carried it."""
-    out = [f"->{p.pid}"]
-    if events:
-        out.append(f" ({events_str(events)})")
-    out.append("\n")
+def _process_lines(p: Process, out: list[str]) -> None:
     v = p._v
     for tag, gate, items in _LINES:
         if v[gate] is None:
             continue
         text = " ".join(f"{label}={fmt(v[i])}" for i, label, fmt in items)
         out.append(f"  {tag}\t{text}\n")
+
+
+def dump_process(p: Process, events: int = 0) -> str:
+    """The dump of one process, as the event ``events`` carried it."""
+    out = [f"->{p.pid}"]
+    if events:
+        out.append(f" ({events_str(events)})")
+    out.append("\n")
+    _process_lines(p, out)
     return "".join(out)
 
 
+def _name(x: Any) -> str:
+    return "?" if x is None else x.name
+
+
+def _socket_lines(s: Socket, out: list[str]) -> None:
+    out.append(
+        f"  SOCK\tlocal={s.local} remote={s.remote} "
+        f"received={_v(s.bytes_received)} sent={_v(s.bytes_sent)}\n"
+    )
+    out.append(
+        f"  SOCK\torigin={_name(s.conn_origin)} "
+        f"pid_origin={_v(s.pid_origin)} pid_last_use={_v(s.pid_last_use)} "
+        f"established_time={_v(s.established_time)} "
+        f"close_time={_v(s.close_time)} net_inonum={_v(s.net_inonum)}\n"
+    )
+
+
+def _printable(b: int) -> str:
+    return chr(b) if 0x20 <= b < 0x7F else "."
+
+
+def hexdump(data: bytes, indent: str = "    ") -> str:
+    """``0010: 45 00 ... 00 01  E..<....``: 16 bytes a line, the offset in
+    hex, then the bytes in hex, then as ASCII (``.`` when not printable);
+    each line starts with ``indent`` and ends with a newline."""
+    out = []
+    for off in range(0, len(data), 16):
+        chunk = data[off : off + 16]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        text = "".join(_printable(b) for b in chunk)
+        out.append(f"{indent}{off:04x}: {hexes:<47}  {text}\n")
+    return "".join(out)
+
+
+def _packet_lines(pkt: Packet, out: list[str]) -> None:
+    out.append(
+        f"  PKT\torigin={pkt.origin}, len={len(pkt.data)}/{pkt.orig_len}, "
+        f"direction={_name(pkt.direction)}\n"
+    )
+    out.append(hexdump(pkt.data))
+
+
 def dump_event(ev: Event) -> str:
-    if ev.process is None:
-        return f"->? ({events_str(ev.events)})\n"
-    return dump_process(ev.process, ev.events)
+    """The dump of one event: the header line, its socket and packet lines
+    when it has them, then its process's lines."""
+    p = ev.process
+    sock = ev.socket
+    pkt = ev.packet
+    if sock is None and pkt is None:
+        if p is None:
+            return f"->? ({events_str(ev.events)})\n"
+        return dump_process(p, ev.events)
+    out = [f"->{'?' if p is None else p.pid} ({events_str(ev.events)})\n"]
+    if sock is not None:
+        _socket_lines(sock, out)
+    if pkt is not None:
+        _packet_lines(pkt, out)
+    if p is not None:
+        _process_lines(p, out)
+    return "".join(out)
