@@ -368,9 +368,9 @@ class Socket:
     remote: SockAddr
     pid_origin: int | None
     pid_last_use: int | None
-    established_time: int
+    established_time: int | None
     close_time: int | None
-    conn_origin: SockOrigin
+    conn_origin: SockOrigin | None
     bytes_sent: int | None = None
     bytes_received: int | None = None
     net_inonum: int | None = None
