@@ -8,6 +8,34 @@ objects stand directly under ``process`` (``process.user``,
 ``process.real_user``, ``process.saved_user``, likewise groups), where ECS
 puts them; fractions of seconds are zero-padded.
 
+Network events (``EV.SOCK_CONN_*``, ``EV.PACKET``) get ``event.category:
+["network"]``, ``source``, ``destination`` and ``network`` objects; which
+end is the source follows who opened the connection, not which side we are:
+
+* an ACCEPT came from the remote end: ``source`` is the remote address,
+  ``destination`` the local one, ``network.direction: "ingress"``;
+* a CONNECT went out: ``source`` is local, ``destination`` remote,
+  ``network.direction: "egress"``;
+* a SCRAPE (found in /proc/net/tcp at open) or an unknown origin is laid out
+  like a CONNECT, but with ``network.direction: "unknown"``: who opened it is
+  not known, and a guess would be a lie.
+
+``source.bytes`` and ``destination.bytes`` (what each end sent) and
+``network.bytes`` (both ways) are set once the bytes are known, at close.
+``network.type`` is the protocol on the wire: ``ipv4`` for an IPv6 socket
+whose ends are both IPv4-mapped (``::ffff:a.b.c.d``; the addresses are
+printed as the socket holds them).
+
+A DNS packet's ``source`` and ``destination`` come from its IP and UDP
+headers (an IPv6 packet with extension headers keeps its addresses but gets
+no ports and no ``dns``); the DNS message is decoded by dnspython:
+``dns.id``, ``dns.type`` (``query`` or ``answer``), ``dns.op_code``,
+``dns.header_flags``, ``dns.question.{name,type,class}``, and for an answer
+``dns.response_code``, ``dns.answers`` (``name``, ``type``, ``class``,
+``ttl``, ``data``) and ``dns.resolved_ip``. A packet that cannot be decoded
+(cut short by the capture, or not DNS) keeps its network fields and has no
+``dns`` object.
+
 Times: ``Event.time`` and ``exit_time`` are CLOCK_MONOTONIC and
 ``start_time`` CLOCK_BOOTTIME; both become wall-clock times through offsets
 measured once when the encoder is made (so a clock step after that is not
@@ -17,13 +45,32 @@ followed, and suspend is accounted for in the boot-time offset only).
 from __future__ import annotations
 
 import grp
+import ipaddress
 import json
 import pwd
+import socket as _socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
-from quark.events import EV, Event, Process
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+
+from quark.events import (
+    EV,
+    Event,
+    Packet,
+    PacketDirection,
+    Process,
+    SockAddr,
+    Socket,
+    SockOrigin,
+)
 from quark.sysinfo import HostInfo, host_info
 
 __all__ = ["CAPABILITIES", "EcsEncoder", "event_action", "rfc3339"]
@@ -43,6 +90,7 @@ CAPABILITIES = (
 )  # fmt: skip
 
 _PROCESS_CHANGE = EV.ID_CHANGE | EV.SETPROCTITLE
+_SOCK_CONN = EV.SOCK_CONN_ESTABLISHED | EV.SOCK_CONN_CLOSED
 
 
 _second: list[Any] = [None, ""]  # the last second formatted, and its text
@@ -58,8 +106,18 @@ def rfc3339(ns: int) -> str:
 
 
 def event_action(events: int) -> str:
-    """Upstream's ``event.action``: ``process-forked-executed-exited``."""
+    """Upstream's ``event.action``: ``process-forked-executed-exited``,
+    ``connection-established``, ``connection-closed``, ``packet``."""
     if not events & (EV.FORK | EV.EXEC | EV.EXIT | _PROCESS_CHANGE):
+        if events & _SOCK_CONN:
+            out = "connection"
+            if events & EV.SOCK_CONN_ESTABLISHED:
+                out += "-established"
+            if events & EV.SOCK_CONN_CLOSED:
+                out += "-closed"
+            return out
+        if events & EV.PACKET:
+            return "packet"
         return "unknown" if events else "process"
     out = "process"
     if events & EV.FORK:
@@ -121,6 +179,203 @@ def _user_name(uid: int) -> str:
 
 def _group_name(gid: int) -> str:
     return grp.getgrgid(gid).gr_name
+
+
+# -- network events ------------------------------------------------------
+
+
+def _endpoint(a: SockAddr) -> dict[str, Any]:
+    return {"address": a.address, "ip": a.address, "port": a.port}
+
+
+def _wire_type(s: Socket) -> str:
+    if s.local.family == _socket.AF_INET:
+        return "ipv4"
+    for a in (s.local, s.remote):
+        try:
+            ip = ipaddress.IPv6Address(a.address)
+        except ValueError:
+            return "ipv6"
+        if ip.ipv4_mapped is None:
+            return "ipv6"
+    return "ipv4"
+
+
+def _socket_fields(doc: dict[str, Any], s: Socket) -> None:
+    """``source``, ``destination`` and ``network`` of a TCP connection."""
+    if s.conn_origin == SockOrigin.ACCEPT:
+        src, dst = s.remote, s.local
+        src_sent, dst_sent = s.bytes_received, s.bytes_sent
+        direction = "ingress"
+    else:
+        src, dst = s.local, s.remote
+        src_sent, dst_sent = s.bytes_sent, s.bytes_received
+        connect = s.conn_origin == SockOrigin.CONNECT
+        direction = "egress" if connect else "unknown"
+    source = _endpoint(src)
+    destination = _endpoint(dst)
+    network: dict[str, Any] = {
+        "transport": "tcp",
+        "type": _wire_type(s),
+        "direction": direction,
+    }
+    if src_sent is not None:
+        source["bytes"] = src_sent
+    if dst_sent is not None:
+        destination["bytes"] = dst_sent
+    if src_sent is not None and dst_sent is not None:
+        network["bytes"] = src_sent + dst_sent
+    doc["source"] = source
+    doc["destination"] = destination
+    doc["network"] = network
+
+
+_UDP = 17
+_UDP_HEADER = struct.Struct("!HHHH")  # sport, dport, length, checksum
+
+
+def _ip_udp(data: bytes) -> tuple[str, Any, Any, bytes | None] | None:
+    """(network.type, source, destination, UDP payload) from the packet's
+    IP and UDP headers: the endpoints are ``(ip, port)``, the port None and
+    the payload None when there is no UDP header to read (another
+    protocol, a later fragment, IPv6 extension headers, a short capture).
+    None when even the IP header cannot be read."""
+    if not data:
+        return None
+    version = data[0] >> 4
+    if version == 4:
+        ihl = (data[0] & 0x0F) * 4
+        if len(data) < 20 or ihl < 20:
+            return None
+        total, frag = struct.unpack_from("!2xH2xH", data)
+        proto = data[9]
+        src_ip = str(ipaddress.IPv4Address(data[12:16]))
+        dst_ip = str(ipaddress.IPv4Address(data[16:20]))
+        kind, off, end = "ipv4", ihl, total
+        later_fragment = frag & 0x1FFF != 0
+    elif version == 6:
+        if len(data) < 40:
+            return None
+        (plen,) = struct.unpack_from("!H", data, 4)
+        proto = data[6]  # an extension header here: no UDP header read
+        src_ip = str(ipaddress.IPv6Address(data[8:24]))
+        dst_ip = str(ipaddress.IPv6Address(data[24:40]))
+        kind, off, end = "ipv6", 40, 40 + plen
+        later_fragment = False
+    else:
+        return None
+    if proto != _UDP or later_fragment or len(data) < off + 8:
+        return kind, (src_ip, None), (dst_ip, None), None
+    sport, dport, ulen, _ = _UDP_HEADER.unpack_from(data, off)
+    # the payload ends where both the UDP and the IP lengths say it does (a
+    # length of 0, as offloads and jumbograms leave it, says nothing); what
+    # the capture cut off is simply missing, and then fails to decode
+    if end < off + 8:
+        end = len(data)
+    if ulen >= 8:
+        end = min(end, off + ulen)
+    payload = data[off + 8 : end]
+    return kind, (src_ip, sport), (dst_ip, dport), payload
+
+
+def _dns_name(name: Any) -> str:
+    return str(name.to_text(omit_final_dot=True))
+
+
+def _dns_fields(wire: bytes) -> dict[str, Any] | None:
+    """The ECS ``dns`` object of one DNS message, or None when dnspython
+    cannot decode it."""
+    try:
+        msg = dns.message.from_wire(wire, ignore_trailing=True)
+    except Exception:
+        # captured bytes are untrusted and dnspython's errors are not a
+        # closed set (DNSException, ValueError, UnicodeError, ...): any
+        # failure means "not a DNS message we can read"
+        return None
+    answer = bool(msg.flags & dns.flags.QR)
+    out: dict[str, Any] = {
+        "id": str(msg.id),
+        "type": "answer" if answer else "query",
+        "op_code": dns.opcode.to_text(msg.opcode()),
+    }
+    flags = dns.flags.to_text(msg.flags).split()
+    flags = [f for f in flags if f != "QR"]
+    if flags:
+        out["header_flags"] = flags
+    if msg.question:
+        q = msg.question[0]
+        out["question"] = {
+            "name": _dns_name(q.name),
+            "type": dns.rdatatype.to_text(q.rdtype),
+            "class": dns.rdataclass.to_text(q.rdclass),
+        }
+    if answer:
+        out["response_code"] = dns.rcode.to_text(msg.rcode())
+        answers = []
+        resolved = []
+        for rrset in msg.answer:
+            name = _dns_name(rrset.name)
+            rtype = dns.rdatatype.to_text(rrset.rdtype)
+            rclass = dns.rdataclass.to_text(rrset.rdclass)
+            for rdata in rrset:
+                data = rdata.to_text()
+                answers.append({"name": name, "type": rtype,
+                                "class": rclass, "ttl": rrset.ttl,
+                                "data": data})  # fmt: skip
+                if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                    resolved.append(data)
+        if answers:
+            out["answers"] = answers
+        if resolved:
+            out["resolved_ip"] = resolved
+    return out
+
+
+def _packet_fields(doc: dict[str, Any], pkt: Packet) -> None:
+    """``source``, ``destination``, ``network`` and ``dns`` of a captured
+    packet."""
+    network: dict[str, Any] = {"transport": "udp"}
+    if pkt.origin:
+        network["protocol"] = pkt.origin
+    network["direction"] = (
+        "egress" if pkt.direction == PacketDirection.EGRESS else "ingress"
+    )
+    doc["network"] = network
+    ip_udp = _ip_udp(pkt.data)
+    if ip_udp is None:
+        return
+    kind, src, dst, payload = ip_udp
+    network["type"] = kind
+    for key, (ip, port) in (("source", src), ("destination", dst)):
+        end: dict[str, Any] = {"address": ip, "ip": ip}
+        if port is not None:
+            end["port"] = port
+        doc[key] = end
+    if payload is not None and pkt.origin == "dns":
+        dns_doc = _dns_fields(payload)
+        if dns_doc is not None:
+            doc["dns"] = dns_doc
+
+
+def _packet_action(pkt: Packet) -> str:
+    """Upstream's ``packet-dns-sent`` / ``packet-dns-received``."""
+    out = "packet"
+    if pkt.origin:
+        out += f"-{pkt.origin}"
+    if pkt.direction == PacketDirection.EGRESS:
+        out += "-sent"
+    elif pkt.direction == PacketDirection.INGRESS:
+        out += "-received"
+    return out
+
+
+def _network_types(events: int) -> list[str]:
+    out = []
+    if events & EV.SOCK_CONN_ESTABLISHED:
+        out.append("start")
+    if events & EV.SOCK_CONN_CLOSED:
+        out.append("end")
+    return out or ["info"]
 
 
 class EcsEncoder:
@@ -240,6 +495,19 @@ class EcsEncoder:
             },
             "host": self.host,
         }
+        sock = ev.socket
+        if sock is not None:
+            event = doc["event"]
+            event["category"] = ["network"]
+            event["type"] = _network_types(events)
+            _socket_fields(doc, sock)
+        pkt = ev.packet
+        if pkt is not None:
+            event = doc["event"]
+            event["category"] = ["network"]
+            _packet_fields(doc, pkt)
+            event["type"] = ["protocol"] if "dns" in doc else ["info"]
+            event["action"] = _packet_action(pkt)
         p = ev.process
         if p is not None:
             proc = self._process(p, top=True)
