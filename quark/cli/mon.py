@@ -27,7 +27,8 @@ Needs root for the ebpf and kprobe backends. By default every cached process
 is printed first, then events as they come; Ctrl-C (SIGINT), SIGTERM or
 SIGHUP ends it (status 0) with the queue's statistics on stderr, whatever
 the signal's inherited disposition; a second Ctrl-C while it shuts down
-ends it at once.
+ends it at once. -S and -N add TCP connections and DNS packets, which are
+off unless asked for.
 """
 
 EPILOG = """\
@@ -63,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
         "-e",
         action="store_true",
         help="compute entry leaders (QQ.ENTRY_LEADER)",
+    )
+    ap.add_argument(
+        "-S",
+        action="store_true",
+        help="TCP connections too: connect, accept and close, with the "
+        "bytes each way (QQ.SOCK_CONN; needs the EBPF backend, or KPROBE "
+        "where the kernel has the hooks)",
+    )
+    ap.add_argument(
+        "-N",
+        action="store_true",
+        help="DNS packets too, UDP port 53 both ways (QQ.DNS; needs the "
+        "EBPF backend and a mounted cgroup v2 hierarchy)",
     )
     ap.add_argument(
         "-l",
@@ -151,6 +165,10 @@ def _open(args: argparse.Namespace) -> quark.Queue:
         flags |= QQ.MIN_AGG
     if args.e:
         flags |= QQ.ENTRY_LEADER
+    if args.S:
+        flags |= QQ.SOCK_CONN
+    if args.N:
+        flags |= QQ.DNS
     kw: dict[str, object] = {"flags": flags}
     if args.l is not None:
         kw["max_length"] = args.l
