@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
+from typing import Any
 
-from quark import EV, ID_CHANGE, Event, Process
+import dns.message
+import dns.rcode
+import dns.rrset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quark import (
+    EV,
+    ID_CHANGE,
+    Event,
+    Packet,
+    PacketDirection,
+    Process,
+    SockAddr,
+    Socket,
+    SockOrigin,
+)
 from quark.dump import dump_event, dump_process, events_str
 from quark.ecs import EcsEncoder, event_action, rfc3339
 from quark.graph import cache_graph
@@ -116,3 +135,306 @@ def test_graph_has_nodes_and_edges() -> None:
     assert dot.startswith("digraph quark {")
     assert '"10" -> "11";' in dot
     assert dot.count("[label=") == 2
+
+
+# -- network events (issue 12) ---------------------------------------------
+
+LOCAL4 = SockAddr.of("10.0.0.1", 40000)
+REMOTE4 = SockAddr.of("192.0.2.7", 443)
+LOCAL6 = SockAddr.of("2001:db8::1", 8080)
+REMOTE6 = SockAddr.of("2001:db8::99", 51000)
+
+
+def _sock(
+    local: SockAddr,
+    remote: SockAddr,
+    origin: SockOrigin | None,
+    *,
+    pid_origin: int | None = 11,
+    established_time: int | None = 5,
+    close_time: int | None = None,
+    bytes_sent: int | None = None,
+    bytes_received: int | None = None,
+) -> Socket:
+    return Socket(
+        local=local, remote=remote, conn_origin=origin,  # type: ignore[arg-type]
+        pid_origin=pid_origin, pid_last_use=11,
+        established_time=established_time,  # type: ignore[arg-type]
+        close_time=close_time, bytes_sent=bytes_sent,
+        bytes_received=bytes_received,
+    )  # fmt: skip
+
+
+def _sock_doc(sock: Socket, events: EV) -> dict[str, Any]:
+    text = _enc().encode(
+        Event(events=events, time=9, process=CHILD, socket=sock)
+    )
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def test_connect_established_source_is_local_egress() -> None:
+    doc = _sock_doc(_sock(LOCAL4, REMOTE4, SockOrigin.CONNECT),
+                    EV.SOCK_CONN_ESTABLISHED)  # fmt: skip
+    assert doc["event"] == {
+        "kind": "event", "category": ["network"], "type": ["start"],
+        "action": "connection-established",
+    }  # fmt: skip
+    assert doc["source"] == {"address": "10.0.0.1", "ip": "10.0.0.1",
+                             "port": 40000}  # fmt: skip
+    assert doc["destination"] == {"address": "192.0.2.7",
+                                  "ip": "192.0.2.7", "port": 443}  # fmt: skip
+    assert doc["network"] == {"transport": "tcp", "type": "ipv4",
+                              "direction": "egress"}  # fmt: skip
+    assert doc["process"]["pid"] == 11  # the process that connected
+
+
+def test_accept_closed_source_is_remote_ingress_with_bytes() -> None:
+    sock = _sock(LOCAL6, REMOTE6, SockOrigin.ACCEPT, close_time=8,
+                 bytes_sent=1000, bytes_received=24)  # fmt: skip
+    doc = _sock_doc(sock, EV.SOCK_CONN_CLOSED)
+    assert doc["event"]["category"] == ["network"]
+    assert doc["event"]["type"] == ["end"]
+    assert doc["event"]["action"] == "connection-closed"
+    # the remote end opened it: it is the source, and sent what we received
+    assert doc["source"] == {"address": "2001:db8::99", "ip": "2001:db8::99",
+                             "port": 51000, "bytes": 24}  # fmt: skip
+    assert doc["destination"] == {"address": "2001:db8::1",
+                                  "ip": "2001:db8::1", "port": 8080,
+                                  "bytes": 1000}  # fmt: skip
+    assert doc["network"] == {
+        "transport": "tcp", "type": "ipv6", "direction": "ingress",
+        "bytes": 1024,
+    }  # fmt: skip
+
+
+def test_connect_closed_bytes_follow_the_source() -> None:
+    sock = _sock(LOCAL4, REMOTE4, SockOrigin.CONNECT, close_time=8,
+                 bytes_sent=7, bytes_received=9)  # fmt: skip
+    doc = _sock_doc(sock, EV.SOCK_CONN_CLOSED)
+    assert doc["source"]["bytes"] == 7
+    assert doc["destination"]["bytes"] == 9
+    assert doc["network"]["bytes"] == 16
+
+
+def test_scraped_or_unknown_origin_is_laid_out_like_connect() -> None:
+    for origin in (SockOrigin.SCRAPE, None):
+        sock = _sock(LOCAL4, REMOTE4, origin, established_time=None,
+                     pid_origin=None)  # fmt: skip
+        doc = _sock_doc(sock, EV.SOCK_CONN_CLOSED)
+        assert doc["source"]["ip"] == "10.0.0.1"
+        assert doc["destination"]["ip"] == "192.0.2.7"
+        assert doc["network"]["direction"] == "unknown"
+        assert "bytes" not in doc["network"]  # not known: not invented
+
+
+def test_v4_mapped_connection_is_ipv4_on_the_wire() -> None:
+    local = SockAddr.of("::ffff:127.0.0.1", 1)
+    remote = SockAddr.of("::ffff:127.0.0.2", 2)
+    doc = _sock_doc(_sock(local, remote, SockOrigin.CONNECT),
+                    EV.SOCK_CONN_ESTABLISHED)  # fmt: skip
+    assert doc["network"]["type"] == "ipv4"
+    # printed as the socket holds it (ipaddress's spelling varies by Python)
+    assert doc["source"]["address"] == local.address
+    half = _sock(local, SockAddr.of("::1", 2), SockOrigin.CONNECT)
+    doc = _sock_doc(half, EV.SOCK_CONN_ESTABLISHED)
+    assert doc["network"]["type"] == "ipv6"
+
+
+def test_network_actions() -> None:
+    assert event_action(EV.SOCK_CONN_ESTABLISHED) == "connection-established"
+    assert event_action(EV.SOCK_CONN_CLOSED) == "connection-closed"
+    assert event_action(EV.PACKET) == "packet"
+    assert event_action(EV.BYPASS) == "unknown"
+
+
+def test_process_documents_have_no_network_fields() -> None:
+    doc = _enc().document(Event(events=EV.EXEC, time=1, process=CHILD))
+    assert not {"network", "source", "destination", "dns"} & set(doc)
+    assert doc["event"]["category"] == ["process"]
+
+
+# DNS packets, built as they are on the wire: the payload by dnspython, the
+# IP and UDP headers by hand
+
+
+def _udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def _ipv4(src: str, dst: str, l4: bytes, proto: int = 17) -> bytes:
+    return struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0x1234, 0x4000, 64, proto,
+        0, socket.inet_pton(socket.AF_INET, src),
+        socket.inet_pton(socket.AF_INET, dst),
+    ) + l4  # fmt: skip
+
+
+def _ipv6(src: str, dst: str, l4: bytes, nh: int = 17) -> bytes:
+    return struct.pack(
+        "!IHBB16s16s", 6 << 28, len(l4), nh, 64,
+        socket.inet_pton(socket.AF_INET6, src),
+        socket.inet_pton(socket.AF_INET6, dst),
+    ) + l4  # fmt: skip
+
+
+def _query(name: str = "www.example.com", rdtype: str = "A") -> Any:
+    return dns.message.make_query(name, rdtype, id=0xBEEF)
+
+
+def _answer() -> bytes:
+    resp = dns.message.make_response(_query("www.example.com", "AAAA"))
+    resp.answer.append(
+        dns.rrset.from_text(
+            "www.example.com.", 60, "IN", "CNAME", "web.example.net."
+        )
+    )
+    resp.answer.append(dns.rrset.from_text(
+        "web.example.net.", 300, "IN", "AAAA", "2001:db8::10",
+        "2001:db8::11"))  # fmt: skip
+    wire: bytes = resp.to_wire()
+    return wire
+
+
+def _pkt_doc(data: bytes, direction: PacketDirection,
+             orig_len: int | None = None) -> dict[str, Any]:  # fmt: skip
+    pkt = Packet(direction=direction, origin="dns",
+                 orig_len=len(data) if orig_len is None else orig_len,
+                 data=data)  # fmt: skip
+    text = _enc().encode(
+        Event(events=EV.PACKET, time=3, process=CHILD, packet=pkt)
+    )
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def test_dns_query_over_ipv4() -> None:
+    data = _ipv4("10.0.0.1", "10.0.0.53",
+                 _udp(40000, 53, _query().to_wire()))  # fmt: skip
+    doc = _pkt_doc(data, PacketDirection.EGRESS)
+    assert doc["event"]["category"] == ["network"]
+    assert doc["event"]["type"] == ["protocol"]
+    assert doc["event"]["action"] == "packet-dns-sent"
+    assert doc["network"] == {
+        "transport": "udp", "type": "ipv4", "direction": "egress",
+        "protocol": "dns",
+    }  # fmt: skip
+    assert doc["source"] == {"address": "10.0.0.1", "ip": "10.0.0.1",
+                             "port": 40000}  # fmt: skip
+    assert doc["destination"] == {"address": "10.0.0.53",
+                                  "ip": "10.0.0.53", "port": 53}  # fmt: skip
+    assert doc["dns"] == {
+        "id": str(0xBEEF), "type": "query", "op_code": "QUERY",
+        "header_flags": ["RD"],
+        "question": {"name": "www.example.com", "type": "A", "class": "IN"},
+    }  # fmt: skip
+    assert doc["process"]["pid"] == 11
+
+
+def test_dns_answer_over_ipv6() -> None:
+    data = _ipv6("2001:db8::53", "2001:db8::1", _udp(53, 40001, _answer()))
+    doc = _pkt_doc(data, PacketDirection.INGRESS)
+    assert doc["event"]["action"] == "packet-dns-received"
+    assert doc["network"] == {
+        "transport": "udp", "type": "ipv6", "direction": "ingress",
+        "protocol": "dns",
+    }  # fmt: skip
+    assert doc["source"] == {"address": "2001:db8::53",
+                             "ip": "2001:db8::53", "port": 53}  # fmt: skip
+    assert doc["destination"]["port"] == 40001
+    d = doc["dns"]
+    assert d["id"] == str(0xBEEF) and d["type"] == "answer"
+    assert d["response_code"] == "NOERROR"
+    assert d["question"] == {"name": "www.example.com", "type": "AAAA",
+                             "class": "IN"}  # fmt: skip
+    # in wire order; the records of one RRset come in the order dnspython
+    # wrote them, which is a set's
+    answers = d["answers"]
+    assert answers[0] == {"name": "www.example.com", "type": "CNAME",
+                          "class": "IN", "ttl": 60,
+                          "data": "web.example.net."}  # fmt: skip
+    assert sorted(answers[1:], key=lambda a: a["data"]) == [
+        {"name": "web.example.net", "type": "AAAA", "class": "IN",
+         "ttl": 300, "data": "2001:db8::10"},
+        {"name": "web.example.net", "type": "AAAA", "class": "IN",
+         "ttl": 300, "data": "2001:db8::11"},
+    ]  # fmt: skip
+    assert sorted(d["resolved_ip"]) == ["2001:db8::10", "2001:db8::11"]
+
+
+def test_dns_nxdomain_answer_has_a_code_and_no_answers() -> None:
+    resp = dns.message.make_response(_query("nope.example", "A"))
+    resp.set_rcode(dns.rcode.NXDOMAIN)
+    data = _ipv4("10.0.0.53", "10.0.0.1", _udp(53, 40000, resp.to_wire()))
+    d = _pkt_doc(data, PacketDirection.INGRESS)["dns"]
+    assert d["response_code"] == "NXDOMAIN"
+    assert "answers" not in d and "resolved_ip" not in d
+
+
+def test_truncated_dns_packet_keeps_network_fields_only() -> None:
+    full = _ipv4("10.0.0.53", "10.0.0.1", _udp(53, 40000, _answer()))
+    for cut in (len(full) - 1, 20 + 8 + 5, 20 + 8, 20 + 3, 19, 1, 0):
+        data = full[:cut]
+        doc = _pkt_doc(data, PacketDirection.INGRESS, orig_len=len(full))
+        assert "dns" not in doc, cut
+        assert doc["event"]["type"] == ["info"]
+        assert doc["event"]["action"] == "packet-dns-received"
+        assert doc["network"]["transport"] == "udp"
+        assert doc["network"]["direction"] == "ingress"
+        if cut >= 20:
+            assert doc["source"]["ip"] == "10.0.0.53"
+            assert doc["network"]["type"] == "ipv4"
+        if cut >= 28:
+            assert doc["source"]["port"] == 53
+        else:
+            assert "port" not in doc.get("source", {})
+
+
+def test_ipv6_extension_headers_stop_the_parse() -> None:
+    hop_by_hop = bytes([17, 0, 1, 4, 0, 0, 0, 0])  # next: UDP; PadN
+    l4 = hop_by_hop + _udp(40000, 53, _query().to_wire())
+    doc = _pkt_doc(_ipv6("2001:db8::1", "2001:db8::53", l4, nh=0),
+                   PacketDirection.EGRESS)  # fmt: skip
+    assert doc["network"]["type"] == "ipv6"
+    assert doc["source"] == {"address": "2001:db8::1", "ip": "2001:db8::1"}
+    assert "dns" not in doc
+
+
+def test_garbage_packets_make_valid_documents() -> None:
+    for data in (
+        b"\xff" * 64,                                  # version 15
+        _ipv4("10.0.0.1", "10.0.0.2", b"\x00" * 20, proto=6),  # TCP
+        _ipv4("10.0.0.1", "10.0.0.2", _udp(1, 53, b"not dns at all")),
+        _ipv6("::1", "::1", _udp(1, 53, b"\x00" * 11)),
+    ):  # fmt: skip
+        doc = _pkt_doc(data, PacketDirection.EGRESS)
+        assert "dns" not in doc
+        assert doc["event"]["category"] == ["network"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=600), v6=st.booleans(),
+       cut=st.integers(min_value=0, max_value=700))  # fmt: skip
+def test_no_packet_makes_the_encoder_raise(
+    payload: bytes, v6: bool, cut: int
+) -> None:
+    l4 = _udp(53, 53, payload)
+    data = _ipv6("::1", "::2", l4) if v6 else _ipv4("1.1.1.1", "2.2.2.2", l4)
+    for d in (data[:cut], payload):
+        pkt = Packet(direction=PacketDirection.INGRESS, origin="dns",
+                     orig_len=len(data), data=d)  # fmt: skip
+        json.loads(_enc().encode(Event(events=EV.PACKET, time=1,
+                                       packet=pkt)))  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(wire=st.sampled_from([_answer()]), pos=st.integers(0, 200),
+       byte=st.integers(0, 255))  # fmt: skip
+def test_corrupted_dns_messages_never_raise(
+    wire: bytes, pos: int, byte: int
+) -> None:
+    bad = bytearray(wire)
+    bad[pos % len(bad)] = byte
+    data = _ipv4("10.0.0.53", "10.0.0.1", _udp(53, 40000, bytes(bad)))
+    doc = _pkt_doc(data, PacketDirection.INGRESS)
+    assert doc["source"]["port"] == 53
