@@ -162,7 +162,7 @@ def test_mon_options_ask_for_the_network_kinds(
         opened.update(kw)
         return object()
 
-    monkeypatch.setattr(mon.quark, "Queue", fake_queue)
+    monkeypatch.setattr("quark.Queue", fake_queue)
     mon._open(mon._parser().parse_args(argv))
     assert opened["flags"] == flags
     assert opened["backend"] == "auto"  # the backend choice is unchanged

@@ -157,9 +157,9 @@ def _sock(
     bytes_received: int | None = None,
 ) -> Socket:
     return Socket(
-        local=local, remote=remote, conn_origin=origin,  # type: ignore[arg-type]
+        local=local, remote=remote, conn_origin=origin,
         pid_origin=pid_origin, pid_last_use=11,
-        established_time=established_time,  # type: ignore[arg-type]
+        established_time=established_time,
         close_time=close_time, bytes_sent=bytes_sent,
         bytes_received=bytes_received,
     )  # fmt: skip
