@@ -104,6 +104,7 @@ struct inode {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	void *private_data;
 };
 
 struct fs_struct {
@@ -222,6 +223,54 @@ struct task_struct {
 	struct nsproxy *nsproxy;
 	struct signal_struct *signal;
 	struct css_set *cgroups;
+	struct files_struct *files;
+};
+
+struct in6_addr {
+	__u8 s6_addr[16];
+};
+
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
+/* the members live in anonymous unions and structs: CO-RE finds them */
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	possible_net_t skc_net;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_type;
+	__u16 sk_protocol;
+	int sk_err;
+};
+
+struct tcp_sock {
+	__u64 bytes_received;
+	__u64 bytes_sent;
+};
+
+struct socket {
+	struct file *file;
+	struct sock *sk;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
 };
 
 struct linux_binprm {
@@ -257,6 +306,25 @@ struct sys_enter_args {
 	unsigned long args[6];
 };
 
+/* uapi contexts of the cgroup programs: fixed layouts, read through the
+ * verifier's rewrites, not CO-RE */
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 mark;
+	__u32 priority;
+};
+
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+};
+
 enum pid_type {
 	PIDTYPE_PID,
 	PIDTYPE_TGID,
@@ -265,7 +333,21 @@ enum pid_type {
 	PIDTYPE_MAX,
 };
 
+#define PF_EXITING 0x00000004
 #define PF_KTHREAD 0x00200000
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
+#define TCP_LISTEN 10
+#define TCP_CLOSING 11
+#define TCP_CLOSE 7
+#define IPPROTO_UDP 17
+#define EINPROGRESS 115
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 #define SIGNAL_GROUP_EXIT 0x00000004
 
 #endif

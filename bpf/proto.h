@@ -25,7 +25,7 @@
 #define QUARK_PROTO_H
 
 enum q_proto {
-	Q_PROTO_VERSION = 2,
+	Q_PROTO_VERSION = 3,
 };
 
 enum q_kind {
@@ -34,6 +34,8 @@ enum q_kind {
 	Q_EXIT = 3,
 	Q_COMM = 4,
 	Q_ID_CHANGE = 5,
+	Q_SOCK = 6,        /* a struct q_sock_event */
+	Q_PACKET = 7,      /* a struct q_packet_event, then the packet */
 };
 
 enum q_var {
@@ -69,6 +71,7 @@ enum q_limit {
 	Q_PATH_DEPTH = 64,    /* components walked, mount hops included */
 	Q_NEST = 2,           /* scratch buffers per CPU (nesting) */
 	Q_RING_SIZE = 4 << 20,
+	Q_PACKET_MAX = 2048,  /* bytes of a packet kept, from its IP header */
 };
 
 struct q_event {
@@ -98,6 +101,58 @@ struct q_event {
 	__u16 pad;
 };
 
+/*
+ * The records of the network kinds begin as struct q_event does (kind,
+ * size, time, pid, tid), and carry no task data: userspace takes the
+ * process from its cache.
+ */
+enum q_sock_op {
+	Q_SOCK_CONNECT = 1,  /* connect(2) succeeded or is in progress */
+	Q_SOCK_ACCEPT = 2,   /* accept(2) returned the socket */
+	Q_SOCK_CLOSE = 3,    /* its last reference went */
+};
+
+enum q_sock_flag {
+	Q_SOCK_AT_EXIT = 1 << 0,  /* closed by the exit of the calling thread */
+};
+
+struct q_sock_event {
+	__u32 kind;          /* Q_SOCK */
+	__u32 size;
+	__u64 time;
+	__u32 pid;
+	__u32 tid;
+	__u32 op;            /* enum q_sock_op */
+	__u32 flags;         /* enum q_sock_flag bits */
+	__u16 family;        /* AF_INET or AF_INET6 */
+	__u16 local_port;    /* host order */
+	__u16 remote_port;   /* host order */
+	__u16 pad;
+	__u32 net_inonum;
+	char local_addr[16]; /* network order; AF_INET: the first 4 bytes */
+	char remote_addr[16];
+	__u64 bytes_sent;    /* Q_SOCK_CLOSE only */
+	__u64 bytes_received;
+};
+
+enum q_packet_dir {
+	Q_PACKET_EGRESS = 1,
+	Q_PACKET_INGRESS = 2,
+};
+
+/* followed by cap_len bytes of the packet, from its IP header */
+struct q_packet_event {
+	__u32 kind;          /* Q_PACKET */
+	__u32 size;
+	__u64 time;
+	__u32 pid;           /* the socket's owner; 0: unknown */
+	__u32 tid;
+	__u32 direction;     /* enum q_packet_dir */
+	__u32 orig_len;      /* the packet's length */
+	__u32 cap_len;       /* <= orig_len and Q_PACKET_MAX */
+	__u32 pad;
+};
+
 /* Per-CPU counters (index into the counters map) */
 enum q_counter {
 	Q_CNT_SENT,
@@ -118,6 +173,8 @@ struct q_config {
 /* Never used by the programs: it carries every wire type into the BTF. */
 struct q_wire {
 	struct q_event event;
+	struct q_sock_event sock_event;
+	struct q_packet_event packet_event;
 	struct q_config config;
 	enum q_proto proto;
 	enum q_kind kind;
@@ -126,6 +183,9 @@ struct q_wire {
 	enum q_id_change id_change;
 	enum q_counter counter;
 	enum q_limit limit;
+	enum q_sock_op sock_op;
+	enum q_sock_flag sock_flag;
+	enum q_packet_dir packet_dir;
 };
 
 #endif

@@ -21,6 +21,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 #include "proto.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -177,19 +178,26 @@ static __always_inline void scratch_put(u32 *level)
 		*level -= 1;
 }
 
+/* Wake the reader only once enough waits (see cfg.wakeup_bytes). */
+static __always_inline u64 wakeup_flags(u64 size)
+{
+	u64 avail = bpf_ringbuf_query(&ringbuf, BPF_RB_AVAIL_DATA);
+
+	return avail + size >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+						: BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void emit(struct q_scratch *s, u32 data_len)
 {
 	u64 size = sizeof(struct q_event) + (data_len & DATA_MASK);
 
 	/* the cursors after data[] are not part of the record */
-	u64 avail, flags;
+	u64 flags;
 
 	if (size > sizeof(struct q_event) + DATA_SIZE)
 		size = sizeof(struct q_event) + DATA_SIZE;
 	s->ev.size = size;
-	avail = bpf_ringbuf_query(&ringbuf, BPF_RB_AVAIL_DATA);
-	flags = avail + size >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-						   : BPF_RB_NO_WAKEUP;
+	flags = wakeup_flags(size);
 	if (bpf_ringbuf_output(&ringbuf, s, size, flags))
 		count(Q_CNT_LOST);
 	else
@@ -593,6 +601,296 @@ static __always_inline int on_id_change(void *ctx, u32 what)
 	return 0;
 }
 
+/* --- TCP connections (QQ.SOCK_CONN) ------------------------------------ */
+
+/*
+ * connect(2) and accept(2) are seen at their syscall exits, where the new
+ * connection's socket is reached from the fd (the host has no kprobes or
+ * fentry: tcp_v4_connect and inet_csk_accept cannot be hooked there). The
+ * close is seen by cgroup/sock_release on the cgroup v2 root: inet_release
+ * runs it in the context of the task that drops the last reference, by
+ * close(2), by exit or by SIGKILL alike, before tcp_close.
+ */
+
+/* connect(2)'s fd, from the syscall's entry to its exit, by thread */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u32);
+} connect_fd SEC(".maps");
+
+/* The socket behind fd in the current task's table, or NULL. */
+static __always_inline struct sock *fd_sock(u64 fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	struct socket *sock;
+
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return NULL; /* not a socket's file */
+	return BPF_CORE_READ(sock, sk);
+}
+
+static __always_inline bool is_tcp(struct sock *sk)
+{
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	return (family == AF_INET || family == AF_INET6) &&
+	       BPF_CORE_READ(sk, sk_type) == SOCK_STREAM &&
+	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline void emit_sock(struct sock *sk, u32 op, u32 flags)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct q_sock_event *e;
+
+	e = bpf_ringbuf_reserve(&ringbuf, sizeof(*e), 0);
+	if (!e) {
+		count(Q_CNT_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = Q_SOCK;
+	e->size = sizeof(*e);
+	e->time = bpf_ktime_get_ns();
+	e->pid = pid_tgid >> 32;
+	e->tid = (u32)pid_tgid;
+	e->op = op;
+	e->flags = flags;
+	e->family = family;
+	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->net_inonum = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (family == AF_INET6) {
+		bpf_core_read(e->local_addr, 16,
+			      &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->remote_addr, 16,
+			      &sk->__sk_common.skc_v6_daddr);
+	} else {
+		bpf_core_read(e->local_addr, 4,
+			      &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->remote_addr, 4, &sk->__sk_common.skc_daddr);
+	}
+	if (op == Q_SOCK_CLOSE) {
+		struct tcp_sock *tp = (void *)sk;
+		u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		u64 received = BPF_CORE_READ(tp, bytes_received);
+
+		/* bytes_received counts the sequence number a peer's FIN
+		 * takes: not a byte of data. The FIN is in when the state
+		 * says so, or when a connection went to CLOSE with no error
+		 * (FIN_WAIT2 -> TIME_WAIT hands off and closes the socket). */
+		if (received &&
+		    (state == TCP_CLOSE_WAIT || state == TCP_CLOSING ||
+		     state == TCP_LAST_ACK ||
+		     (state == TCP_CLOSE && !BPF_CORE_READ(sk, sk_err))))
+			received -= 1;
+		e->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+		e->bytes_received = received;
+	}
+	bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+	count(Q_CNT_SENT);
+}
+
+static __always_inline int connect_enter(void *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u32 fd = ((struct sys_enter_args *)ctx)->args[0];
+
+	bpf_map_update_elem(&connect_fd, &tid, &fd, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int connect_exit(void *ctx)
+{
+	long ret = ((struct sys_exit_args *)ctx)->ret;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u32 *fdp = bpf_map_lookup_elem(&connect_fd, &tid);
+	struct sock *sk;
+	u32 fd;
+
+	if (!fdp)
+		return 0;
+	fd = *fdp;
+	bpf_map_delete_elem(&connect_fd, &tid);
+	if (ret != 0 && ret != -EINPROGRESS)
+		return 0; /* refused, unreachable, ... */
+	sk = fd_sock(fd);
+	if (sk && is_tcp(sk))
+		emit_sock(sk, Q_SOCK_CONNECT, 0);
+	return 0;
+}
+
+static __always_inline int accept_exit(void *ctx)
+{
+	long ret = ((struct sys_exit_args *)ctx)->ret;
+	struct sock *sk;
+
+	if (ret < 0)
+		return 0;
+	sk = fd_sock(ret);
+	if (sk && is_tcp(sk))
+		emit_sock(sk, Q_SOCK_ACCEPT, 0);
+	return 0;
+}
+
+/*
+ * The context of a cgroup sock program is the struct sock itself (the
+ * kernel runs it with the socket as ctx; struct bpf_sock is a view): the
+ * members it lacks, the byte counts, are read from it as from any kernel
+ * pointer.
+ */
+SEC("cgroup/sock_release")
+int sock__release__cg(struct bpf_sock *ctx)
+{
+	struct sock *sk = (void *)ctx;
+	struct task_struct *task;
+	u32 flags = 0;
+
+	if (ctx->protocol != IPPROTO_TCP || ctx->type != SOCK_STREAM)
+		return 1;
+	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+		return 1;
+	/* never connected nor listening: nothing was reported of it */
+	if (!BPF_CORE_READ(sk, __sk_common.skc_dport) &&
+	    BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
+		return 1;
+	task = (void *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, flags) & PF_EXITING)
+		flags |= Q_SOCK_AT_EXIT;
+	emit_sock(sk, Q_SOCK_CLOSE, flags);
+	return 1;
+}
+
+/* --- DNS packets (QQ.DNS) ---------------------------------------------- */
+
+/*
+ * cgroup_skb programs on the cgroup v2 root see every packet a local
+ * socket sends or receives, from its IP header. They run in softirq as
+ * often as not, so the process is the socket's owner, kept by cookie from
+ * the socket's creation and its last sendmsg/recvmsg/connect.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, u32);
+} sock_owner SEC(".maps");
+
+struct q_packet_buf {
+	struct q_packet_event ev;
+	char data[Q_PACKET_MAX];
+};
+
+static __always_inline void own(u64 cookie)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	bpf_map_update_elem(&sock_owner, &cookie, &tgid, BPF_ANY);
+}
+
+SEC("cgroup/sock_create")
+int dns__create__cg(struct bpf_sock *ctx)
+{
+	if (ctx->protocol == IPPROTO_UDP)
+		own(bpf_get_socket_cookie(ctx));
+	return 1;
+}
+
+#define Q_OWNER(hook, sec)                                               \
+	SEC("cgroup/" #sec)                                              \
+	int dns__##hook##__cg(struct bpf_sock_addr *ctx)                 \
+	{                                                                \
+		own(bpf_get_socket_cookie(ctx));                         \
+		return 1;                                                \
+	}
+
+Q_OWNER(sendmsg4, sendmsg4)
+Q_OWNER(sendmsg6, sendmsg6)
+Q_OWNER(recvmsg4, recvmsg4)
+Q_OWNER(recvmsg6, recvmsg6)
+Q_OWNER(connect4, connect4)
+Q_OWNER(connect6, connect6)
+
+static __always_inline int on_skb(struct __sk_buff *skb, u32 direction)
+{
+	u32 len = skb->len, cap, off;
+	u64 cookie;
+	u32 *owner;
+	struct q_packet_buf *b;
+	u8 ip[20];
+	u16 ports[2];
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 0, ip, 20) || ip[9] != IPPROTO_UDP)
+			return 1;
+		off = (ip[0] & 0xf) * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, 0, ip, 8) || ip[6] != IPPROTO_UDP)
+			return 1;
+		off = 40; /* extension headers: not followed */
+	} else {
+		return 1;
+	}
+	if (bpf_skb_load_bytes(skb, off, ports, 4))
+		return 1;
+	if (ports[0] != bpf_htons(53) && ports[1] != bpf_htons(53))
+		return 1;
+	b = bpf_ringbuf_reserve(&ringbuf, sizeof(*b), 0);
+	if (!b) {
+		count(Q_CNT_LOST);
+		return 1;
+	}
+	/* len is at least the headers read above; the verifier must see
+	 * cap in [1, Q_PACKET_MAX] in the register passed */
+	cap = len < Q_PACKET_MAX ? len : Q_PACKET_MAX;
+	cap -= 1;
+	asm volatile("%0 &= %1" : "+r"(cap) : "i"(Q_PACKET_MAX - 1));
+	cap += 1;
+	if (bpf_skb_load_bytes(skb, 0, b->data, cap)) {
+		bpf_ringbuf_discard(b, 0);
+		count(Q_CNT_LOST);
+		return 1;
+	}
+	cookie = bpf_get_socket_cookie(skb);
+	owner = bpf_map_lookup_elem(&sock_owner, &cookie);
+	b->ev.kind = Q_PACKET;
+	b->ev.size = sizeof(b->ev) + cap;
+	b->ev.time = bpf_ktime_get_ns();
+	b->ev.pid = owner ? *owner : 0;
+	b->ev.tid = b->ev.pid;
+	b->ev.direction = direction;
+	b->ev.orig_len = len;
+	b->ev.cap_len = cap;
+	b->ev.pad = 0;
+	bpf_ringbuf_submit(b, wakeup_flags(sizeof(*b)));
+	count(Q_CNT_SENT);
+	return 1; /* never drop: we only watch */
+}
+
+SEC("cgroup_skb/egress")
+int dns__egress__cg(struct __sk_buff *skb)
+{
+	return on_skb(skb, Q_PACKET_EGRESS);
+}
+
+SEC("cgroup_skb/ingress")
+int dns__ingress__cg(struct __sk_buff *skb)
+{
+	return on_skb(skb, Q_PACKET_INGRESS);
+}
+
 /* --- the hooks ---------------------------------------------------------- */
 
 /* A hook on tracepoint tp, in both flavours; handler(u64 *args, backup). */
@@ -615,13 +913,18 @@ static __always_inline int on_id_change(void *ctx, u32 what)
 
 #define Q_OPT(hook, tp, handler) Q_HOOK(opt, hook, tp, handler, false)
 
-/* An optional hook on a syscall's tracepoint; handler(ctx, ...). */
-#define Q_SYSCALL(hook, tp, handler, ...)                                \
+/* A hook on a syscall's tracepoint; handler(ctx, ...). Q_SYSCALL's are
+ * optional; Q_KIND_SYSCALL's serve the event kind ROLE (sock: SOCK_CONN),
+ * loaded only when it is asked for. */
+#define Q_KIND_SYSCALL(role, hook, tp, handler, ...)                     \
 	SEC("tracepoint/syscalls/" #tp)                                  \
-	int opt__##hook##__tp(void *ctx)                                 \
+	int role##__##hook##__tp(void *ctx)                              \
 	{                                                                \
 		return handler(ctx, ##__VA_ARGS__);                      \
 	}
+
+#define Q_SYSCALL(hook, tp, handler, ...)                                \
+	Q_KIND_SYSCALL(opt, hook, tp, handler, ##__VA_ARGS__)
 
 Q_CORE(fork, sched_process_fork, on_fork)
 Q_CORE(exec, sched_process_exec, on_exec)
@@ -638,3 +941,7 @@ Q_SYSCALL(setgid, sys_exit_setgid, on_id_change, Q_ID_SETGID)
 Q_SYSCALL(setregid, sys_exit_setregid, on_id_change, Q_ID_SETGID)
 Q_SYSCALL(setresgid, sys_exit_setresgid, on_id_change, Q_ID_SETGID)
 Q_SYSCALL(setsid, sys_exit_setsid, on_id_change, Q_ID_SETSID)
+Q_KIND_SYSCALL(sock, connect_enter, sys_enter_connect, connect_enter)
+Q_KIND_SYSCALL(sock, connect, sys_exit_connect, connect_exit)
+Q_KIND_SYSCALL(sock, accept, sys_exit_accept, accept_exit)
+Q_KIND_SYSCALL(sock, accept4, sys_exit_accept4, accept_exit)

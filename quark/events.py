@@ -339,11 +339,16 @@ class SockAddr:
     port: int
 
     @classmethod
-    def of(cls, address: str, port: int) -> SockAddr:
-        """From an address string in either family, normalised."""
+    def of(cls, address: str | bytes, port: int) -> SockAddr:
+        """From an address in either family (a string, or 4 or 16 bytes in
+        network order), normalised: an IPv4-mapped IPv6 address prints its
+        IPv4 part dotted (``::ffff:10.0.0.1``) on every Python."""
         ip = ipaddress.ip_address(address)
-        family = _socket.AF_INET if ip.version == 4 else _socket.AF_INET6
-        return cls(family, str(ip), port)
+        if ip.version == 4:
+            return cls(_socket.AF_INET, str(ip), port)
+        mapped = ip.ipv4_mapped  # type: ignore[union-attr]
+        text = f"::ffff:{mapped}" if mapped is not None else str(ip)
+        return cls(_socket.AF_INET6, text, port)
 
     def __str__(self) -> str:
         if self.family == _socket.AF_INET6:

@@ -105,6 +105,7 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
     "bpf_program__set_autoload": (c_int, [BpfProgramP, c_bool], "int"),
     "bpf_program__autoload": (c_bool, [BpfProgramP], "raw"),
     "bpf_program__attach": (BpfLinkP, [BpfProgramP], "ptr"),
+    "bpf_program__attach_cgroup": (BpfLinkP, [BpfProgramP, c_int], "ptr"),
     "bpf_program__fd": (c_int, [BpfProgramP], "int"),
     "bpf_link__destroy": (c_int, [BpfLinkP], "raw"),
     "bpf_map__name": (c_char_p, [BpfMapP], "raw"),
@@ -386,6 +387,16 @@ class BpfObject:
 
     def attach(self, name: str) -> BpfLink:
         link = BpfLink(lib().bpf_program__attach(self.program(name)), name)
+        self._links.append(link)
+        return link
+
+    def attach_cgroup(self, name: str, cgroup_fd: int) -> BpfLink:
+        """Attach a cgroup program to the cgroup open at ``cgroup_fd`` (a
+        BPF link: detached when closed, or when this process dies)."""
+        link = BpfLink(
+            lib().bpf_program__attach_cgroup(self.program(name), cgroup_fd),
+            name,
+        )
         self._links.append(link)
         return link
 

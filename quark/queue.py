@@ -11,10 +11,23 @@ from types import TracebackType
 from typing import Any
 
 from quark import procfs as _procfs
-from quark.backends import Backend, get_backend_class
+from quark.backends import KIND_FLAGS, Backend, get_backend_class
 from quark.engine import AggFn, Engine, Ruleset
-from quark.errors import BackendError, ConfigError, QuarkError
-from quark.events import QQ, Event, Process, QueueAttr, Stats
+from quark.errors import (
+    BackendError,
+    ConfigError,
+    NotSupportedError,
+    QuarkError,
+)
+from quark.events import (
+    QQ,
+    Event,
+    Process,
+    QueueAttr,
+    SockAddr,
+    Socket,
+    Stats,
+)
 from quark.raw.record import StreamWriter
 from quark.raw.types import RawKind
 
@@ -40,6 +53,14 @@ def _backend_order(backend: str | None, flags: QQ) -> list[str]:
     return names
 
 
+def _refused(cls: type[Backend], flags: QQ) -> str | None:
+    """Why backend ``cls`` cannot serve the kinds ``flags`` ask for."""
+    missing = flags & KIND_FLAGS & ~cls.SERVES
+    if not missing:
+        return None
+    return "; ".join(cls.why_not(kind) for kind in KIND_FLAGS if kind & missing)
+
+
 class Queue:
     """A queue of process events from one backend.
 
@@ -55,7 +76,15 @@ class Queue:
     processes) as a raw stream that ``backend="replay"`` reads.
 
     Opening starts the backend listening first, then scrapes /proc, so no
-    process started in between is missed.
+    process started in between is missed. With ``QQ.SOCK_CONN`` the TCP
+    connections and listeners of /proc/net/tcp and tcp6 seed the socket
+    cache the same way.
+
+    Event kinds beyond process events are asked for with their ``QQ``
+    bits; one that cannot be served here (by the backend, or on this
+    kernel) raises :class:`quark.NotSupportedError` naming the kind and
+    why, never a queue that silently lacks it. ``backend="auto"`` falls
+    back to KPROBE only when KPROBE serves every kind asked for.
     """
 
     def __init__(
@@ -117,6 +146,13 @@ class Queue:
                 for s in seeds:
                     self._recorder.seed(s)
             self._engine.seed(seeds)
+            if (
+                self._backend.kinds() & QQ.SOCK_CONN
+                and self._backend.seed() is None
+            ):
+                self._engine.seed_sockets(
+                    _procfs.scrape_sockets(procfs, now=self._backend.now())
+                )
             self._poll = select.poll()
             self._poll.register(self._backend.fileno(), select.POLLIN)
         except BaseException:
@@ -136,6 +172,10 @@ class Queue:
                     f"backend {name} is not available: {e}"
                 )
                 failures.append((name, err))
+                continue
+            refused = _refused(cls, attr.flags)
+            if refused:
+                failures.append((name, NotSupportedError(refused)))
                 continue
             try:
                 backend = cls(attr, **options)
@@ -259,6 +299,39 @@ class Queue:
             skipped_probes=backend.skipped_probes(),
             **c,
         )
+
+    def sockets(self) -> Iterator[Socket]:
+        """Every cached TCP connection (``QQ.SOCK_CONN``), closed ones
+        included until ``cache_grace_time`` has passed."""
+        self._require_open()
+        return self._engine.socket_list()
+
+    def lookup_socket(self, local: SockAddr, remote: SockAddr) -> Socket | None:
+        """The cached connection between ``local`` and ``remote``."""
+        self._require_open()
+        if not isinstance(local, SockAddr) or not isinstance(remote, SockAddr):
+            raise ConfigError("lookup_socket takes two quark.SockAddr")
+        if local.family != remote.family:
+            raise ConfigError(
+                f"lookup_socket: {local} and {remote} are of different "
+                "families"
+            )
+        return self._engine.lookup_socket(local, remote)
+
+    def capabilities(self) -> dict[QQ, str | None]:
+        """For every event kind bit: None when it is live on this queue,
+        else why not."""
+        backend = self._require_open()
+        live = backend.kinds()
+        out: dict[QQ, str | None] = {}
+        for kind in KIND_FLAGS:
+            if kind & live:
+                out[kind] = None
+            elif not kind & backend.SERVES:
+                out[kind] = type(backend).why_not(kind)
+            else:
+                out[kind] = f"not asked for (QQ.{kind.name} not in flags)"
+        return out
 
     @property
     def backend(self) -> str:

@@ -14,18 +14,38 @@ import time
 from typing import TYPE_CHECKING, ClassVar
 
 from quark.errors import ConfigError
+from quark.events import QQ
 
 if TYPE_CHECKING:
     from quark.events import QueueAttr
     from quark.raw.types import RawEvent, Seed
 
-__all__ = ["BACKENDS", "Backend", "get_backend_class"]
+__all__ = ["BACKENDS", "KIND_FLAGS", "Backend", "get_backend_class"]
+
+#: The queue flags that ask for event kinds beyond process events.
+KIND_FLAGS = (
+    QQ.SOCK_CONN | QQ.DNS | QQ.BYPASS | QQ.FILE | QQ.SHM | QQ.TTY
+    | QQ.PTRACE | QQ.MODULE_LOAD
+)  # fmt: skip
 
 
 class Backend(abc.ABC):
     """The interface every backend implements."""
 
     name: ClassVar[str]
+    #: the kind bits (of :data:`KIND_FLAGS`) this backend can serve on a
+    #: kernel that has what they need; it refuses the others at open
+    SERVES: ClassVar[QQ] = QQ(0)
+
+    @classmethod
+    def why_not(cls, kind: QQ) -> str:
+        """Why this backend never serves ``kind`` (one of its bits not in
+        :attr:`SERVES`)."""
+        return f"the {cls.name} backend does not implement QQ.{kind.name}"
+
+    def kinds(self) -> QQ:
+        """The kind bits live on this open backend."""
+        return QQ(0)
 
     @abc.abstractmethod
     def __init__(self, attr: QueueAttr, **options: object) -> None:

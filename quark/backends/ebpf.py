@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING
 from quark import libbpf_ctypes as bpf
 from quark.backends import Backend
 from quark.backends.ebpf_layout import Layout, raw_layout
-from quark.backends.ebpf_programs import FLAVOURS, Program, parse, wanted
+from quark.backends.cgroup import open_cgroup2_root
+from quark.backends.ebpf_programs import (
+    FLAVOURS,
+    KIND_ROLES,
+    Program,
+    parse,
+    wanted,
+)
 from quark.backends.ebpf_proto import Decoder
 from quark.backends.tracefs import ensure_mounted
 from quark.errors import (
@@ -100,8 +107,14 @@ def _preflight() -> None:
         )
 
 
+_SERVED = QQ(0)
+for _bit in KIND_ROLES.values():
+    _SERVED |= _bit
+
+
 class EbpfBackend(Backend):
     name = "ebpf"
+    SERVES = _SERVED
 
     def __init__(self, attr: QueueAttr, **options: object) -> None:
         if options.pop("ignore_btf", False):
@@ -129,6 +142,7 @@ class EbpfBackend(Backend):
         self._fds: list[tuple[Program, int]] | None = None
         self._layout: Layout | None = None
         self._decode: Callable[[bytes], RawEvent] | None = None
+        self._kinds = attr.flags & _SERVED
         try:
             _preflight()
             ensure_mounts()
@@ -170,6 +184,8 @@ class EbpfBackend(Backend):
                         disabled.add(e.program)
                         self._skip(prog, e.reason)
                         continue
+                    if prog is not None and prog.kind is not None:
+                        raise _kind_refused(prog, e.reason) from None
                     errors.append(f"{flavour}: {e.program}: {e.reason}")
                     break
                 self._attach_all(flavour, disabled)
@@ -201,7 +217,10 @@ class EbpfBackend(Backend):
         self._programs = {
             name: parse(name, obj.section(name)) for name, _ in obj.programs()
         }
-        load = {p.name for p in wanted(self._programs.values(), flavour)}
+        load = {
+            p.name
+            for p in wanted(self._programs.values(), flavour, self._kinds)
+        }
         for name in self._programs:
             obj.set_autoload(name, name in load and name not in disabled)
         obj.set_max_entries(
@@ -217,24 +236,45 @@ class EbpfBackend(Backend):
     def _attach_all(self, flavour: str, disabled: set[str]) -> None:
         obj = self._obj
         assert obj is not None
-        for prog in wanted(self._programs.values(), flavour):
-            if prog.name in disabled:
-                continue
-            try:
-                obj.attach(prog.name)
-            except LibbpfError as e:
-                if not prog.optional:
-                    raise NotSupportedError(
-                        f"cannot attach {prog.section}: {e}",
-                        errno=e.errno,
-                    ) from None
-                self._skip(prog, f"attach failed: {e}")
+        cgroup_fd = -1
+        try:
+            for prog in wanted(self._programs.values(), flavour, self._kinds):
+                if prog.name in disabled:
+                    continue
+                if prog.cgroup and cgroup_fd < 0:
+                    try:
+                        cgroup_fd = open_cgroup2_root()
+                    except QuarkError as e:
+                        raise _kind_refused(prog, str(e)) from None
+                self._attach(obj, prog, cgroup_fd)
+        finally:
+            if cgroup_fd >= 0:
+                os.close(cgroup_fd)  # the links keep the cgroup
         self._counters_fd = obj.map_fd("counters")
         self._ring_fd = obj.map_fd("ringbuf")
         self._ring = RingReader(self._ring_fd, self._wire.const("Q_RING_SIZE"))
         log.info("ebpf backend: %s tracepoints, %d CPUs", flavour, self._ncpus)
 
+    def _attach(self, obj: bpf.BpfObject, prog: Program, cgroup_fd: int) -> None:
+        try:
+            if prog.cgroup:
+                obj.attach_cgroup(prog.name, cgroup_fd)
+            else:
+                obj.attach(prog.name)
+        except LibbpfError as e:
+            if prog.kind is not None:
+                raise _kind_refused(prog, f"attach failed: {e}") from None
+            if not prog.optional:
+                raise NotSupportedError(
+                    f"cannot attach {prog.section}: {e}",
+                    errno=e.errno,
+                ) from None
+            self._skip(prog, f"attach failed: {e}")
+
     # -- Backend interface ----------------------------------------------------
+    def kinds(self) -> QQ:
+        return self._kinds
+
     def fileno(self) -> int:
         return self._ring_fd
 
@@ -335,6 +375,15 @@ def load_failure(e: LibbpfError, lines: list[str]) -> QuarkError:
             errno=e.errno,
         )
     return _ProgramFailed(prog, _verifier_reason(lines))
+
+
+def _kind_refused(prog: Program, reason: str) -> NotSupportedError:
+    kind = prog.kind
+    name = f"QQ.{kind.name}" if kind is not None else prog.role
+    return NotSupportedError(
+        f"{name} cannot be served on this kernel: {prog.section} "
+        f"({prog.name}): {reason}"
+    )
 
 
 class _ProgramFailed(QuarkError):

@@ -167,7 +167,8 @@ def layout_of(btf: Btf, origin: str = "the BPF object") -> Layout:
             "BPF object, or one built before the protocol was versioned"
         )
     records = {
-        name: _record(btf, name, origin) for name in ("q_event", "q_config")
+        name: _record(btf, name, origin)
+        for name in ("q_event", "q_sock_event", "q_packet_event", "q_config")
     }
     return Layout(origin, consts["Q_PROTO_VERSION"], records, consts)
 

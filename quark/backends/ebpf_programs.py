@@ -6,9 +6,12 @@ name says what it is: ``ROLE__HOOK__FLAVOUR``.
 - ROLE ``core``: the backend cannot open without it; ``backup``: a core
   program's twin, attached after it, that emits what a run the kernel
   skipped would have lost; ``opt``: skipped, and reported, when the kernel
-  refuses it.
+  refuses it; a kind's role (``sock``: ``QQ.SOCK_CONN``, ``dns``:
+  ``QQ.DNS``): loaded only when that kind is asked for, and the queue
+  refuses to open for the kind when one of its programs cannot serve.
 - FLAVOUR ``btf`` (``tp_btf/``), ``raw`` (``raw_tp/``): one of the two is
-  loaded; ``tp`` (``tracepoint/``) goes with either.
+  loaded; ``tp`` (``tracepoint/``) and ``cg`` (``cgroup/``,
+  ``cgroup_skb/``: attached to the cgroup v2 root) go with either.
 """
 
 from __future__ import annotations
@@ -17,12 +20,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from quark.errors import ProtocolError
+from quark.events import QQ
 
-__all__ = ["FLAVOURS", "Program", "parse", "wanted"]
+__all__ = ["FLAVOURS", "KIND_ROLES", "Program", "parse", "wanted"]
 
 FLAVOURS = ("btf", "raw")
-_ROLES = ("core", "backup", "opt")
-_SECTION_OF = {"btf": "tp_btf/", "raw": "raw_tp/", "tp": "tracepoint/"}
+#: the roles of the programs that serve one event kind
+KIND_ROLES = {"sock": QQ.SOCK_CONN, "dns": QQ.DNS}
+_ROLES = ("core", "backup", "opt", *KIND_ROLES)
+_SECTION_OF = {
+    "btf": ("tp_btf/",),
+    "raw": ("raw_tp/",),
+    "tp": ("tracepoint/",),
+    "cg": ("cgroup/", "cgroup_skb/"),
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,16 @@ class Program:
     @property
     def optional(self) -> bool:
         return self.role == "opt"
+
+    @property
+    def kind(self) -> QQ | None:
+        """The event kind this program serves, if it serves one."""
+        return KIND_ROLES.get(self.role)
+
+    @property
+    def cgroup(self) -> bool:
+        """Attached to the cgroup v2 root, not to a tracepoint."""
+        return self.flavour == "cg"
 
     @property
     def what(self) -> str:
@@ -60,8 +81,16 @@ def parse(name: str, section: str) -> Program:
     return Program(name, section, role, hook, flavour)
 
 
-def wanted(programs: Iterable[Program], flavour: str) -> list[Program]:
-    """The programs to load with ``flavour``, in attach order: every
-    primary before the backups (a backup must follow its primary)."""
-    chosen = [p for p in programs if p.flavour in (flavour, "tp")]
+def wanted(
+    programs: Iterable[Program], flavour: str, kinds: QQ = QQ(0)
+) -> list[Program]:
+    """The programs to load with ``flavour`` for the event ``kinds`` asked
+    for, in attach order: every primary before the backups (a backup must
+    follow its primary)."""
+    chosen = [
+        p
+        for p in programs
+        if p.flavour in (flavour, "tp", "cg")
+        and (p.kind is None or p.kind & kinds)
+    ]
     return sorted(chosen, key=lambda p: p.role == "backup")

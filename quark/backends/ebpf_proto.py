@@ -10,20 +10,29 @@ BPF object's BTF (:mod:`quark.backends.ebpf_layout`), and copies each
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from quark.backends.ebpf_layout import Layout
 from quark.errors import DecodeError, ProtocolError
-from quark.events import ID_CHANGE
+from quark.events import ID_CHANGE, PacketDirection, SockAddr
 from quark.fields import Src
-from quark.raw.types import TASK_FIELDS, RawEvent, RawKind, RawTask
+from quark.raw.types import (
+    TASK_FIELDS,
+    RawEvent,
+    RawKind,
+    RawPacket,
+    RawSock,
+    RawTask,
+    SockOp,
+)
 from quark.raw.types import fsdecode as _fsdecode
 
 __all__ = ["PROTO_VERSION", "Decoder"]
 
 #: The version of bpf/proto.h that this decoder speaks.
-PROTO_VERSION = 2
+PROTO_VERSION = 3
 
 # proto.h's enum q_kind -> raw kinds
 _KINDS = {
@@ -116,6 +125,92 @@ class Decoder:
         self.decode = _make_decode(layout)
 
 
+def _net_decoders(
+    layout: Layout,
+) -> dict[int, Callable[[bytes], RawEvent]]:
+    """Decoders of the network kinds' records, by their q_kind value."""
+    c = layout.const
+    sk = layout.record("q_sock_event")
+    pk = layout.record("q_packet_event")
+    for rec in (sk, pk):  # they begin as q_event does
+        for name in ("kind", "size", "time", "pid", "tid"):
+            if rec.offsets[name] != layout.record("q_event").offsets[name]:
+                raise ProtocolError(
+                    f"{layout.origin}: {rec.name}.{name} is not where "
+                    f"q_event.{name} is"
+                )
+    ops = {c(f"Q_SOCK_{op.name}"): op for op in SockOp}
+    dirs = {c(f"Q_PACKET_{d.name}"): d for d in PacketDirection}
+    at_exit = c("Q_SOCK_AT_EXIT")
+    cap_max = c("Q_PACKET_MAX")
+    s_unpack, s_size = sk.fmt.unpack_from, sk.size
+    si = {n: sk.index(n) for n in sk.names}
+    p_unpack, p_size = pk.fmt.unpack_from, pk.size
+    pi = {n: pk.index(n) for n in pk.names}
+    inet, inet6 = socket.AF_INET, socket.AF_INET6
+    sock_kind, packet_kind = RawKind.SOCK_CONN, RawKind.PACKET
+
+    def addr(family: int, raw: bytes, port: int) -> SockAddr:
+        return SockAddr.of(raw[:4] if family == inet else raw, port)
+
+    def sock(rec: bytes) -> RawEvent:
+        if len(rec) < s_size:
+            raise DecodeError(
+                f"ebpf socket record of {len(rec)} bytes, not {s_size}"
+            )
+        v = s_unpack(rec)
+        op = ops.get(v[si["op"]])
+        family = v[si["family"]]
+        if op is None or family not in (inet, inet6):
+            raise DecodeError(
+                f"ebpf socket record with op {v[si['op']]}, family {family}"
+            )
+        closing = op is SockOp.CLOSE
+        payload = RawSock(
+            op,
+            addr(family, v[si["local_addr"]], v[si["local_port"]]),
+            addr(family, v[si["remote_addr"]], v[si["remote_port"]]),
+            bytes_sent=v[si["bytes_sent"]] if closing else None,
+            bytes_received=v[si["bytes_received"]] if closing else None,
+            net_inonum=v[si["net_inonum"]] or None,
+            at_exit=bool(v[si["flags"]] & at_exit),
+        )
+        return RawEvent(
+            sock_kind, v[si["time"]], v[si["pid"]], v[si["tid"]],
+            payload=payload,
+        )  # fmt: skip
+
+    def packet(rec: bytes) -> RawEvent:
+        if len(rec) < p_size:
+            raise DecodeError(
+                f"ebpf packet record of {len(rec)} bytes is shorter than "
+                f"its {p_size}-byte header"
+            )
+        v = p_unpack(rec)
+        cap, orig = v[pi["cap_len"]], v[pi["orig_len"]]
+        size = v[pi["size"]]
+        direction = dirs.get(v[pi["direction"]])
+        if (
+            direction is None
+            or cap > orig
+            or cap > cap_max
+            or size != p_size + cap
+            or size > len(rec)
+        ):
+            raise DecodeError(
+                f"ebpf packet record: {cap} of {orig} bytes captured, "
+                f"record of {size} ({len(rec)} arrived), direction "
+                f"{v[pi['direction']]}"
+            )
+        payload = RawPacket(direction, "dns", orig, rec[p_size:size])
+        pid = v[pi["pid"]]
+        return RawEvent(
+            packet_kind, v[pi["time"]], pid, v[pi["tid"]], payload=payload
+        )
+
+    return {c("Q_SOCK"): sock, c("Q_PACKET"): packet}
+
+
 def _make_decode(layout: Layout) -> Callable[[bytes], RawEvent]:
     ev = layout.record("q_event")
     c = layout.const
@@ -150,9 +245,14 @@ def _make_decode(layout: Layout) -> Callable[[bytes], RawEvent]:
     f_exe, f_cwd = c("Q_F_EXE_TRUNC"), c("Q_F_CWD_TRUNC")
     f_cgroup = c("Q_F_CGROUP_TRUNC")
     build_task = _task_builder(layout)
+    net = _net_decoders(layout)
 
     def decode(rec: bytes) -> RawEvent:
         """One ring record -> one raw event."""
+        if len(rec) >= 4:
+            other = net.get(int.from_bytes(rec[:4], "little"))
+            if other is not None:
+                return other(rec)
         if len(rec) < size:
             raise DecodeError(
                 f"ebpf record of {len(rec)} bytes is shorter than its "

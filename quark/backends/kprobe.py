@@ -221,6 +221,20 @@ class _Ring:
 class KprobeBackend(Backend):
     name = "kprobe"
 
+    @classmethod
+    def why_not(cls, kind: QQ) -> str:
+        if kind in (QQ.SOCK_CONN, QQ.DNS):
+            # tcp_close's byte counts and a packet's payload are beyond
+            # what kprobe fetch arguments can copy whole (an IPv6 address
+            # is 16 bytes, a packet up to 2 KiB), and the process of an
+            # accept is only known at the syscall's exit
+            return (
+                f"QQ.{kind.name} needs BPF: the kprobe backend cannot "
+                "copy socket addresses, byte counts and packets through "
+                "tracefs fetch arguments; use the ebpf backend"
+            )
+        return super().why_not(kind)
+
     def __init__(self, attr: QueueAttr, **options: object) -> None:
         ignore_btf = options.pop("ignore_btf", None)
         ring_pages = options.pop("ring_pages", RING_PAGES)

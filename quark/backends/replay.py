@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from quark.backends import Backend
+from quark.backends import KIND_FLAGS, Backend
 from quark.errors import ConfigError, DecodeError
+from quark.events import QQ
 from quark.raw.record import Lost, Now, StreamReader
 from quark.raw.types import RawEvent, Seed
 
@@ -32,6 +33,7 @@ WINDOW = 10_000_000  # ns of stream time per read
 
 class ReplayBackend(Backend):
     name = "replay"
+    SERVES = KIND_FLAGS  # whatever the recording carries
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class ReplayBackend(Backend):
                 f"unknown option(s) for the replay backend: {sorted(options)}"
             )
         self._errors = errors
+        self._kinds = attr.flags & KIND_FLAGS
         self._reader: StreamReader | None = StreamReader(path)
         self.header = self._reader.header
         self._seeds: list[Seed] = []
@@ -162,6 +165,9 @@ class ReplayBackend(Backend):
 
     def now(self) -> int:
         return _END if self.exhausted() else self._now
+
+    def kinds(self) -> QQ:
+        return self._kinds
 
     def exhausted(self) -> bool:
         return self._done and self._pending is None

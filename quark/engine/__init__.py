@@ -33,9 +33,26 @@ from quark.engine.cache import (
     decode_exit_status,
     entity_id,
 )
+from quark.engine.sockets import SocketCache
 from quark.errors import ConfigError
-from quark.events import EV, ID_CHANGE, Event, Process
-from quark.raw.types import RAW_NUM_TYPES, RawEvent, RawKind, Seed
+from quark.events import (
+    EV,
+    ID_CHANGE,
+    Event,
+    Packet,
+    Process,
+    SockAddr,
+    Socket,
+)
+from quark.raw.types import (
+    RAW_NUM_TYPES,
+    RawEvent,
+    RawKind,
+    RawPacket,
+    RawSock,
+    Seed,
+    SockOp,
+)
 
 __all__ = [
     "AggFn",
@@ -128,6 +145,7 @@ class Engine:
             entry_leaders=entry_leaders,
             tick_ns=tick_ns,
         )
+        self.sockets = SocketCache(cache_grace_time * MS)
         self.ruleset = ruleset
         # (time, raw) entries, time bumped to be unique among them
         self._heap: list[tuple[int, RawEvent]] = []
@@ -181,6 +199,8 @@ class Engine:
                 f"queue full ({self.max_length}): push at most space() events"
             )
         t = raw.time
+        if raw.kind == _SOCK_CONN and raw.payload.at_exit:
+            t = self._before_exit(raw, t)
         if t <= self._released:
             # Older than an event already delivered (a ring that lagged
             # beyond the hold time): delivering it with its own time would
@@ -206,6 +226,27 @@ class Engine:
         else:
             bisect.insort(lst, entry, key=_time_of)
         self.insertions += 1
+
+    def _before_exit(self, raw: RawEvent, t: int) -> int:
+        """The time for a socket the kernel closed while its process's
+        thread exited (``exit`` releases the files after the exit
+        tracepoint fires): just before that exit, when it is still held,
+        so that users see the close before the process is gone."""
+        lst = self._by_pid.get(raw.pid)
+        if not lst:
+            return t
+        for et, held in reversed(lst):
+            if et < t and held.kind == RawKind.EXIT_THREAD:
+                new = et - 1
+                times = self._times
+                while new in times and new > self._released:
+                    new -= 1
+                return new if new > self._released else t
+        return t
+
+    def seed_sockets(self, sockets: list[Socket]) -> None:
+        """Seed the socket cache with the connections scraped at open."""
+        self.sockets.seed(sockets)
 
     def seed(self, seeds: list[Seed]) -> None:
         """Seed the cache; with a ruleset, poison rules run over every
@@ -234,12 +275,18 @@ class Engine:
         return heap[0][0] + self._ages[self.insertions - self.removals]
 
     def next_collection(self) -> int | None:
-        """When the cache next purges an exited process, if it holds one."""
-        return self.cache.next_collection()
+        """When a cache next purges an exited process or a closed socket,
+        if one holds any."""
+        a = self.cache.next_collection()
+        b = self.sockets.next_collection()
+        if a is None:
+            return b
+        return a if b is None else min(a, b)
 
     def pop(self, now: int) -> Event | None:
         """The next due event, or None when nothing is due at ``now``."""
         self.cache.collect(now)
+        self.sockets.collect(now)
         heap = self._heap
         merged = self._merged
         while heap:
@@ -315,16 +362,39 @@ class Engine:
     ) -> Event | None:
         proc: Process | None
         kind = raw.kind
+        sock: Socket | None = None
+        packet: Packet | None = None
         if kind in PROCESS_KINDS:
             proc, mask, idc = self.cache.apply(
                 raw, t, agg, now, self.thread_events
             )
         else:
-            proc = self.cache.lookup(raw.pid)
-            mask = EV(EV_OF_KIND.get(kind, 0))
             idc = 0
+            proc = self.cache.lookup(raw.pid)
+            payload = raw.payload
+            if kind == _SOCK_CONN:
+                assert isinstance(payload, RawSock)
+                sock = self.sockets.apply(raw.pid, t, payload)
+                if sock is None:
+                    return None  # a repeat, or never established
+                mask = (
+                    EV.SOCK_CONN_CLOSED
+                    if payload.op is SockOp.CLOSE
+                    else EV.SOCK_CONN_ESTABLISHED
+                )
+            elif kind == _PACKET:
+                assert isinstance(payload, RawPacket)
+                packet = Packet(
+                    payload.direction,
+                    payload.origin,
+                    payload.orig_len,
+                    payload.data,
+                )
+                mask = EV.PACKET
+            else:
+                mask = EV(EV_OF_KIND.get(kind, 0))
         event = Event._make(
-            (mask, t, proc, ID_CHANGE(idc) if idc else None, None, None)
+            (mask, t, proc, ID_CHANGE(idc) if idc else None, sock, packet)
         )
         rs = self.ruleset
         if rs is not None:
@@ -345,6 +415,12 @@ class Engine:
     def processes(self) -> Iterator[Process]:
         return iter(self.cache)
 
+    def lookup_socket(self, local: SockAddr, remote: SockAddr) -> Socket | None:
+        return self.sockets.lookup(local, remote)
+
+    def socket_list(self) -> Iterator[Socket]:
+        return iter(self.sockets)
+
     def counters(self) -> dict[str, Any]:
         return {
             "insertions": self.insertions,
@@ -358,6 +434,10 @@ class Engine:
             "dropped_by_rules": self.dropped_by_rules,
             "late": self.late,
         }
+
+
+_SOCK_CONN = RawKind.SOCK_CONN
+_PACKET = RawKind.PACKET
 
 
 def _time_of(entry: tuple[int, RawEvent]) -> int:

@@ -90,6 +90,11 @@ def mount(source: str, target: str, fstype: str, flags: int = 0) -> None:
     check(rc, f"mount {fstype} on {target}")
 
 
+def umount2(target: str, flags: int = 0) -> None:
+    """umount2(2); raises OSError with errno on failure."""
+    check(libc().umount2(target.encode(), flags), f"umount {target}")
+
+
 def is_mounted(target: str, fstype: str, mounts: str = "/proc/mounts") -> bool:
     try:
         with open(mounts) as f:
