@@ -8,7 +8,6 @@ being captured: the backend is listening before the scrape starts).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import sys
@@ -229,8 +228,7 @@ def _tcp_addr(text: str, little: bool) -> SockAddr:
         raw = bytes.fromhex(hexaddr)
         if little:
             raw = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
-        ip = ipaddress.IPv6Address(raw)
-        return SockAddr(socket.AF_INET6, str(ip), port)
+        return SockAddr.of(raw, port)  # as every SockAddr spells it
     raise ValueError(f"bad address {text!r}")
 
 
