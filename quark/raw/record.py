@@ -14,6 +14,18 @@ Line 1 is the header, every other line one record::
   :class:`quark.raw.RawKind` name; ``time`` ns on CLOCK_MONOTONIC; ``pid`` the
   tgid, ``tid`` when different; ``task`` the :class:`quark.raw.RawTask`
   members that are known; ``exe``, ``args``, ``comm``, ``id_change``.
+  A SOCK_CONN record has ``sock`` (a :class:`quark.raw.RawSock`)::
+
+      "sock": {"op": "CONNECT", "local": ["127.0.0.1", 40000],
+               "remote": ["127.0.0.1", 80], "bytes_sent": 5,
+               "bytes_received": 7, "net_inonum": 4026531840,
+               "at_exit": true}
+
+  ``op`` a :class:`quark.raw.SockOp` name, each end ``[address, port]``
+  (the family follows the address); members that are None or False are
+  left out. A PACKET record has ``packet`` (a :class:`quark.raw.RawPacket`):
+  ``{"direction": "EGRESS", "origin": "dns", "orig_len": 60,
+  "data": "<hex>"}``.
 - ``lost``: the backend's cumulative lost counter, when it changed.
 - ``now``: the consumer's clock at a read, so a replay releases events when
   the live queue could have (optional).
@@ -31,7 +43,17 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from quark.errors import DecodeError
-from quark.raw.types import TASK_FIELDS, RawEvent, RawKind, RawTask, Seed
+from quark.events import PacketDirection, SockAddr
+from quark.raw.types import (
+    TASK_FIELDS,
+    RawEvent,
+    RawKind,
+    RawPacket,
+    RawSock,
+    RawTask,
+    Seed,
+    SockOp,
+)
 
 __all__ = [
     "FORMAT",
@@ -94,6 +116,106 @@ def _str(v: Any, key: str, where: str) -> str | None:
     return v
 
 
+def _addr(v: Any, key: str, where: str) -> SockAddr:
+    if (
+        not isinstance(v, list)
+        or len(v) != 2
+        or not isinstance(v[0], str)
+        or not isinstance(v[1], int)
+        or isinstance(v[1], bool)
+        or not 0 <= v[1] <= 0xFFFF
+    ):
+        raise DecodeError(
+            f"{where}: sock.{key} must be [address, port], not {v!r}"
+        )
+    try:
+        return SockAddr.of(v[0], v[1])
+    except ValueError:
+        raise DecodeError(
+            f"{where}: sock.{key}: {v[0]!r} is not an IP address"
+        ) from None
+
+
+def _enum(cls: Any, v: Any, key: str, where: str) -> Any:
+    try:
+        if not isinstance(v, str):
+            raise KeyError(v)
+        return cls[v]
+    except KeyError:
+        names = ", ".join(m.name for m in cls)
+        raise DecodeError(
+            f"{where}: {key} must be one of {names}, not {v!r}"
+        ) from None
+
+
+def _count(d: dict[str, Any], key: str, where: str) -> int | None:
+    v: int | None = _int(d, key, where, None)
+    if v is not None and v < 0:
+        raise DecodeError(f"{where}: {key!r} must be >= 0, not {v}")
+    return v
+
+
+def _sock(v: Any, where: str) -> RawSock:
+    if not isinstance(v, dict):
+        raise DecodeError(f"{where}: 'sock' must be an object")
+    at_exit = v.get("at_exit", False)
+    if not isinstance(at_exit, bool):
+        raise DecodeError(f"{where}: sock.at_exit must be true or false")
+    return RawSock(
+        _enum(SockOp, v.get("op"), "sock.op", where),
+        _addr(v.get("local"), "local", where),
+        _addr(v.get("remote"), "remote", where),
+        bytes_sent=_count(v, "bytes_sent", f"{where}: sock"),
+        bytes_received=_count(v, "bytes_received", f"{where}: sock"),
+        net_inonum=_count(v, "net_inonum", f"{where}: sock"),
+        at_exit=at_exit,
+    )
+
+
+def _packet(v: Any, where: str) -> RawPacket:
+    if not isinstance(v, dict):
+        raise DecodeError(f"{where}: 'packet' must be an object")
+    origin = v.get("origin")
+    if not isinstance(origin, str):
+        raise DecodeError(f"{where}: packet.origin must be a string")
+    orig_len = _count(v, "orig_len", f"{where}: packet")
+    if orig_len is None:
+        raise DecodeError(f"{where}: packet: missing 'orig_len'")
+    data = v.get("data")
+    try:
+        if not isinstance(data, str):
+            raise ValueError
+        raw = bytes.fromhex(data)
+    except ValueError:
+        raise DecodeError(
+            f"{where}: packet.data must be a string of hex digits"
+        ) from None
+    return RawPacket(
+        _enum(PacketDirection, v.get("direction"), "packet.direction", where),
+        origin,
+        orig_len,
+        raw,
+    )
+
+
+def _payload(
+    d: dict[str, Any], kind: RawKind, where: str
+) -> RawSock | RawPacket | None:
+    sock, packet = d.get("sock"), d.get("packet")
+    if kind is RawKind.SOCK_CONN:
+        if sock is None:
+            raise DecodeError(f"{where}: a SOCK_CONN record needs 'sock'")
+        return _sock(sock, where)
+    if kind is RawKind.PACKET:
+        if packet is None:
+            raise DecodeError(f"{where}: a PACKET record needs 'packet'")
+        return _packet(packet, where)
+    if sock is not None or packet is not None:
+        extra = "sock" if sock is not None else "packet"
+        raise DecodeError(f"{where}: a {kind.name} record has no {extra!r}")
+    return None
+
+
 def decode_raw(d: Any, where: str = "raw") -> RawEvent:
     if not isinstance(d, dict):
         raise DecodeError(f"{where}: a raw record must be an object")
@@ -128,6 +250,7 @@ def decode_raw(d: Any, where: str = "raw") -> RawEvent:
         args=_strs(d.get("args"), "args", where),
         comm=_str(d.get("comm"), "comm", where),
         id_change=_int(d, "id_change", where, 0),
+        payload=_payload(d, kind, where),
     )
 
 

@@ -233,6 +233,27 @@ class RawEvent:
             d["comm"] = self.comm
         if self.id_change:
             d["id_change"] = self.id_change
+        p = self.payload
+        if isinstance(p, RawSock):
+            sock: dict[str, Any] = {
+                "op": p.op.name,
+                "local": [p.local.address, p.local.port],
+                "remote": [p.remote.address, p.remote.port],
+            }
+            for key in ("bytes_sent", "bytes_received", "net_inonum"):
+                v = getattr(p, key)
+                if v is not None:
+                    sock[key] = v
+            if p.at_exit:
+                sock["at_exit"] = True
+            d["sock"] = sock
+        elif isinstance(p, RawPacket):
+            d["packet"] = {
+                "direction": p.direction.name,
+                "origin": p.origin,
+                "orig_len": p.orig_len,
+                "data": p.data.hex(),
+            }
         return d
 
     def __repr__(self) -> str:
