@@ -727,8 +727,15 @@ static __always_inline int connect_exit(void *ctx)
 	if (ret != 0 && ret != -EINPROGRESS)
 		return 0; /* refused, unreachable, ... */
 	sk = fd_sock(fd);
-	if (sk && is_tcp(sk))
-		emit_sock(sk, Q_SOCK_CONNECT, 0);
+	if (!sk || !is_tcp(sk))
+		return 0;
+	/* A non-blocking connect over loopback can be refused before the
+	 * syscall returns -EINPROGRESS: the socket is back in CLOSE, its
+	 * port released. That attempt is over, not established. */
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE ||
+	    !BPF_CORE_READ(sk, __sk_common.skc_num))
+		return 0;
+	emit_sock(sk, Q_SOCK_CONNECT, 0);
 	return 0;
 }
 

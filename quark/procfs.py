@@ -210,8 +210,9 @@ def scrape(
 # -- TCP sockets -------------------------------------------------------------
 
 _TCP_ESTABLISHED = "01"
+_TCP_CLOSE_WAIT = "08"  # the peer closed, the socket is still held
 _TCP_LISTEN = "0A"
-_TCP_STATES = (_TCP_ESTABLISHED, _TCP_LISTEN)
+_TCP_STATES = (_TCP_ESTABLISHED, _TCP_CLOSE_WAIT, _TCP_LISTEN)
 
 
 def _tcp_addr(text: str, little: bool) -> SockAddr:
@@ -235,8 +236,8 @@ def _tcp_addr(text: str, little: bool) -> SockAddr:
 def parse_tcp_table(
     text: str, path: str = "tcp", *, little: bool = sys.byteorder == "little"
 ) -> list[tuple[SockAddr, SockAddr, int]]:
-    """``(local, remote, inode)`` of every ESTABLISHED or LISTEN socket of
-    a /proc/net/tcp or tcp6 table that a process holds (inode > 0: a
+    """``(local, remote, inode)`` of every ESTABLISHED, CLOSE_WAIT or
+    LISTEN socket of a /proc/net/tcp or tcp6 table that a process holds (inode > 0: a
     connection still in its listener's accept queue has none yet; its
     ACCEPT will tell of it). Malformed lines are skipped; a text that is not
     such a table raises DecodeError naming ``path``."""
@@ -306,8 +307,9 @@ def _socket_holders(root: str, inodes: Iterable[int]) -> dict[int, int]:
 
 
 def scrape_sockets(procfs: str = "/proc", now: int = 0) -> list[Socket]:
-    """The TCP sockets of this network namespace that are ESTABLISHED or
-    LISTENing, from ``procfs``/net/tcp and tcp6 (no tcp6: no IPv6), each
+    """The TCP sockets of this network namespace that are ESTABLISHED,
+    CLOSE_WAIT (the peer closed, the socket is still held) or LISTENing,
+    from ``procfs``/net/tcp and tcp6 (no tcp6: no IPv6), each
     with the lowest pid holding it (None if none is found),
     ``conn_origin=SCRAPE`` and ``established_time=now``. Ordered as the
     tables list them, IPv4 first."""

@@ -86,6 +86,16 @@ class SocketCache:
         return the snapshot to deliver, or None when there is none."""
         key = (raw.local, raw.remote)
         if raw.op is not SockOp.CLOSE:
+            old = self._socks.get(key)
+            if (
+                old is not None
+                and old.close_time is None
+                and old.pid_origin == pid
+                and old.conn_origin is _ORIGIN[raw.op]
+            ):
+                # the same connection again: a connect(2) repeated on a
+                # non-blocking socket returns 0 once it is established
+                return None
             s = Socket(
                 raw.local,
                 raw.remote,

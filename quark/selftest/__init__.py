@@ -57,5 +57,6 @@ def case(
 def load_cases() -> dict[str, Case]:
     """Import every case module and return the registry."""
     import quark.selftest.cases  # noqa: F401  (registers by import)
+    import quark.selftest.net_cases  # noqa: F401
 
     return CASES

@@ -95,7 +95,8 @@ def test_fixture_tables(tmp_path: pathlib.Path) -> None:
                 "01",
                 101,
             ),
-            # TIME_WAIT (06), CLOSE_WAIT (08), SYN_SENT (02): not kept
+            # TIME_WAIT (06), SYN_SENT (02): not kept; CLOSE_WAIT (08)
+            # is still a held connection: kept
             row(2, kaddr("10.1.2.3", 40001), kaddr("1.1.1.1", 443), "06", 0),
             row(3, kaddr("10.1.2.3", 40002), kaddr("1.1.1.1", 443), "08", 103),
             row(4, kaddr("10.1.2.3", 40003), kaddr("1.1.1.1", 443), "02", 104),
@@ -155,6 +156,7 @@ def test_fixture_tables(tmp_path: pathlib.Path) -> None:
     assert table == [
         (A("127.0.0.1", 8080), A("0.0.0.0", 0), 40, 40),
         (A("10.1.2.3", 40000), A("93.184.216.34", 443), 20, 20),
+        (A("10.1.2.3", 40002), A("1.1.1.1", 443), None, None),
         (A("::", 22), A("::", 0), 20, 20),
         (A("2001:db8::1", 50000), A("2001:db8::2", 443), None, None),
         (A("::ffff:127.0.0.1", 8081), A("::ffff:127.0.0.1", 50001), 40, 40),
@@ -167,7 +169,7 @@ def test_fixture_tables(tmp_path: pathlib.Path) -> None:
         assert s.bytes_sent is None and s.bytes_received is None
         assert s.net_inonum == net
     # a v4-mapped address stays IPv6, as the kernel has an AF_INET6 socket
-    mapped = got[4].local
+    mapped = got[5].local
     assert mapped.family == socket.AF_INET6
     assert ipaddress.ip_address(mapped.address).ipv4_mapped == (
         ipaddress.IPv4Address("127.0.0.1")

@@ -12,6 +12,8 @@ from quark.engine.sockets import SocketCache
 from quark.events import SockAddr, Socket, SockOrigin
 from quark.raw.types import RawSock, SockOp
 
+_ORIGIN_OF = {SockOp.CONNECT: SockOrigin.CONNECT, SockOp.ACCEPT: SockOrigin.ACCEPT}
+
 MS = 1_000_000
 GRACE = 4000 * MS
 
@@ -262,6 +264,13 @@ def test_invariants(
                 assert s is None
             else:
                 assert s is not None and s.close_time == now
+        elif (
+            before is not None
+            and not before.closed
+            and before.pid_origin == 1
+            and before.conn_origin is _ORIGIN_OF[op]
+        ):
+            assert s is None  # the same connection again: no repeat
         else:
             assert s is not None and not s.closed
         c.collect(now)
@@ -272,3 +281,18 @@ def test_invariants(
             # nothing closed longer ago than the grace time is left
             assert sock.close_time is None or now - sock.close_time < grace
         assert len(list(c)) == len(c)
+
+
+def test_a_repeated_connect_is_not_a_second_connection() -> None:
+    # connect(2) called again on a non-blocking socket returns 0 once the
+    # handshake is done: the same connection, one ESTABLISHED
+    c = SocketCache(10)
+    a, b = SockAddr.of("127.0.0.1", 40000), SockAddr.of("127.0.0.1", 80)
+    first = c.apply(7, 1, RawSock(SockOp.CONNECT, a, b))
+    assert first is not None
+    assert c.apply(7, 2, RawSock(SockOp.CONNECT, a, b)) is None
+    assert c.lookup(a, b) is first
+    # another process's connect on that pair after a close is new
+    assert c.apply(7, 3, RawSock(SockOp.CLOSE, a, b, 0, 0)) is not None
+    again = c.apply(8, 4, RawSock(SockOp.CONNECT, a, b))
+    assert again is not None and again.pid_origin == 8
