@@ -16,6 +16,7 @@ import pytest
 import quark
 from quark import EV, QQ
 from quark.bench.net import drain_until, run_load, sock_events, verify
+
 from .conftest import require
 
 pytestmark = [pytest.mark.ebpf, pytest.mark.root, pytest.mark.slow]
@@ -25,7 +26,12 @@ PARALLEL = 4
 HOLD_MS = 100
 
 
-def test_every_connection_seen_open_and_closed_under_load() -> None:
+@pytest.mark.parametrize(
+    "family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"]
+)
+def test_every_connection_seen_open_and_closed_under_load(
+    family: socket.AddressFamily,
+) -> None:
     require("ebpf")
     events: list[quark.Event] = []
     with quark.Queue(flags=QQ.EBPF | QQ.SOCK_CONN, hold_time=HOLD_MS) as q:
@@ -34,7 +40,7 @@ def test_every_connection_seen_open_and_closed_under_load() -> None:
             deadline = time.monotonic() + 0.05
             drain_until(q, events, lambda: time.monotonic() > deadline)
 
-        load = run_load(N, PARALLEL, socket.AF_INET, while_running=drain)
+        load = run_load(N, PARALLEL, family, while_running=drain)
         # Every close happened before its process exited, so every event is
         # in the ring: what the hold time keeps comes out within it.
         quiet = time.monotonic() + HOLD_MS / 1000 + 1.0
