@@ -28,8 +28,8 @@ from quark.events import (
     Process,
     QueueAttr,
     SockAddr,
-    SockOrigin,
     Socket,
+    SockOrigin,
     Stats,
 )
 from quark.queue import Queue

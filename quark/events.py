@@ -346,7 +346,7 @@ class SockAddr:
         ip = ipaddress.ip_address(address)
         if ip.version == 4:
             return cls(_socket.AF_INET, str(ip), port)
-        mapped = ip.ipv4_mapped  # type: ignore[union-attr]
+        mapped = ip.ipv4_mapped
         text = f"::ffff:{mapped}" if mapped is not None else str(ip)
         return cls(_socket.AF_INET6, text, port)
 

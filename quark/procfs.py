@@ -237,10 +237,10 @@ def parse_tcp_table(
     text: str, path: str = "tcp", *, little: bool = sys.byteorder == "little"
 ) -> list[tuple[SockAddr, SockAddr, int]]:
     """``(local, remote, inode)`` of every ESTABLISHED, CLOSE_WAIT or
-    LISTEN socket of a /proc/net/tcp or tcp6 table that a process holds (inode > 0: a
-    connection still in its listener's accept queue has none yet; its
-    ACCEPT will tell of it). Malformed lines are skipped; a text that is not
-    such a table raises DecodeError naming ``path``."""
+    LISTEN socket of a /proc/net/tcp or tcp6 table that a process holds
+    (inode > 0: a connection still in its listener's accept queue has none
+    yet; its ACCEPT will tell of it). Malformed lines are skipped; a text
+    that is not such a table raises DecodeError naming ``path``."""
     lines = text.splitlines()
     header = lines[0].split() if lines else []
     if header[:2] != ["sl", "local_address"] or "inode" not in header:

@@ -11,7 +11,12 @@ from types import TracebackType
 from typing import Any
 
 from quark import procfs as _procfs
-from quark.backends import KIND_FLAGS, Backend, get_backend_class
+from quark.backends import (
+    KIND_BITS,
+    KIND_FLAGS,
+    Backend,
+    get_backend_class,
+)
 from quark.engine import AggFn, Engine, Ruleset
 from quark.errors import (
     BackendError,
@@ -58,7 +63,7 @@ def _refused(cls: type[Backend], flags: QQ) -> str | None:
     missing = flags & KIND_FLAGS & ~cls.SERVES
     if not missing:
         return None
-    return "; ".join(cls.why_not(kind) for kind in KIND_FLAGS if kind & missing)
+    return "; ".join(cls.why_not(k) for k in KIND_BITS if k & missing)
 
 
 class Queue:
@@ -306,7 +311,9 @@ class Queue:
         self._require_open()
         return self._engine.socket_list()
 
-    def lookup_socket(self, local: SockAddr, remote: SockAddr) -> Socket | None:
+    def lookup_socket(
+        self, local: SockAddr, remote: SockAddr
+    ) -> Socket | None:
         """The cached connection between ``local`` and ``remote``."""
         self._require_open()
         if not isinstance(local, SockAddr) or not isinstance(remote, SockAddr):
@@ -324,7 +331,7 @@ class Queue:
         backend = self._require_open()
         live = backend.kinds()
         out: dict[QQ, str | None] = {}
-        for kind in KIND_FLAGS:
+        for kind in KIND_BITS:
             if kind & live:
                 out[kind] = None
             elif not kind & backend.SERVES:

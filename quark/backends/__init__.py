@@ -9,7 +9,9 @@ never runs threads of its own.
 from __future__ import annotations
 
 import abc
+import functools
 import importlib
+import operator
 import time
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,13 +22,21 @@ if TYPE_CHECKING:
     from quark.events import QueueAttr
     from quark.raw.types import RawEvent, Seed
 
-__all__ = ["BACKENDS", "KIND_FLAGS", "Backend", "get_backend_class"]
+__all__ = [
+    "BACKENDS",
+    "KIND_BITS",
+    "KIND_FLAGS",
+    "Backend",
+    "get_backend_class",
+]
 
-#: The queue flags that ask for event kinds beyond process events.
-KIND_FLAGS = (
-    QQ.SOCK_CONN | QQ.DNS | QQ.BYPASS | QQ.FILE | QQ.SHM | QQ.TTY
-    | QQ.PTRACE | QQ.MODULE_LOAD
+#: The queue flags that ask for event kinds beyond process events, one by
+#: one in bit order, and together.
+KIND_BITS: tuple[QQ, ...] = (
+    QQ.SOCK_CONN, QQ.DNS, QQ.BYPASS, QQ.FILE, QQ.SHM, QQ.TTY, QQ.PTRACE,
+    QQ.MODULE_LOAD,
 )  # fmt: skip
+KIND_FLAGS = functools.reduce(operator.or_, KIND_BITS, QQ(0))
 
 
 class Backend(abc.ABC):

@@ -48,9 +48,13 @@ def cgroup2_root(mountinfo: str = "/proc/self/mountinfo") -> str | None:
         if not sep:
             continue
         fields, tail = left.split(), right.split()
-        if len(fields) >= 5 and tail and tail[0] == "cgroup2":
-            if fields[3] == "/":
-                return _unescape(fields[4])
+        if (
+            len(fields) >= 5
+            and tail
+            and tail[0] == "cgroup2"
+            and fields[3] == "/"
+        ):
+            return _unescape(fields[4])
     return None
 
 

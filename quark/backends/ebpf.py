@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 from quark import libbpf_ctypes as bpf
 from quark.backends import Backend
-from quark.backends.ebpf_layout import Layout, raw_layout
 from quark.backends.cgroup import open_cgroup2_root
+from quark.backends.ebpf_layout import Layout, raw_layout
 from quark.backends.ebpf_programs import (
     FLAVOURS,
     KIND_ROLES,
@@ -255,7 +255,9 @@ class EbpfBackend(Backend):
         self._ring = RingReader(self._ring_fd, self._wire.const("Q_RING_SIZE"))
         log.info("ebpf backend: %s tracepoints, %d CPUs", flavour, self._ncpus)
 
-    def _attach(self, obj: bpf.BpfObject, prog: Program, cgroup_fd: int) -> None:
+    def _attach(
+        self, obj: bpf.BpfObject, prog: Program, cgroup_fd: int
+    ) -> None:
         try:
             if prog.cgroup:
                 obj.attach_cgroup(prog.name, cgroup_fd)

@@ -81,8 +81,11 @@ def parse(name: str, section: str) -> Program:
     return Program(name, section, role, hook, flavour)
 
 
+_NO_KINDS = QQ(0)
+
+
 def wanted(
-    programs: Iterable[Program], flavour: str, kinds: QQ = QQ(0)
+    programs: Iterable[Program], flavour: str, kinds: QQ = _NO_KINDS
 ) -> list[Program]:
     """The programs to load with ``flavour`` for the event ``kinds`` asked
     for, in attach order: every primary before the backups (a backup must

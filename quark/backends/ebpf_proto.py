@@ -10,6 +10,7 @@ BPF object's BTF (:mod:`quark.backends.ebpf_layout`), and copies each
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -150,6 +151,9 @@ def _net_decoders(
     inet, inet6 = socket.AF_INET, socket.AF_INET6
     sock_kind, packet_kind = RawKind.SOCK_CONN, RawKind.PACKET
 
+    # A connection's two ends repeat in its events, and a busy host talks
+    # to few addresses: ipaddress costs more than the rest of the record.
+    @functools.lru_cache(maxsize=8192)
     def addr(family: int, raw: bytes, port: int) -> SockAddr:
         return SockAddr.of(raw[:4] if family == inet else raw, port)
 

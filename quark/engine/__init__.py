@@ -199,7 +199,8 @@ class Engine:
                 f"queue full ({self.max_length}): push at most space() events"
             )
         t = raw.time
-        if raw.kind == _SOCK_CONN and raw.payload.at_exit:
+        payload = raw.payload
+        if isinstance(payload, RawSock) and payload.at_exit:
             t = self._before_exit(raw, t)
         if t <= self._released:
             # Older than an event already delivered (a ring that lagged
@@ -415,7 +416,9 @@ class Engine:
     def processes(self) -> Iterator[Process]:
         return iter(self.cache)
 
-    def lookup_socket(self, local: SockAddr, remote: SockAddr) -> Socket | None:
+    def lookup_socket(
+        self, local: SockAddr, remote: SockAddr
+    ) -> Socket | None:
         return self.sockets.lookup(local, remote)
 
     def socket_list(self) -> Iterator[Socket]:

@@ -128,8 +128,8 @@ class SockOp(enum.IntEnum):
     """What a SOCK_CONN raw event saw happen to a TCP socket."""
 
     CONNECT = 1  # connect() succeeded or is in progress
-    ACCEPT = 2   # accept() returned it
-    CLOSE = 3    # its last reference went (close(), exit, SIGKILL)
+    ACCEPT = 2  # accept() returned it
+    CLOSE = 3  # its last reference went (close(), exit, SIGKILL)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -56,7 +56,8 @@ def case(
 
 def load_cases() -> dict[str, Case]:
     """Import every case module and return the registry."""
-    import quark.selftest.cases  # noqa: F401  (registers by import)
+    # the modules register their cases when imported
+    import quark.selftest.cases
     import quark.selftest.net_cases  # noqa: F401
 
     return CASES

@@ -161,8 +161,12 @@ def t_sock_conn(backend: str) -> None:
             port = srv.getsockname()[1]
             r, w = os.pipe()
 
-            def client(cfam: int = cfam, chost: str = chost,
-                       port: int = port, w: int = w) -> None:
+            def client(
+                cfam: int = cfam,
+                chost: str = chost,
+                port: int = port,
+                w: int = w,
+            ) -> None:
                 c = socket.socket(cfam, socket.SOCK_STREAM)
                 c.connect((chost, port))
                 lport = c.getsockname()[1]
@@ -289,20 +293,25 @@ def t_sock_exit(backend: str) -> None:
     a1.close()
     a2.close()
     srv.close()
-    for pid in pids:
+    for pid, code in ((quitter, 0), (killed, -signal.SIGKILL)):
         mine = [e for e in evs if e.pid == pid]
-        kinds = [e.events for e in mine]
+        order = [_brief(e) for e in mine]
         up = _one_of(mine, EV.SOCK_CONN_ESTABLISHED)
         down = _one_of(mine, EV.SOCK_CONN_CLOSED)
         end = _one_of(mine, EV.EXIT)
-        assert mine.index(up) < mine.index(down) < mine.index(end), kinds
-        assert down.socket is not None
-        assert down.socket.local == up.socket.local  # type: ignore[union-attr]
-        assert (down.socket.bytes_sent, down.socket.bytes_received) == (0, 1)
-    assert end.process is not None and end.process.exit_code == -9
+        assert mine.index(up) < mine.index(down) < mine.index(end), order
+        assert up.socket is not None and down.socket is not None
+        assert down.socket.local == up.socket.local, order
+        assert (down.socket.bytes_sent, down.socket.bytes_received) == (
+            0, 1,
+        ), down.socket  # fmt: skip
+        assert end.process is not None, order
+        assert end.process.exit_code == code, (code, end.process)
 
 
-def _dns_server(ready: int, hosts: list[tuple[int, str]]) -> None:
+def _dns_server(
+    ready: int, hosts: list[tuple[socket.AddressFamily, str]]
+) -> None:
     import dns.message
     import dns.rrset
 
@@ -349,7 +358,7 @@ def t_dns(backend: str) -> None:
         assert os.read(r, 1) == b"!"
         os.close(r)
         me = os.getpid()
-        for (family, host), name in zip(hosts, names):
+        for (family, host), name in zip(hosts, names, strict=True):
             c = socket.socket(family, socket.SOCK_DGRAM)
             c.settimeout(5)
             c.sendto(dns.message.make_query(name, "A").to_wire(), (host, 53))
@@ -362,7 +371,7 @@ def t_dns(backend: str) -> None:
             lambda evs: len(evs) >= 8,
             lambda e: e.packet is not None and e.pid in (me, server),
         )
-    for (family, _), name in zip(hosts, names):
+    for (family, _), name in zip(hosts, names, strict=True):
         version = 4 if family == socket.AF_INET else 6
         mine = []
         for e in evs:
@@ -395,5 +404,6 @@ def t_net_refused(backend: str) -> None:
             raise AssertionError(f"kprobe opened with QQ.{kind.name}")
     with quark.Queue(backend=backend, hold_time=100) as q:
         caps = q.capabilities()
-    assert caps[QQ.SOCK_CONN] is not None and "BPF" in caps[QQ.SOCK_CONN]
+    why = caps[QQ.SOCK_CONN]
+    assert why is not None and "BPF" in why, why
     assert caps[QQ.DNS] is not None

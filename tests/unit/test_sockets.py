@@ -12,7 +12,10 @@ from quark.engine.sockets import SocketCache
 from quark.events import SockAddr, Socket, SockOrigin
 from quark.raw.types import RawSock, SockOp
 
-_ORIGIN_OF = {SockOp.CONNECT: SockOrigin.CONNECT, SockOp.ACCEPT: SockOrigin.ACCEPT}
+_ORIGIN_OF = {
+    SockOp.CONNECT: SockOrigin.CONNECT,
+    SockOp.ACCEPT: SockOrigin.ACCEPT,
+}
 
 MS = 1_000_000
 GRACE = 4000 * MS
