@@ -205,6 +205,12 @@ class Queue:
             return backend
         if len(failures) == 1:
             raise failures[0][1]
+        if all(isinstance(e, NotSupportedError) for _, e in failures):
+            raise NotSupportedError(
+                "no backend can serve this queue: "
+                + "; ".join(f"{n}: {e}" for n, e in failures),
+                errno=failures[-1][1].errno,
+            )
         raise BackendError(
             "all backends failed: "
             + "; ".join(f"{n}: {e}" for n, e in failures),
