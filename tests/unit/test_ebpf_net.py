@@ -77,11 +77,11 @@ def test_socket_records(
 ) -> None:
     dec = Decoder(layout).decode
     c = layout.const
-    common = dict(
-        family=family, local_addr=_ip(local), remote_addr=_ip(remote),
-        local_port=40000, remote_port=443, pid=7, tid=8, time=99,
-        net_inonum=4026531833,
-    )  # fmt: skip
+    common = {
+        "family": family, "local_addr": _ip(local),
+        "remote_addr": _ip(remote), "local_port": 40000, "remote_port": 443,
+        "pid": 7, "tid": 8, "time": 99, "net_inonum": 4026531833,
+    }  # fmt: skip
     up = dec(_sock(layout, op=c("Q_SOCK_CONNECT"), bytes_sent=5, **common))
     assert (up.kind, up.pid, up.tid, up.time) == (RawKind.SOCK_CONN, 7, 8, 99)
     s = up.payload
@@ -161,7 +161,10 @@ def test_bad_network_records_are_decode_errors(layout: Layout) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(kind=st.sampled_from(["Q_SOCK", "Q_PACKET"]), tail=st.binary(max_size=120))
+@given(
+    kind=st.sampled_from(["Q_SOCK", "Q_PACKET"]),
+    tail=st.binary(max_size=120),
+)
 def test_network_garbage_is_only_ever_a_decode_error(
     kind: str, tail: bytes
 ) -> None:
@@ -213,7 +216,7 @@ B = SockAddr.of("127.0.0.1", 80)
 
 
 def _raw(kind: RawKind, t: int, pid: int = 10, **kw: Any) -> RawEvent:
-    task = RawTask(ppid=1, exit_code=0) if kind is not RawKind.SOCK_CONN else None
+    task = None if kind is RawKind.SOCK_CONN else RawTask(ppid=1, exit_code=0)
     return RawEvent(kind, t, pid, task=task, **kw)
 
 
@@ -285,24 +288,24 @@ def test_a_refused_connects_close_is_not_delivered() -> None:
     assert _run(raws) == []
 
 
-# -- the queue's refusals ------------------------------------------------------
+# -- the queue's refusals ---------------------------------------------------
 
 
 def test_kprobe_refuses_network_kinds_before_touching_the_kernel() -> None:
     # refused from what the backend is, not from a failed open: this holds
     # on a host with no kprobes at all
     for kind in (QQ.SOCK_CONN, QQ.DNS):
-        with pytest.raises(quark.NotSupportedError, match=f"QQ.{kind.name}"):
+        with pytest.raises(quark.NotSupportedError, match=rf"QQ\.{kind.name}"):
             quark.Queue(backend="kprobe", flags=kind)
 
 
 def test_ebpf_refuses_kinds_it_does_not_implement() -> None:
-    with pytest.raises(quark.NotSupportedError, match="QQ.FILE"):
+    with pytest.raises(quark.NotSupportedError, match=r"QQ\.FILE"):
         quark.Queue(backend="ebpf", flags=QQ.FILE)
 
 
 def test_auto_never_falls_back_to_a_backend_without_the_kind() -> None:
     # EBPF declines (told to ignore BTF), and KPROBE cannot serve
     # SOCK_CONN: the error names the kind, it is not a queue without it
-    with pytest.raises(quark.NotSupportedError, match="QQ.SOCK_CONN"):
+    with pytest.raises(quark.NotSupportedError, match=r"QQ\.SOCK_CONN"):
         quark.Queue(backend="auto", flags=QQ.SOCK_CONN, ignore_btf=True)
