@@ -121,3 +121,27 @@ def test_console_missing_or_repeated_sentinel() -> None:
     two = [b"quark-init: exit 0", b"quark-init: exit 0"]
     assert krun.parse_console(two, 0).status == krun.EXIT_TWO_SENTINELS
     assert krun.parse_console([b"x"], 1).status == krun.EXIT_QEMU
+
+
+def _boot(status: int, *lines: str) -> krun.Outcome:
+    o = krun.Outcome(status, "" if status == 0 else "failed")
+    o.lines = [ln.encode() for ln in lines]
+    return o
+
+
+def test_one_boot_gives_each_backend_its_own_verdict() -> None:
+    expected = {"ebpf": 2, "kprobe": 1}
+    both = _boot(
+        1,
+        "t_a                  ebpf    pass (1.5s)",
+        "t_b                  ebpf    pass (2.0s)",
+        "t_a                  kprobe  FAIL (3.0s)",
+        "2 passed, 1 failed",
+    )
+    v = krun._verdicts(both, ["ebpf", "kprobe"], expected)
+    assert v == {"ebpf": (True, 3.5), "kprobe": (False, 3.0)}
+    # a guest that died half way fails the backend it had not finished
+    died = _boot(124, "t_a                  ebpf    pass (1.5s)")
+    v = krun._verdicts(died, ["ebpf", "kprobe"], expected)
+    assert v == {"ebpf": (False, 1.5), "kprobe": (False, 0.0)}
+    assert krun._expected_cases()["ebpf"] > krun._expected_cases()["kprobe"]
