@@ -259,24 +259,29 @@ def t_sock_exit(backend: str) -> None:
     process's EXIT; an idle connection's close carries zero bytes."""
     srv = _listener(socket.AF_INET, "127.0.0.1")
     port = srv.getsockname()[1]
+    # the children wait on a pipe, not on the socket: it stays idle
+    r, w = os.pipe()
     with _queue(backend, QQ.SOCK_CONN) as q:
 
         def exits() -> None:
+            os.close(w)
             c = socket.create_connection(("127.0.0.1", port))
-            c.recv(1)  # wait for the server: then exit with c open
-            os._exit(0)
+            os.read(r, 1)  # until the parent says: exit with it open
+            os._exit(0 if c.fileno() >= 0 else 1)
 
         def sleeps() -> None:
+            os.close(w)
             c = socket.create_connection(("127.0.0.1", port))
-            c.recv(1)
             time.sleep(60)
+            c.close()
 
         quitter = _fork(exits)
         a1, _ = srv.accept()
         killed = _fork(sleeps)
         a2, _ = srv.accept()
-        a1.send(b"x")
-        a2.send(b"x")
+        os.close(r)
+        os.write(w, b"x")
+        os.close(w)
         assert _reap(quitter) == 0
         time.sleep(0.2)
         os.kill(killed, signal.SIGKILL)
@@ -303,7 +308,7 @@ def t_sock_exit(backend: str) -> None:
         assert up.socket is not None and down.socket is not None
         assert down.socket.local == up.socket.local, order
         assert (down.socket.bytes_sent, down.socket.bytes_received) == (
-            0, 1,
+            0, 0,
         ), down.socket  # fmt: skip
         assert end.process is not None, order
         assert end.process.exit_code == code, (code, end.process)
