@@ -69,14 +69,14 @@ def _parser() -> argparse.ArgumentParser:
         "-S",
         action="store_true",
         help="TCP connections too: connect, accept and close, with the "
-        "bytes each way (QQ.SOCK_CONN; needs the EBPF backend, or KPROBE "
-        "where the kernel has the hooks)",
+        "bytes each way (QQ.SOCK_CONN; needs the EBPF backend and a "
+        "cgroup v2 hierarchy, mounted or mountable)",
     )
     ap.add_argument(
         "-N",
         action="store_true",
         help="DNS packets too, UDP port 53 both ways (QQ.DNS; needs the "
-        "EBPF backend and a mounted cgroup v2 hierarchy)",
+        "EBPF backend and a cgroup v2 hierarchy, mounted or mountable)",
     )
     ap.add_argument(
         "-l",

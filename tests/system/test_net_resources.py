@@ -2,11 +2,14 @@
 program attached to the cgroup v2 root after close or after the owner was
 SIGKILLed (the programs hang on BPF links, which die with their process).
 
-``bpftool cgroup show`` is the kernel's own account of what is attached.
+``bpftool cgroup show`` is the kernel's own account of what is attached;
+the queue's own programs are told from others' by the ids behind the links
+its process holds.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,18 +30,35 @@ pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 NET = QQ.SOCK_CONN | QQ.DNS
 
 
-def _ours_attached() -> list[str]:
+def _attached() -> set[int]:
+    """Ids of the programs attached to the cgroup v2 root, any owner's."""
     root = cgroup2_root()
     assert root is not None, "no cgroup v2 mount on this host"
     bpftool = shutil.which("bpftool")
     assert bpftool is not None, "bpftool is missing (scripts/setup.sh)"
     out = subprocess.run(
-        [bpftool, "cgroup", "show", root],
+        [bpftool, "-j", "cgroup", "show", root],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    return [
-        ln for ln in out.splitlines() if "dns__" in ln or "sock__" in ln
-    ]
+    return {int(p["id"]) for p in json.loads(out or "[]")}
+
+
+def _links(pid: int | str = "self") -> set[int]:
+    """Ids of the programs behind the cgroup BPF links process ``pid``
+    holds (other tests may run queues of their own at the same time: only
+    these are ours)."""
+    ids = set()
+    base = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(base):
+        try:
+            with open(f"{base}/{fd}") as f:
+                lines = f.read().splitlines()
+            info = dict(ln.split(":", 1) for ln in lines if ":" in ln)
+        except OSError:
+            continue
+        if info.get("link_type", "").strip() == "cgroup":
+            ids.add(int(info["prog_id"]))
+    return ids
 
 
 def _fds() -> set[str]:
@@ -53,14 +73,16 @@ def test_close_detaches_everything() -> None:
     require("ebpf")
     with quark.Queue(backend="ebpf", flags=NET, hold_time=100):
         pass  # warm up: libraries load once
-    assert _ours_attached() == []
     before = _fds()
     for _ in range(3):
         with quark.Queue(backend="ebpf", flags=NET, hold_time=100) as q:
-            attached = _ours_attached()
+            ours = _links()
             assert q.capabilities()[QQ.DNS] is None
-        assert len(attached) >= 4, attached  # sock_release, egress, ...
-        assert _ours_attached() == []
+            # sock_release, egress, ingress, sock_create, ...
+            assert len(ours) >= 4, ours
+            assert ours <= _attached()
+        assert not ours & _attached()
+        assert _links() == set()
     assert _fds() == before
 
 
@@ -79,14 +101,15 @@ def test_a_killed_owner_leaves_nothing_attached() -> None:
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "open"
-        assert _ours_attached() != []
+        theirs = _links(child.pid)
+        assert len(theirs) >= 4 and theirs <= _attached()
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
-    # links are released with the last reference to them: the process's
-    # descriptors, closed as it dies (and freed by RCU, so give it a beat)
+    # a link goes with the last reference to it, the dead process's
+    # descriptors (then freed after an RCU grace period: give it a beat)
     for _ in range(50):
-        if not _ours_attached():
+        if not theirs & _attached():
             break
         time.sleep(0.1)
-    assert _ours_attached() == []
+    assert not theirs & _attached()
