@@ -40,7 +40,7 @@ def _attached() -> set[int]:
         [bpftool, "-j", "cgroup", "show", root],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    return {int(p["id"]) for p in json.loads(out or "[]")}
+    return {int(p["id"]) for p in json.loads(out.strip() or "[]")}
 
 
 def _links(pid: int | str = "self") -> set[int]:
