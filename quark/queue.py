@@ -151,13 +151,16 @@ class Queue:
                 for s in seeds:
                     self._recorder.seed(s)
             self._engine.seed(seeds)
-            if (
-                self._backend.kinds() & QQ.SOCK_CONN
-                and self._backend.seed() is None
-            ):
-                self._engine.seed_sockets(
-                    _procfs.scrape_sockets(procfs, now=self._backend.now())
-                )
+            if self._backend.kinds() & QQ.SOCK_CONN:
+                socks = self._backend.seed_sockets()
+                if socks is None:
+                    socks = _procfs.scrape_sockets(
+                        procfs, now=self._backend.now()
+                    )
+                if self._recorder is not None:
+                    for sock in socks:
+                        self._recorder.socket(sock)
+                self._engine.seed_sockets(socks)
             self._poll = select.poll()
             self._poll.register(self._backend.fileno(), select.POLLIN)
         except BaseException:

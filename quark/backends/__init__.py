@@ -19,7 +19,7 @@ from quark.errors import ConfigError
 from quark.events import QQ
 
 if TYPE_CHECKING:
-    from quark.events import QueueAttr
+    from quark.events import QueueAttr, Socket
     from quark.raw.types import RawEvent, Seed
 
 __all__ = [
@@ -98,6 +98,11 @@ class Backend(abc.ABC):
 
     def seed(self) -> list[Seed] | None:
         """Initial processes; ``None`` means "scrape /proc" (live backends)."""
+        return None
+
+    def seed_sockets(self) -> list[Socket] | None:
+        """Initial TCP sockets (with ``QQ.SOCK_CONN``); ``None`` means
+        "scrape /proc/net/tcp and tcp6" (live backends)."""
         return None
 
     def exhausted(self) -> bool:

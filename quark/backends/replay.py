@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from quark.backends import KIND_FLAGS, Backend
 from quark.errors import ConfigError, DecodeError
-from quark.events import QQ
+from quark.events import QQ, Socket
 from quark.raw.record import Lost, Now, StreamReader
 from quark.raw.types import RawEvent, Seed
 
@@ -60,6 +60,7 @@ class ReplayBackend(Backend):
         self._reader: StreamReader | None = StreamReader(path)
         self.header = self._reader.header
         self._seeds: list[Seed] = []
+        self._sockets: list[Socket] = []
         self._pending: RawEvent | None = None
         self._lost = 0
         self._decode_errors = 0
@@ -81,14 +82,17 @@ class ReplayBackend(Backend):
                 if item is None or isinstance(item, RawEvent):
                     self._pending = item
                     break
-                self._seeds.append(item)
+                if isinstance(item, Socket):
+                    self._sockets.append(item)
+                else:
+                    self._seeds.append(item)
             self._rfd, self._wfd = os.pipe()
             os.write(self._wfd, b"x")  # always readable: reads never block
         except BaseException:
             self.close()
             raise
 
-    def _next(self) -> Seed | RawEvent | None:
+    def _next(self) -> Seed | Socket | RawEvent | None:
         """Next seed or raw event; applies lost/now records on the way."""
         reader = self._reader
         while reader is not None and not self._done:
@@ -120,6 +124,9 @@ class ReplayBackend(Backend):
     def seed(self) -> list[Seed]:
         return self._seeds
 
+    def seed_sockets(self) -> list[Socket]:
+        return self._sockets
+
     def fileno(self) -> int:
         return self._rfd
 
@@ -142,7 +149,7 @@ class ReplayBackend(Backend):
                 item = self._next()
                 if item is None:
                     break
-                if isinstance(item, Seed):
+                if isinstance(item, (Seed, Socket)):
                     continue  # a seed after raw events: ignored by design
                 raw = item
             if self._window_end is None:

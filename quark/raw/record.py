@@ -10,6 +10,10 @@ Line 1 is the header, every other line one record::
 
 - ``seed``: a process found by the /proc scrape at open. Seeds come before
   the first ``raw``.
+- ``socket``: a TCP connection or listener found in /proc/net/tcp{,6} at
+  open (with ``QQ.SOCK_CONN``): ``{"local": [address, port], "remote":
+  [...], "pid": N or null, "time": T, "net_inonum": N or null}``; before
+  the first ``raw`` too.
 - ``raw``: one raw event (:meth:`quark.raw.RawEvent.to_dict`): ``kind`` is a
   :class:`quark.raw.RawKind` name; ``time`` ns on CLOCK_MONOTONIC; ``pid`` the
   tgid, ``tid`` when different; ``task`` the :class:`quark.raw.RawTask`
@@ -43,7 +47,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from quark.errors import DecodeError
-from quark.events import PacketDirection, SockAddr
+from quark.events import PacketDirection, SockAddr, Socket, SockOrigin
 from quark.raw.types import (
     TASK_FIELDS,
     RawEvent,
@@ -64,6 +68,8 @@ __all__ = [
     "StreamWriter",
     "decode_raw",
     "decode_seed",
+    "decode_socket",
+    "encode_socket",
 ]
 
 FORMAT = "raw-stream"
@@ -254,6 +260,33 @@ def decode_raw(d: Any, where: str = "raw") -> RawEvent:
     )
 
 
+def decode_socket(d: Any, where: str = "socket") -> Socket:
+    """A scraped socket of the stream (``conn_origin`` SCRAPE)."""
+    if not isinstance(d, dict):
+        raise DecodeError(f"{where}: a socket record must be an object")
+    pid = _int(d, "pid", where, None)
+    return Socket(
+        _addr(d.get("local"), "local", where),
+        _addr(d.get("remote"), "remote", where),
+        pid_origin=pid,
+        pid_last_use=pid,
+        established_time=_int(d, "time", where),
+        close_time=None,
+        conn_origin=SockOrigin.SCRAPE,
+        net_inonum=_int(d, "net_inonum", where, None),
+    )
+
+
+def encode_socket(s: Socket) -> dict[str, Any]:
+    return {
+        "local": [s.local.address, s.local.port],
+        "remote": [s.remote.address, s.remote.port],
+        "pid": s.pid_origin,
+        "time": s.established_time,
+        "net_inonum": s.net_inonum,
+    }
+
+
 def decode_seed(d: Any, where: str = "seed") -> Seed:
     if not isinstance(d, dict):
         raise DecodeError(f"{where}: a seed record must be an object")
@@ -315,14 +348,14 @@ class StreamReader:
             )
         return h
 
-    def __iter__(self) -> Iterator[Seed | RawEvent | Lost | Now]:
+    def __iter__(self) -> Iterator[Seed | Socket | RawEvent | Lost | Now]:
         while True:
             item = self.next_item()
             if item is None:
                 return
             yield item
 
-    def next_item(self) -> Seed | RawEvent | Lost | Now | None:
+    def next_item(self) -> Seed | Socket | RawEvent | Lost | Now | None:
         """The next item, None at the end. A malformed line raises
         DecodeError naming it; the line is consumed, so reading can go on."""
         while True:
@@ -340,13 +373,15 @@ class StreamReader:
         if not isinstance(d, dict) or len(d) != 1:
             raise DecodeError(
                 f"{where}: a record is an object with exactly one key "
-                "(seed, raw, lost or now)"
+                "(seed, socket, raw, lost or now)"
             )
         ((key, value),) = d.items()
         if key == "raw":
             return decode_raw(value, where)
         if key == "seed":
             return decode_seed(value, where)
+        if key == "socket":
+            return decode_socket(value, where)
         if key in ("lost", "now"):
             if (
                 not isinstance(value, int)
@@ -391,6 +426,10 @@ class StreamWriter:
 
     def seed(self, seed: Seed) -> None:
         self._write({"seed": seed.to_dict()})
+
+    def socket(self, sock: Socket) -> None:
+        """A socket scraped at open (write these before any raw event)."""
+        self._write({"socket": encode_socket(sock)})
 
     def raw(self, raw: RawEvent) -> None:
         self._write({"raw": raw.to_dict()})

@@ -186,10 +186,11 @@ def test_no_tcp6_means_no_ipv6(tmp_path: pathlib.Path) -> None:
     assert got.established_time == 0
 
 
-def test_missing_tcp_table_raises(tmp_path: pathlib.Path) -> None:
+def test_missing_tcp_tables_mean_no_sockets(tmp_path: pathlib.Path) -> None:
+    # a kernel without IPv6 has no tcp6, one without TCP/IP neither: there
+    # is nothing to scrape, which is not an error
     write_tree(tmp_path, None, None, {})
-    with pytest.raises(OSError):
-        scrape_sockets(str(tmp_path))
+    assert scrape_sockets(str(tmp_path)) == []
 
 
 def test_unreadable_netns_gives_no_inonum(tmp_path: pathlib.Path) -> None:

@@ -316,3 +316,36 @@ def test_unknown_sock_keys_are_ignored() -> None:
     ev = decode_raw(raw("SOCK_CONN", sock={**GOOD_SOCK, "future": 1}))
     assert isinstance(ev.payload, RawSock)
     assert ev.payload.op is SockOp.CONNECT
+
+
+def test_scraped_sockets_are_recorded_and_replayed(
+    tmp_path: pathlib.Path,
+) -> None:
+    # a replay must know the connections the live queue scraped at open,
+    # or their closes would be dropped as unknown
+    from quark import QQ, Queue, Socket, SockOrigin
+
+    local = SockAddr.of("::ffff:127.0.0.1", 40000)
+    remote = SockAddr.of("::ffff:127.0.0.1", 80)
+    scraped = Socket(
+        local, remote, pid_origin=42, pid_last_use=42, established_time=5,
+        close_time=None, conn_origin=SockOrigin.SCRAPE, net_inonum=7,
+    )  # fmt: skip
+    path = tmp_path / "s.jsonl"
+    w = StreamWriter(path, backend="ebpf", hold_time=10)
+    w.socket(scraped)
+    w.raw(
+        RawEvent(
+            RawKind.SOCK_CONN, 1000, 42,
+            payload=RawSock(SockOp.CLOSE, local, remote, 0, 0),
+        )
+    )  # fmt: skip
+    w.close()
+    with Queue(backend="replay", flags=QQ.SOCK_CONN, path=str(path)) as q:
+        assert list(q.sockets()) == [scraped]
+        evs = list(q)
+    assert len(evs) == 1 and evs[0].socket is not None
+    s = evs[0].socket
+    assert (s.conn_origin, s.pid_origin, s.close_time) == (
+        SockOrigin.SCRAPE, 42, 1000,
+    )  # fmt: skip
