@@ -24,10 +24,15 @@ __all__ = [
     "ID_CHANGE",
     "QQ",
     "Event",
+    "File",
+    "FileChange",
+    "FileOp",
     "Packet",
     "PacketDirection",
     "Process",
     "QueueAttr",
+    "Shm",
+    "ShmKind",
     "SockAddr",
     "SockOrigin",
     "Socket",
@@ -397,6 +402,79 @@ class Packet:
     data: bytes
 
 
+class FileOp(enum.IntFlag):
+    """What happened to a file (upstream's ``QUARK_FILE_OP_*`` bits)."""
+
+    CREATE = 1
+    MODIFY = 2
+    REMOVE = 4
+    MOVE = 8
+
+
+class FileChange(enum.IntFlag):
+    """What a ``FileOp.MODIFY`` changed."""
+
+    CONTENT = 1 << 0  # write, writev, pwrite, pwritev, truncate
+    PERMISSIONS = 1 << 1  # the chmod family
+    OWNER = 1 << 2  # the chown family
+    XATTRS = 1 << 3
+    TRUNCATE = 1 << 4  # truncate, ftruncate (with CONTENT)
+
+
+_NO_CHANGE = FileChange(0)
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """A file operation, or several of one process on one file aggregated.
+
+    ``path`` is absolute, as ``/proc/PID/root`` and ``/proc/PID/cwd`` would
+    make it (a relative path joined to the cwd or the dirfd's directory,
+    mount prefixes included, from the process's root); a path that could
+    not be known whole is None, never a fragment. ``old_path`` is the name
+    a ``MOVE`` moved from, ``sym_target`` a symlink's target as given. The
+    stat members (``inode``, ``mode``, ``size``, ``uid``, ``gid``, and
+    ``atime``, ``mtime``, ``ctime`` in ns since the epoch) are None where
+    the hook could not reach the inode (a path-based remove or move).
+    """
+
+    op: FileOp
+    path: str | None
+    old_path: str | None = None
+    sym_target: str | None = None
+    inode: int | None = None
+    mode: int | None = None
+    size: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime: int | None = None
+    mtime: int | None = None
+    ctime: int | None = None
+    change: FileChange = _NO_CHANGE
+
+
+class ShmKind(enum.IntEnum):
+    """Which kind of shared memory was made (upstream ``QUARK_SHM_*``)."""
+
+    SHMGET = 1
+    SHM_OPEN = 2
+    MEMFD_CREATE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Shm:
+    """Shared memory a process made: ``key``, ``size`` and ``flags`` (the
+    shmflg) of a SysV ``shmget``; ``path`` (``/dev/shm/NAME``) and
+    ``flags`` (the open flags) of a POSIX ``shm_open``; ``path``
+    (``memfd:NAME``) and ``flags`` of a ``memfd_create``."""
+
+    kind: ShmKind
+    key: int | None = None
+    size: int | None = None
+    flags: int | None = None
+    path: str | None = None
+
+
 class Event(_Record):
     """One delivered event.
 
@@ -406,8 +484,9 @@ class Event(_Record):
     (for a socket or packet event, the process that made the call, when
     known). ``id_change`` is an :class:`ID_CHANGE` mask for
     ``EV.ID_CHANGE`` events, ``socket`` the connection for
-    ``EV.SOCK_CONN_*`` events, ``packet`` the packet for ``EV.PACKET``;
-    each is None on events of other kinds.
+    ``EV.SOCK_CONN_*`` events, ``packet`` the packet for ``EV.PACKET``,
+    ``file`` the file operation(s) for ``EV.FILE``, ``shm`` the shared
+    memory for ``EV.SHM``; each is None on events of other kinds.
     """
 
     __slots__ = ()
@@ -418,6 +497,8 @@ class Event(_Record):
     id_change: ID_CHANGE | None
     socket: Socket | None
     packet: Packet | None
+    file: File | None
+    shm: Shm | None
 
     @property
     def pid(self) -> int | None:

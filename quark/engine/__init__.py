@@ -258,7 +258,7 @@ class Engine:
         if rs is None:
             return
         for proc in list(self.cache):
-            fake = Event._make((EV(0), 0, proc, None, None, None))
+            fake = Event._make((EV(0), 0, proc, None, None, None, None, None))
             _, tag = rs.evaluate(fake, proc.poison_tag)
             if tag != proc.poison_tag:
                 self.cache.set_poison(proc.pid, tag)
@@ -395,7 +395,10 @@ class Engine:
             else:
                 mask = EV(EV_OF_KIND.get(kind, 0))
         event = Event._make(
-            (mask, t, proc, ID_CHANGE(idc) if idc else None, sock, packet)
+            (
+                mask, t, proc, ID_CHANGE(idc) if idc else None, sock,
+                packet, None, None,
+            )
         )
         rs = self.ruleset
         if rs is not None:

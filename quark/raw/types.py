@@ -13,7 +13,7 @@ import enum
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from quark.events import PacketDirection, Process, SockAddr
+from quark.events import File, PacketDirection, Process, Shm, SockAddr
 from quark.fields import Field
 
 __all__ = [
@@ -176,6 +176,9 @@ class RawEvent:
     - ID_CHANGE: ``id_change``, an ``ID_CHANGE`` mask.
     - SOCK_CONN: ``payload``, a :class:`RawSock`.
     - PACKET: ``payload``, a :class:`RawPacket`.
+    - FILE: ``payload``, a :class:`quark.File` (one operation; the engine
+      merges a process's operations on one file).
+    - SHM: ``payload``, a :class:`quark.Shm`.
 
     The engine never changes a raw event: what it keeps while holding one
     is its own (:class:`quark.engine.Held`).
@@ -199,7 +202,7 @@ class RawEvent:
         args: tuple[str, ...] | None = None,
         comm: str | None = None,
         id_change: int = 0,
-        payload: RawSock | RawPacket | None = None,
+        payload: RawSock | RawPacket | File | Shm | None = None,
     ) -> None:
         self.kind = kind
         self.time = time
