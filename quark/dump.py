@@ -25,6 +25,31 @@ before the process's, as upstream does::
 
 The packet's bytes follow as a hex and ASCII dump, 16 bytes a line, each
 line with its offset in hex (upstream prints the offset in decimal).
+
+File and shared-memory events put theirs there too, after any socket or
+packet lines::
+
+    ->4242 (FILE)
+      FILE\top=CREATE|MODIFY change=CONTENT
+      FILE\tpath=/tmp/new
+      FILE\told_path=/tmp/old
+      FILE\tsym_target=../target
+      FILE\tmode=0100644 uid=0 gid=0 size=5 inode=1234
+      FILE\tatime=1700000000000000000 mtime=... ctime=...
+      SHM\tkind=SHM_OPEN key=? size=? flags=0102 path=/dev/shm/x
+      COMM\tcomm=sh
+      ...
+
+The FILE lines are upstream's: ``op`` names the bits lowest first,
+``old_path`` and ``sym_target`` lines show only when there is one, the mode
+is the whole ``st_mode`` in octal and the times are ns since the epoch.
+Two things are ours: ``change=`` (what a MODIFY changed, as
+:class:`quark.FileChange` names it) ends the op line when known, and the
+path line is always there (``path=?`` when the path could not be known
+whole) where upstream leaves it out. Bits without a name print in hex.
+Upstream prints no SHM line; ours has the SysV key in hex as ``ipcs``
+shows it, and the flags (shmget's shmflg, or the open or memfd flags) in
+octal.
 """
 
 from __future__ import annotations
@@ -33,7 +58,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from quark.events import ELT, EV, Event, Packet, Process, Socket
+from quark.events import ELT, EV, Event, File, Packet, Process, Shm, Socket
 from quark.fields import Dump, Field
 
 __all__ = ["dump_event", "dump_process", "events_str", "hexdump"]
@@ -161,13 +186,65 @@ def _packet_lines(pkt: Packet, out: list[str]) -> None:
     out.append(hexdump(pkt.data))
 
 
+def _bits(x: Any) -> str:
+    """``CREATE|MODIFY``: a flag's set bits, lowest first, by name (hex
+    for a bit without one, as upstream's INVALID would hide which)."""
+    if x is None:
+        return "?"
+    names = []
+    v = int(x)
+    while v:
+        low = v & -v
+        v ^= low
+        name = getattr(type(x)(low), "name", None)
+        names.append(name or f"0x{low:x}")
+    return "|".join(names)
+
+
+def _oct(x: Any) -> str:
+    return "?" if x is None else f"0{x:o}"
+
+
+def _file_lines(f: File, out: list[str]) -> None:
+    op = f"  FILE\top={_bits(f.op)}"
+    if f.change:
+        op += f" change={_bits(f.change)}"
+    out.append(op + "\n")
+    out.append(f"  FILE\tpath={_v(f.path)}\n")
+    if f.old_path is not None:
+        out.append(f"  FILE\told_path={f.old_path}\n")
+    if f.sym_target is not None:
+        out.append(f"  FILE\tsym_target={f.sym_target}\n")
+    out.append(
+        f"  FILE\tmode={_oct(f.mode)} uid={_v(f.uid)} gid={_v(f.gid)} "
+        f"size={_v(f.size)} inode={_v(f.inode)}\n"
+    )
+    out.append(
+        f"  FILE\tatime={_v(f.atime)} mtime={_v(f.mtime)} "
+        f"ctime={_v(f.ctime)}\n"
+    )
+
+
+def _key(x: Any) -> str:
+    return "?" if x is None else f"0x{x & 0xFFFFFFFF:08x}"
+
+
+def _shm_lines(s: Shm, out: list[str]) -> None:
+    out.append(
+        f"  SHM\tkind={_name(s.kind)} key={_key(s.key)} size={_v(s.size)} "
+        f"flags={_oct(s.flags)} path={_v(s.path)}\n"
+    )
+
+
 def dump_event(ev: Event) -> str:
-    """The dump of one event: the header line, its socket and packet lines
-    when it has them, then its process's lines."""
+    """The dump of one event: the header line, its socket, packet, file
+    and shared-memory lines when it has them, then its process's lines."""
     p = ev.process
     sock = ev.socket
     pkt = ev.packet
-    if sock is None and pkt is None:
+    file = ev.file
+    shm = ev.shm
+    if sock is None and pkt is None and file is None and shm is None:
         if p is None:
             return f"->? ({events_str(ev.events)})\n"
         return dump_process(p, ev.events)
@@ -176,6 +253,10 @@ def dump_event(ev: Event) -> str:
         _socket_lines(sock, out)
     if pkt is not None:
         _packet_lines(pkt, out)
+    if file is not None:
+        _file_lines(file, out)
+    if shm is not None:
+        _shm_lines(shm, out)
     if p is not None:
         _process_lines(p, out)
     return "".join(out)

@@ -27,8 +27,8 @@ Needs root for the ebpf and kprobe backends. By default every cached process
 is printed first, then events as they come; Ctrl-C (SIGINT), SIGTERM or
 SIGHUP ends it (status 0) with the queue's statistics on stderr, whatever
 the signal's inherited disposition; a second Ctrl-C while it shuts down
-ends it at once. -S and -N add TCP connections and DNS packets, which are
-off unless asked for.
+ends it at once. -S and -N add TCP connections and DNS packets, -F file
+operations and -H shared memory, which are off unless asked for.
 """
 
 EPILOG = """\
@@ -77,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="DNS packets too, UDP port 53 both ways (QQ.DNS; needs the "
         "EBPF backend and a cgroup v2 hierarchy, mounted or mountable)",
+    )
+    ap.add_argument(
+        "-F",
+        action="store_true",
+        help="file operations too: create, modify (content, permissions, "
+        "owner), remove and move, with absolute paths (QQ.FILE; needs the "
+        "EBPF backend)",
+    )
+    ap.add_argument(
+        "-H",
+        action="store_true",
+        help="shared memory too: shmget, shm_open and memfd_create "
+        "(QQ.SHM; needs the EBPF backend)",
     )
     ap.add_argument(
         "-l",
@@ -169,6 +182,10 @@ def _open(args: argparse.Namespace) -> quark.Queue:
         flags |= QQ.SOCK_CONN
     if args.N:
         flags |= QQ.DNS
+    if args.F:
+        flags |= QQ.FILE
+    if args.H:
+        flags |= QQ.SHM
     kw: dict[str, object] = {"flags": flags}
     if args.l is not None:
         kw["max_length"] = args.l
