@@ -36,6 +36,33 @@ no ports and no ``dns``); the DNS message is decoded by dnspython:
 (cut short by the capture, or not DNS) keeps its network fields and has no
 ``dns`` object.
 
+File events (``EV.FILE``) get ``event.category: ["file"]`` and
+``event.type`` from the operations, lowest bit first, each once:
+``creation`` (CREATE), ``change`` (MODIFY, MOVE), ``deletion`` (REMOVE).
+``event.action`` is upstream's ``file[-created][-written][-renamed]
+[-deleted]``, with one difference: a MODIFY that is known to have changed
+only attributes (permissions, owner, xattrs; no CONTENT or TRUNCATE) says
+``-attributes-changed`` instead of ``-written``, and one that changed both
+says ``-written-attributes-changed``; a MODIFY whose change is not known
+stays ``-written``. The ``file`` object has ``path``, ``name``,
+``directory`` and ``extension`` (after the last dot of the name, without
+it; none for ``.bashrc`` or ``a.``) when the path is known, ``type``
+(``file``, ``dir`` or ``symlink``, from the mode, or ``symlink`` when
+there is a target), ``inode``, ``uid`` and ``gid`` as strings (ECS
+keywords), ``owner`` and ``group`` (names looked up, cached), ``size``,
+``mode`` (the permission bits as 4 octal digits, ``"0644"``),
+``accessed``, ``mtime``, ``ctime``, and ``target_path`` (a symlink's
+target as given). A MOVE's old name goes where Elastic Defend puts it,
+``file.Ext.original.path`` and ``file.Ext.original.name`` (ECS has no
+field for it); ``file.path`` is the new name. What a MODIFY changed is
+``quark.file.change`` (``["CONTENT", "TRUNCATE"]``), when known.
+
+Shared-memory events (``EV.SHM``; upstream has no ECS for them) get
+``event.category: ["process"]``, ``event.type: ["info"]``,
+``event.action: "shared-memory-created"`` and a ``quark.shm`` object with
+``kind`` (``SHMGET``, ``SHM_OPEN`` or ``MEMFD_CREATE``), ``key``, ``size``,
+``flags`` (numbers) and ``path``, each only when known.
+
 Times: ``Event.time`` and ``exit_time`` are CLOCK_MONOTONIC and
 ``start_time`` CLOCK_BOOTTIME; both become wall-clock times through offsets
 measured once when the encoder is made (so a clock step after that is not
@@ -47,8 +74,10 @@ from __future__ import annotations
 import grp
 import ipaddress
 import json
+import posixpath
 import pwd
 import socket as _socket
+import stat as _stat
 import struct
 import time
 from collections.abc import Callable
@@ -64,16 +93,27 @@ import dns.rdatatype
 from quark.events import (
     EV,
     Event,
+    File,
+    FileChange,
+    FileOp,
     Packet,
     PacketDirection,
     Process,
+    Shm,
     SockAddr,
     Socket,
     SockOrigin,
 )
 from quark.sysinfo import HostInfo, host_info
 
-__all__ = ["CAPABILITIES", "EcsEncoder", "event_action", "rfc3339"]
+__all__ = [
+    "CAPABILITIES",
+    "SHM_ACTION",
+    "EcsEncoder",
+    "event_action",
+    "file_action",
+    "rfc3339",
+]
 
 CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
@@ -90,6 +130,7 @@ CAPABILITIES = (
 )  # fmt: skip
 
 _PROCESS_CHANGE = EV.ID_CHANGE | EV.SETPROCTITLE
+SHM_ACTION = "shared-memory-created"
 _SOCK_CONN = EV.SOCK_CONN_ESTABLISHED | EV.SOCK_CONN_CLOSED
 
 
@@ -118,6 +159,10 @@ def event_action(events: int) -> str:
             return out
         if events & EV.PACKET:
             return "packet"
+        if events & EV.FILE:
+            return "file"
+        if events & EV.SHM:
+            return SHM_ACTION
         return "unknown" if events else "process"
     out = "process"
     if events & EV.FORK:
@@ -378,6 +423,90 @@ def _network_types(events: int) -> list[str]:
     return out or ["info"]
 
 
+# -- file and shared-memory events ----------------------------------------
+
+# (bit, action part, event.type) in upstream's action order
+_FILE_OPS = (
+    (FileOp.CREATE, "-created", "creation"),
+    (FileOp.MODIFY, "-written", "change"),
+    (FileOp.MOVE, "-renamed", "change"),
+    (FileOp.REMOVE, "-deleted", "deletion"),
+)
+_CONTENT = FileChange.CONTENT | FileChange.TRUNCATE
+_ATTRIBUTES = FileChange.PERMISSIONS | FileChange.OWNER | FileChange.XATTRS
+
+
+def file_action(f: File) -> str:
+    """Upstream's ``file[-created][-written][-renamed][-deleted]``; a
+    MODIFY known to have changed only attributes is ``-attributes-changed``
+    rather than ``-written`` (both when it changed both)."""
+    op = f.op or 0
+    change = f.change or 0
+    out = "file"
+    for bit, part, _ in _FILE_OPS:
+        if not op & bit:
+            continue
+        if bit == FileOp.MODIFY and change & _ATTRIBUTES:
+            if change & _CONTENT:
+                out += part
+            out += "-attributes-changed"
+        else:
+            out += part
+    return out
+
+
+def _file_types(f: File) -> list[str]:
+    op = f.op or 0
+    out: list[str] = []
+    for bit, _, kind in _FILE_OPS:
+        if op & bit and kind not in out:
+            out.append(kind)
+    return out or ["info"]
+
+
+def _path_fields(d: dict[str, Any], path: str) -> None:
+    """``path``, ``name``, ``directory`` and ``extension`` of one path."""
+    d["path"] = path
+    directory, name = posixpath.split(path)
+    if name:
+        d["name"] = name
+        ext = posixpath.splitext(name)[1]
+        if len(ext) > 1:
+            d["extension"] = ext[1:]
+    if directory:
+        d["directory"] = directory
+
+
+_FILE_TYPES = (
+    (_stat.S_ISREG, "file"),
+    (_stat.S_ISDIR, "dir"),
+    (_stat.S_ISLNK, "symlink"),
+)
+
+
+def _change_names(change: int) -> list[str]:
+    """``["CONTENT", "TRUNCATE"]``, lowest bit first; hex for a bit
+    without a name."""
+    out = []
+    v = int(change)
+    while v:
+        low = v & -v
+        v ^= low
+        out.append(FileChange(low).name or f"0x{low:x}")
+    return out
+
+
+def _shm_fields(doc: dict[str, Any], s: Shm) -> None:
+    obj: dict[str, Any] = {}
+    if s.kind is not None:
+        obj["kind"] = getattr(s.kind, "name", None) or str(s.kind)
+    for key in ("key", "size", "flags", "path"):
+        v = getattr(s, key)
+        if v is not None:
+            obj[key] = v
+    doc.setdefault("quark", {})["shm"] = obj
+
+
 class EcsEncoder:
     """Encodes events as ECS JSON documents (bytes, no newline).
 
@@ -482,6 +611,51 @@ class EcsEncoder:
         if v[_EXIT_TIME] is not None:
             d[key] = x
 
+    def _file(self, doc: dict[str, Any], f: File) -> None:
+        """The ``file`` object (and ``quark.file``) of a file event."""
+        d: dict[str, Any] = {}
+        if f.path is not None:
+            _path_fields(d, f.path)
+        if f.mode is not None:
+            for test, name in _FILE_TYPES:
+                if test(f.mode):
+                    d["type"] = name
+                    break
+        if f.sym_target is not None:
+            d.setdefault("type", "symlink")
+            d["target_path"] = f.sym_target
+        if f.inode is not None:
+            d["inode"] = str(f.inode)
+        if f.uid is not None:
+            user = _named(self._users, f.uid, _user_name)
+            d["uid"] = user["id"]
+            if "name" in user:
+                d["owner"] = user["name"]
+        if f.gid is not None:
+            group = _named(self._groups, f.gid, _group_name)
+            d["gid"] = group["id"]
+            if "name" in group:
+                d["group"] = group["name"]
+        if f.size is not None:
+            d["size"] = f.size
+        if f.mode is not None:
+            d["mode"] = f"{_stat.S_IMODE(f.mode):04o}"
+        for key, ns in (("accessed", f.atime), ("mtime", f.mtime),
+                        ("ctime", f.ctime)):  # fmt: skip
+            if ns is not None:
+                d[key] = rfc3339(ns)
+        if f.old_path is not None:
+            original: dict[str, Any] = {"path": f.old_path}
+            name = posixpath.basename(f.old_path)
+            if name:
+                original["name"] = name
+            d["Ext"] = {"original": original}
+        doc["file"] = d
+        if f.change:
+            doc.setdefault("quark", {})["file"] = {
+                "change": _change_names(f.change)
+            }
+
     def document(self, ev: Event) -> dict[str, Any]:
         """The ECS document as a dict."""
         events = int(ev.events)
@@ -508,6 +682,20 @@ class EcsEncoder:
             _packet_fields(doc, pkt)
             event["type"] = ["protocol"] if "dns" in doc else ["info"]
             event["action"] = _packet_action(pkt)
+        file = ev.file
+        if file is not None:
+            event = doc["event"]
+            event["category"] = ["file"]
+            event["type"] = _file_types(file)
+            event["action"] = file_action(file)
+            self._file(doc, file)
+        shm = ev.shm
+        if shm is not None:
+            event = doc["event"]
+            event["category"] = ["process"]
+            event["type"] = ["info"]
+            event["action"] = SHM_ACTION
+            _shm_fields(doc, shm)
         p = ev.process
         if p is not None:
             proc = self._process(p, top=True)

@@ -10,6 +10,7 @@ from typing import Any
 import dns.message
 import dns.rcode
 import dns.rrset
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,15 +18,20 @@ from quark import (
     EV,
     ID_CHANGE,
     Event,
+    File,
+    FileChange,
+    FileOp,
     Packet,
     PacketDirection,
     Process,
+    Shm,
+    ShmKind,
     SockAddr,
     Socket,
     SockOrigin,
 )
 from quark.dump import dump_event, dump_process, events_str
-from quark.ecs import EcsEncoder, event_action, rfc3339
+from quark.ecs import EcsEncoder, event_action, file_action, rfc3339
 from quark.graph import cache_graph
 from quark.sysinfo import HostInfo
 
@@ -438,3 +444,265 @@ def test_corrupted_dns_messages_never_raise(
     data = _ipv4("10.0.0.53", "10.0.0.1", _udp(53, 40000, bytes(bad)))
     doc = _pkt_doc(data, PacketDirection.INGRESS)
     assert doc["source"]["port"] == 53
+
+
+# File and shared-memory events
+
+T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z, in ns
+
+
+def _file(**kw: Any) -> File:
+    values: dict[str, Any] = {
+        "op": FileOp.CREATE,
+        "path": "/home/u/notes.tar.gz",
+        "inode": 1234,
+        "mode": 0o100640,
+        "size": 5,
+        "uid": 0,
+        "gid": 0,
+        "atime": T0 + 1,
+        "mtime": T0 + 2,
+        "ctime": T0 + 3,
+    }
+    values.update(kw)
+    return File(**values)
+
+
+def _file_doc(f: File, enc: EcsEncoder | None = None) -> dict[str, Any]:
+    ev = Event(events=EV.FILE, time=9, process=CHILD, file=f)
+    doc: dict[str, Any] = json.loads((enc or _enc()).encode(ev))
+    return doc
+
+
+def _names(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Fake user and group names (1000: alice and staff; others: none),
+    and the list of lookups made."""
+    calls: list[tuple[str, int]] = []
+
+    def user(uid: int) -> str:
+        calls.append(("user", uid))
+        if uid != 1000:
+            raise KeyError(uid)
+        return "alice"
+
+    def group(gid: int) -> str:
+        calls.append(("group", gid))
+        if gid != 1000:
+            raise KeyError(gid)
+        return "staff"
+
+    monkeypatch.setattr("quark.ecs._user_name", user)
+    monkeypatch.setattr("quark.ecs._group_name", group)
+    return calls
+
+
+def test_file_creation_has_every_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _names(monkeypatch)
+    doc = _file_doc(_file(uid=1000, gid=1000))
+    assert doc["event"] == {
+        "kind": "event", "category": ["file"], "type": ["creation"],
+        "action": "file-created",
+    }  # fmt: skip
+    assert doc["file"] == {
+        "path": "/home/u/notes.tar.gz",
+        "name": "notes.tar.gz",
+        "extension": "gz",
+        "directory": "/home/u",
+        "type": "file",
+        "inode": "1234",
+        "uid": "1000",
+        "owner": "alice",
+        "gid": "1000",
+        "group": "staff",
+        "size": 5,
+        "mode": "0640",
+        "accessed": "2023-11-14T22:13:20.000000001Z",
+        "mtime": "2023-11-14T22:13:20.000000002Z",
+        "ctime": "2023-11-14T22:13:20.000000003Z",
+    }
+    assert doc["process"]["pid"] == 11  # the process that made it
+    assert "quark" not in doc  # no change known: no quark.file
+
+
+def test_file_owner_and_group_names_are_looked_up_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _names(monkeypatch)
+    enc = _enc()
+    for _ in range(3):
+        doc = _file_doc(_file(uid=1000, gid=4242), enc)
+        assert doc["file"]["owner"] == "alice"
+        assert doc["file"]["gid"] == "4242"
+        assert "group" not in doc["file"]  # no such group: the id alone
+    # each id once, shared with the process's user and group names
+    assert len(calls) == len(set(calls))
+    assert {("group", 4242), ("user", 1000)} <= set(calls)
+
+
+def test_file_mode_is_the_permission_bits_in_four_octal_digits() -> None:
+    for mode, text in ((0o100644, "0644"), (0o104755, "4755"),
+                       (0o41777, "1777"), (0o100000, "0000"),
+                       (0o600, "0600")):  # fmt: skip
+        assert _file_doc(_file(mode=mode))["file"]["mode"] == text
+
+
+def test_file_type_from_the_mode() -> None:
+    for mode, kind in ((0o100644, "file"), (0o40755, "dir"),
+                       (0o120777, "symlink")):  # fmt: skip
+        assert _file_doc(_file(mode=mode))["file"]["type"] == kind
+    for mode in (0o10644, 0o20666, 0o140777, 0o644):  # fifo, chr, sock, ?
+        assert "type" not in _file_doc(_file(mode=mode))["file"]
+
+
+def test_file_name_parts() -> None:
+    cases = {
+        "/etc/passwd": ("passwd", "/etc", None),
+        "/home/u/.bashrc": (".bashrc", "/home/u", None),
+        "/home/u/.config.json": (".config.json", "/home/u", "json"),
+        "/tmp/a.": ("a.", "/tmp", None),
+        "/tmp/a.b.c": ("a.b.c", "/tmp", "c"),
+        "/x": ("x", "/", None),
+        "/": (None, "/", None),
+        "/tmp/dir.d/file": ("file", "/tmp/dir.d", None),
+    }
+    for path, (name, directory, ext) in cases.items():
+        f = _file_doc(_file(path=path))["file"]
+        assert f["path"] == path
+        assert f.get("name") == name, path
+        assert f.get("directory") == directory, path
+        assert f.get("extension") == ext, path
+
+
+def test_file_with_nothing_known_has_no_invented_fields() -> None:
+    doc = _file_doc(File(op=FileOp.REMOVE, path=None))
+    assert doc["file"] == {}
+    assert doc["event"]["type"] == ["deletion"]
+    assert doc["event"]["action"] == "file-deleted"
+    doc = _file_doc(File(op=None, path=None, change=None))  # type: ignore[arg-type]
+    assert doc["event"]["category"] == ["file"]
+    assert doc["event"]["type"] == ["info"]
+    assert doc["event"]["action"] == "file"
+    assert doc["file"] == {}
+
+
+def test_file_paths_that_are_not_utf8_make_valid_documents() -> None:
+    f = _file(path="/tmp/\udcff.txt")
+    text = _enc().encode(Event(events=EV.FILE, time=1, process=None, file=f))
+    assert json.loads(text)["file"]["path"] == "/tmp/\ufffd.txt"
+
+
+def test_a_move_puts_the_old_name_where_defend_does() -> None:
+    doc = _file_doc(
+        _file(op=FileOp.MOVE, path="/srv/new.conf", old_path="/tmp/old.cfg")
+    )
+    assert doc["event"]["type"] == ["change"]
+    assert doc["event"]["action"] == "file-renamed"
+    f = doc["file"]
+    assert (f["path"], f["name"], f["extension"]) == (
+        "/srv/new.conf", "new.conf", "conf",
+    )  # fmt: skip
+    assert f["Ext"] == {"original": {"path": "/tmp/old.cfg",
+                                     "name": "old.cfg"}}  # fmt: skip
+    doc = _file_doc(_file(op=FileOp.MOVE, path=None, old_path="/tmp/old"))
+    assert "path" not in doc["file"]
+    assert doc["file"]["Ext"]["original"]["path"] == "/tmp/old"
+
+
+def test_a_symlink_has_its_target() -> None:
+    doc = _file_doc(_file(path="/tmp/link", sym_target="../etc/passwd",
+                          mode=0o120777))  # fmt: skip
+    assert doc["file"]["target_path"] == "../etc/passwd"
+    assert doc["file"]["type"] == "symlink"
+    doc = _file_doc(File(op=FileOp.CREATE, path="/l", sym_target="/t"))
+    assert doc["file"] == {"path": "/l", "name": "l", "directory": "/",
+                           "type": "symlink", "target_path": "/t"}  # fmt: skip
+
+
+def test_aggregated_file_ops_types_and_actions() -> None:
+    C, M, R, V = FileOp.CREATE, FileOp.MODIFY, FileOp.REMOVE, FileOp.MOVE
+    cases = [
+        (C | M, ["creation", "change"], "file-created-written"),
+        (M | R, ["change", "deletion"], "file-written-deleted"),
+        (C | M | R, ["creation", "change", "deletion"],
+         "file-created-written-deleted"),
+        (C | V, ["creation", "change"], "file-created-renamed"),
+        (M | V, ["change"], "file-written-renamed"),
+        (C | M | V | R, ["creation", "change", "deletion"],
+         "file-created-written-renamed-deleted"),
+        (V | R, ["change", "deletion"], "file-renamed-deleted"),
+    ]  # fmt: skip
+    for op, types, action in cases:
+        f = _file(op=op, change=FileChange.CONTENT)
+        doc = _file_doc(f)
+        assert doc["event"]["type"] == types, op
+        assert doc["event"]["action"] == action, op
+        assert file_action(f) == action
+
+
+def test_attribute_only_modifies_are_not_writes() -> None:
+    M = FileOp.MODIFY
+    cases = [
+        (FileChange.CONTENT, "file-written"),
+        (FileChange.CONTENT | FileChange.TRUNCATE, "file-written"),
+        (FileChange(0), "file-written"),  # not known: upstream's word
+        (FileChange.PERMISSIONS, "file-attributes-changed"),
+        (FileChange.OWNER, "file-attributes-changed"),
+        (FileChange.PERMISSIONS | FileChange.OWNER | FileChange.XATTRS,
+         "file-attributes-changed"),
+        (FileChange.TRUNCATE | FileChange.OWNER,
+         "file-written-attributes-changed"),
+    ]  # fmt: skip
+    for change, action in cases:
+        doc = _file_doc(_file(op=M, change=change))
+        assert doc["event"]["action"] == action, change
+        assert doc["event"]["type"] == ["change"]
+    f = _file(op=FileOp.CREATE | M | FileOp.REMOVE,
+              change=FileChange.PERMISSIONS)  # fmt: skip
+    assert file_action(f) == "file-created-attributes-changed-deleted"
+
+
+def test_what_a_modify_changed_is_under_quark_file() -> None:
+    change = FileChange.TRUNCATE | FileChange.CONTENT | FileChange(0x40)
+    doc = _file_doc(_file(op=FileOp.MODIFY, change=change))
+    assert doc["quark"] == {
+        "file": {"change": ["CONTENT", "TRUNCATE", "0x40"]}
+    }
+
+
+def test_file_documents_have_no_network_fields() -> None:
+    doc = _file_doc(_file())
+    assert not {"network", "source", "destination", "dns"} & set(doc)
+
+
+def test_file_and_shm_actions_without_a_payload() -> None:
+    assert event_action(EV.FILE) == "file"
+    assert event_action(EV.SHM) == "shared-memory-created"
+
+
+def _shm_doc(shm: Shm) -> dict[str, Any]:
+    ev = Event(events=EV.SHM, time=9, process=CHILD, shm=shm)
+    doc: dict[str, Any] = json.loads(_enc().encode(ev))
+    return doc
+
+
+def test_shm_documents() -> None:
+    doc = _shm_doc(Shm(ShmKind.SHMGET, key=0x1234, size=4096, flags=0o1600))
+    assert doc["event"] == {
+        "kind": "event", "category": ["process"], "type": ["info"],
+        "action": "shared-memory-created",
+    }  # fmt: skip
+    assert doc["quark"]["shm"] == {
+        "kind": "SHMGET", "key": 0x1234, "size": 4096, "flags": 0o1600,
+    }  # fmt: skip
+    assert doc["process"]["pid"] == 11
+    assert "file" not in doc
+    doc = _shm_doc(Shm(ShmKind.SHM_OPEN, flags=0o102, path="/dev/shm/x"))
+    assert doc["quark"]["shm"] == {"kind": "SHM_OPEN", "flags": 0o102,
+                                   "path": "/dev/shm/x"}  # fmt: skip
+    doc = _shm_doc(Shm(ShmKind.MEMFD_CREATE, flags=1, path="memfd:y"))
+    assert doc["quark"]["shm"] == {"kind": "MEMFD_CREATE", "flags": 1,
+                                   "path": "memfd:y"}  # fmt: skip
+    doc = _shm_doc(Shm(None))  # type: ignore[arg-type]
+    assert doc["quark"] == {"shm": {}}
