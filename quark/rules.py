@@ -14,7 +14,9 @@
   ``process.uid`` and ``process.gid`` (the real ids), ``process.sid``
   (u32 each; pid and ppid non-zero), ``process.exe`` and ``file.path``
   (a string with at most one ``*``: exact, ``pre*``, ``*post`` or
-  ``pre*post``; ``*`` matches ``/`` too), ``poison TAG``.
+  ``pre*post``; ``*`` matches ``/`` too), ``poison TAG``. ``file.path``
+  matches a file event's path (a move's new name, as upstream), never an
+  event whose path is unknown nor an event of another kind.
 - Rules run in order after aggregation and enrichment. The first matching
   ``pass`` or ``drop`` decides; ``poison`` rules tag the event's process and
   evaluation goes on; no match passes. A tag is inherited by children at
@@ -116,10 +118,9 @@ class Rule:
                 if tag != v:
                     return False
             elif f == "file.path":
-                path = getattr(ev, "file", None)
-                if not isinstance(v, Pattern) or not v.matches(
-                    getattr(path, "path", None)
-                ):
+                assert isinstance(v, Pattern)
+                file = ev.file
+                if file is None or not v.matches(file.path):
                     return False
             elif p is None:
                 return False

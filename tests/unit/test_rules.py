@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 import quark
-from quark import EV, Event, Process
+from quark import EV, Event, File, FileOp, Process, Shm, ShmKind
 from quark.raw.record import StreamWriter
 from quark.raw.types import RawEvent, RawKind, RawTask, Seed
 from quark.rules import Action, Pattern, Ruleset
@@ -119,6 +119,68 @@ def test_unknown_members_never_match() -> None:
     assert rs.evaluate(_ev(pid=5), None) == (True, None)
     assert rs.evaluate(Event(events=EV.EXIT, time=1, process=None),
                        None) == (True, None)  # fmt: skip
+
+
+def _file_ev(path: str | None, **kw: object) -> Event:
+    op = kw.pop("op", FileOp.CREATE)
+    f = File(op, path, **kw)  # type: ignore[arg-type]
+    return Event(events=EV.FILE, time=1, process=Process(pid=5), file=f)
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "hit"),
+    [
+        ("/tmp/x", "/tmp/x", True),
+        ("/tmp/x", "/tmp/xy", False),
+        ("/tmp/*", "/tmp/a/b", True),
+        ("/tmp/*", "/var/tmp/a", False),
+        ("*.so", "/usr/lib/libc.so", True),
+        ("/etc/*.conf", "/etc/ssh/sshd.conf", True),
+        ("/etc/*.conf", "/etc/passwd", False),
+        ('"/tmp/with space"', "/tmp/with space", True),
+        ("*", "/", True),
+    ],
+)
+def test_file_path_matches_a_file_events_path(
+    rule: str, path: str, hit: bool
+) -> None:
+    rs = Ruleset.parse(f"drop on file.path {rule}\n")
+    assert rs.evaluate(_file_ev(path), None) == (not hit, None)
+    assert rs.rules[0].hits == int(hit)
+
+
+def test_file_path_never_matches_an_unknown_path_nor_other_kinds() -> None:
+    rs = Ruleset.parse("drop on file.path *\n")
+    # a path that could not be known whole is unknown, not ""
+    assert rs.evaluate(_file_ev(None), None)[0] is True
+    assert rs.evaluate(_ev(pid=5, exe="/bin/sh", cwd="/tmp"), None)[0]
+    shm = Event(events=EV.SHM, time=1, process=Process(pid=5),
+                shm=Shm(ShmKind.SHM_OPEN, path="/dev/shm/x"))  # fmt: skip
+    assert rs.evaluate(shm, None)[0] is True
+    assert rs.evaluate(Event(events=EV.FILE, time=1, process=None),
+                       None)[0] is True  # fmt: skip
+    assert rs.rules[0].hits == 0
+
+
+def test_file_path_is_a_moves_new_name() -> None:
+    rs = Ruleset.parse("drop on file.path /tmp/*\n")
+    into = _file_ev("/tmp/new", op=FileOp.MOVE, old_path="/home/old")
+    out = _file_ev("/home/new", op=FileOp.MOVE, old_path="/tmp/old")
+    assert rs.evaluate(into, None)[0] is False
+    assert rs.evaluate(out, None)[0] is True  # upstream's rule too
+
+
+def test_file_path_needs_no_process_and_combines_with_others() -> None:
+    f = File(op=FileOp.REMOVE, path="/etc/shadow")
+    rs = Ruleset.parse("drop on file.path /etc/shadow\n")
+    ev = Event(events=EV.FILE, time=1, process=None, file=f)
+    assert rs.evaluate(ev, None)[0] is False
+    rs = Ruleset.parse("pass on file.path /etc/* process.uid 0\ndrop on any\n")
+    root = Event(events=EV.FILE, time=1, process=Process(pid=5, uid=0), file=f)
+    user = root._replace(process=Process(pid=6, uid=1000))
+    assert rs.evaluate(root, None)[0] is True
+    assert rs.evaluate(user, None)[0] is False
+    assert rs.evaluate(ev, None)[0] is False  # no process: no uid to match
 
 
 def test_reset_counters_can_keep_poison_rules() -> None:
