@@ -580,7 +580,8 @@ def test_file_with_nothing_known_has_no_invented_fields() -> None:
     assert doc["file"] == {}
     assert doc["event"]["type"] == ["deletion"]
     assert doc["event"]["action"] == "file-deleted"
-    doc = _file_doc(File(op=None, path=None, change=None))  # type: ignore[arg-type]
+    nothing = File(op=None, path=None, change=None)  # type: ignore[arg-type]
+    doc = _file_doc(nothing)
     assert doc["event"]["category"] == ["file"]
     assert doc["event"]["type"] == ["info"]
     assert doc["event"]["action"] == "file"
