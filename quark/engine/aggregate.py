@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from quark.events import File, FileOp
 from quark.raw.types import RAW_NUM_TYPES, RawEvent, RawKind
 
 __all__ = [
     "AggFn",
     "Held",
     "Matrix",
+    "agg_file",
     "agg_fork_exec",
     "agg_mult",
     "agg_single",
@@ -84,6 +86,68 @@ def agg_fork_exec(head: Held, child: RawEvent) -> bool:
     return all(c.kind != _CONNECTOR for c in head.agg or ())
 
 
+# Indexed by an op mask (an IntFlag's & builds a new member, some 15 times
+# slower than a list index): may a File with these ops join a head, and do
+# these ops end one (nothing joins after a REMOVE or a MOVE)?
+_OPS = range(16)  # every mask of the four FileOp bits
+_JOINS = [
+    bool(op & (FileOp.MODIFY | FileOp.REMOVE))
+    and not op & (FileOp.CREATE | FileOp.MOVE)
+    for op in _OPS
+]
+_ENDS = [bool(op & (FileOp.REMOVE | FileOp.MOVE)) for op in _OPS]
+
+
+def _same_file(a: File, b: File) -> bool | None:
+    """Whether ``a`` and ``b`` are the same file: by inode when both know
+    it, else by path when both know it; None when neither decides."""
+    ia, ib = a.inode, b.inode
+    if ia is not None and ib is not None:
+        return ia == ib
+    pa, pb = a.path, b.path
+    if pa is not None and pb is not None:
+        return pa == pb
+    return None
+
+
+def agg_file(head: Held, child: RawEvent) -> bool:
+    """Merge a process's operations on one file in upstream's order:
+    CREATE|MODIFY first, then MODIFY|REMOVE (upstream's ``_file`` cell).
+
+    - The child must be a MODIFY or a REMOVE; a CREATE starts a new event.
+    - The head's operations so far must hold no REMOVE and no MOVE, so a
+      REMOVE ends the event and a CREATE of the same path after it is a
+      new one.
+    - A MOVE neither joins nor is joined: a rename stays its own event, so
+      its old and new paths are never mixed with another operation's.
+    - The child must be of the head's file: the same inode when both know
+      it, else the same path; a path of None never matches. When the head
+      cannot tell (it knows only the inode, the child only the path), the
+      last child merged, of the same file, decides the same way.
+
+    O(1) per call: of the children merged, only the last can be a REMOVE,
+    since this callback admits nothing after one (a cell set to another
+    callback that admits more is the caller's own).
+    """
+    c = child.payload
+    h = head.raw.payload
+    if not isinstance(c, File) or not isinstance(h, File):
+        return False
+    if not _JOINS[c.op] or _ENDS[h.op]:
+        return False
+    agg = head.agg
+    last: File | None = None
+    if agg:
+        p = agg[-1].payload
+        if not isinstance(p, File) or _ENDS[p.op]:
+            return False
+        last = p
+    same = _same_file(h, c)
+    if same is None and last is not None:
+        same = _same_file(last, c)
+    return same is True
+
+
 def _empty() -> Matrix:
     return [[None] * RAW_NUM_TYPES for _ in range(RAW_NUM_TYPES)]
 
@@ -106,12 +170,13 @@ def default_matrix() -> Matrix:
     comm[K.COMM] = agg_mult
     comm[K.EXIT_THREAD] = agg_single
     m[K.ID_CHANGE][K.ID_CHANGE] = agg_mult
+    m[K.FILE][K.FILE] = agg_file
     return m
 
 
 def min_matrix() -> Matrix:
-    """``QQ.MIN_AGG``: no fork/exec/exit merging (upstream
-    ``base_agg_matrix_min``)."""
+    """``QQ.MIN_AGG``: no fork/exec/exit merging, and no file or tty
+    merging either (upstream ``base_agg_matrix_min``)."""
     K = RawKind
     m = _empty()
     m[K.WAKE_UP_NEW_TASK][K.COMM] = agg_mult
