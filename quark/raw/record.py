@@ -30,6 +30,19 @@ Line 1 is the header, every other line one record::
   left out. A PACKET record has ``packet`` (a :class:`quark.raw.RawPacket`):
   ``{"direction": "EGRESS", "origin": "dns", "orig_len": 60,
   "data": "<hex>"}``.
+  A FILE record has ``file`` (a :class:`quark.File`)::
+
+      "file": {"op": ["CREATE"], "path": "/tmp/x", "old_path": "/tmp/w",
+               "sym_target": "t", "inode": 9, "mode": 33188, "size": 0,
+               "uid": 0, "gid": 0, "atime": 1, "mtime": 1, "ctime": 1,
+               "change": ["CONTENT", "TRUNCATE"]}
+
+  ``op`` and ``change`` lists of :class:`quark.FileOp` and
+  :class:`quark.FileChange` names (``change`` left out when empty), the
+  times ns since the epoch; members that are None are left out. A SHM
+  record has ``shm`` (a :class:`quark.Shm`): ``{"kind": "SHMGET",
+  "key": 1234, "size": 4096, "flags": 950, "path": "/dev/shm/x"}``,
+  ``kind`` a :class:`quark.ShmKind` name, members that are None left out.
 - ``lost``: the backend's cumulative lost counter, when it changed.
 - ``now``: the consumer's clock at a read, so a replay releases events when
   the live queue could have (optional).
@@ -43,11 +56,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from quark.errors import DecodeError
-from quark.events import PacketDirection, SockAddr, Socket, SockOrigin
+from quark.events import (
+    File,
+    FileChange,
+    FileOp,
+    PacketDirection,
+    Shm,
+    ShmKind,
+    SockAddr,
+    Socket,
+    SockOrigin,
+)
 from quark.raw.types import (
     TASK_FIELDS,
     RawEvent,
@@ -204,22 +227,80 @@ def _packet(v: Any, where: str) -> RawPacket:
     )
 
 
+def _flags(cls: Any, v: Any, key: str, where: str) -> Any:
+    """A list of ``cls`` member names, OR-ed."""
+    if not isinstance(v, list):
+        names = ", ".join(m.name for m in cls)
+        raise DecodeError(
+            f"{where}: {key} must be a list of {names}, not {v!r}"
+        )
+    out = cls(0)
+    for name in v:
+        out |= _enum(cls, name, key, where)
+    return out
+
+
+def _file(v: Any, where: str) -> File:
+    if not isinstance(v, dict):
+        raise DecodeError(f"{where}: 'file' must be an object")
+    op = _flags(FileOp, v.get("op"), "file.op", where)
+    if not op:
+        raise DecodeError(f"{where}: file.op must name an operation")
+    at = f"{where}: file"
+    return File(
+        op,
+        _str(v.get("path"), "file.path", where),
+        old_path=_str(v.get("old_path"), "file.old_path", where),
+        sym_target=_str(v.get("sym_target"), "file.sym_target", where),
+        inode=_count(v, "inode", at),
+        mode=_count(v, "mode", at),
+        size=_count(v, "size", at),
+        uid=_count(v, "uid", at),
+        gid=_count(v, "gid", at),
+        atime=_int(v, "atime", at, None),
+        mtime=_int(v, "mtime", at, None),
+        ctime=_int(v, "ctime", at, None),
+        change=_flags(FileChange, v.get("change", []), "file.change", where),
+    )
+
+
+def _shm(v: Any, where: str) -> Shm:
+    if not isinstance(v, dict):
+        raise DecodeError(f"{where}: 'shm' must be an object")
+    at = f"{where}: shm"
+    return Shm(
+        _enum(ShmKind, v.get("kind"), "shm.kind", where),
+        key=_int(v, "key", at, None),
+        size=_count(v, "size", at),
+        flags=_count(v, "flags", at),
+        path=_str(v.get("path"), "shm.path", where),
+    )
+
+
+#: Which member carries each payload kind's payload, and its decoder.
+_PAYLOADS: dict[RawKind, tuple[str, Callable[[Any, str], Any]]] = {
+    RawKind.SOCK_CONN: ("sock", _sock),
+    RawKind.PACKET: ("packet", _packet),
+    RawKind.FILE: ("file", _file),
+    RawKind.SHM: ("shm", _shm),
+}
+
+
 def _payload(
     d: dict[str, Any], kind: RawKind, where: str
-) -> RawSock | RawPacket | None:
-    sock, packet = d.get("sock"), d.get("packet")
-    if kind is RawKind.SOCK_CONN:
-        if sock is None:
-            raise DecodeError(f"{where}: a SOCK_CONN record needs 'sock'")
-        return _sock(sock, where)
-    if kind is RawKind.PACKET:
-        if packet is None:
-            raise DecodeError(f"{where}: a PACKET record needs 'packet'")
-        return _packet(packet, where)
-    if sock is not None or packet is not None:
-        extra = "sock" if sock is not None else "packet"
-        raise DecodeError(f"{where}: a {kind.name} record has no {extra!r}")
-    return None
+) -> RawSock | RawPacket | File | Shm | None:
+    want = _PAYLOADS.get(kind)
+    for key, _ in _PAYLOADS.values():
+        if d.get(key) is not None and (want is None or key != want[0]):
+            raise DecodeError(f"{where}: a {kind.name} record has no {key!r}")
+    if want is None:
+        return None
+    key, decode = want
+    v = d.get(key)
+    if v is None:
+        raise DecodeError(f"{where}: a {kind.name} record needs {key!r}")
+    payload: RawSock | RawPacket | File | Shm = decode(v, where)
+    return payload
 
 
 def decode_raw(d: Any, where: str = "raw") -> RawEvent:

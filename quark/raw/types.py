@@ -13,7 +13,15 @@ import enum
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from quark.events import File, PacketDirection, Process, Shm, SockAddr
+from quark.events import (
+    File,
+    FileChange,
+    FileOp,
+    PacketDirection,
+    Process,
+    Shm,
+    SockAddr,
+)
 from quark.fields import Field
 
 __all__ = [
@@ -162,6 +170,20 @@ class RawPacket:
     data: bytes
 
 
+#: A recorded ``file``'s members besides ``op`` and ``change``, in order.
+_FILE_MEMBERS = (
+    "path", "old_path", "sym_target", "inode", "mode", "size", "uid", "gid",
+    "atime", "mtime", "ctime",
+)  # fmt: skip
+#: A recorded ``shm``'s members besides ``kind``.
+_SHM_MEMBERS = ("key", "size", "flags", "path")
+
+
+def _flag_names(cls: type[enum.IntFlag], value: int) -> list[str]:
+    """The names of the members of ``cls`` set in ``value``, in bit order."""
+    return [m.name for m in cls if value & m and m.name is not None]
+
+
 class RawEvent:
     """One raw event (upstream's ``raw_event``).
 
@@ -257,6 +279,22 @@ class RawEvent:
                 "orig_len": p.orig_len,
                 "data": p.data.hex(),
             }
+        elif isinstance(p, File):
+            file: dict[str, Any] = {"op": _flag_names(FileOp, p.op)}
+            for key in _FILE_MEMBERS:
+                v = getattr(p, key)
+                if v is not None:
+                    file[key] = v
+            if p.change:
+                file["change"] = _flag_names(FileChange, p.change)
+            d["file"] = file
+        elif isinstance(p, Shm):
+            shm: dict[str, Any] = {"kind": p.kind.name}
+            for key in _SHM_MEMBERS:
+                v = getattr(p, key)
+                if v is not None:
+                    shm[key] = v
+            d["shm"] = shm
         return d
 
     def __repr__(self) -> str:
