@@ -97,14 +97,53 @@ struct path {
 	struct dentry *dentry;
 };
 
+struct super_block {
+	unsigned long s_magic;
+};
+
 struct inode {
 	unsigned long i_ino;
+	unsigned short i_mode;
+	kuid_t i_uid;
+	kgid_t i_gid;
+	long long i_size;
+	struct super_block *i_sb;
+};
+
+struct timespec64 {
+	long long tv_sec;
+	long tv_nsec;
+};
+
+/* The inode's times moved: timespec64 i_[amc]time until 6.5, __i_ctime
+ * from 6.6, __i_[am]time from 6.7, i_[amc]time_sec/_nsec from 6.11. */
+struct inode___ts {
+	struct timespec64 i_atime;
+	struct timespec64 i_mtime;
+	struct timespec64 i_ctime;
+};
+
+struct inode___ts_hidden {
+	struct timespec64 __i_atime;
+	struct timespec64 __i_mtime;
+	struct timespec64 __i_ctime;
+};
+
+struct inode___split {
+	long long i_atime_sec;
+	long long i_mtime_sec;
+	long long i_ctime_sec;
+	unsigned int i_atime_nsec;
+	unsigned int i_mtime_nsec;
+	unsigned int i_ctime_nsec;
 };
 
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
 	void *private_data;
+	unsigned int f_mode;
+	unsigned int f_flags;
 };
 
 struct fs_struct {
@@ -334,6 +373,12 @@ enum pid_type {
 };
 
 #define PF_EXITING 0x00000004
+#define FMODE_CREATED 0x100000
+#define S_IFMT 00170000
+#define S_IFREG 0100000
+#define TMPFS_MAGIC 0x01021994
+#define AT_FDCWD -100
+#define AT_REMOVEDIR 0x200
 #define PF_KTHREAD 0x00200000
 #define AF_INET 2
 #define AF_INET6 10

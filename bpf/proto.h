@@ -25,7 +25,7 @@
 #define QUARK_PROTO_H
 
 enum q_proto {
-	Q_PROTO_VERSION = 3,
+	Q_PROTO_VERSION = 4,
 };
 
 enum q_kind {
@@ -36,6 +36,9 @@ enum q_kind {
 	Q_ID_CHANGE = 5,
 	Q_SOCK = 6,        /* a struct q_sock_event */
 	Q_PACKET = 7,      /* a struct q_packet_event, then the packet */
+	Q_FILE = 8,        /* a struct q_file_event, then its areas */
+	Q_SHM = 9,         /* a struct q_shm_event */
+	Q_RESULT = 10,     /* a struct q_result_event */
 };
 
 enum q_var {
@@ -153,6 +156,102 @@ struct q_packet_event {
 	__u32 pad;
 };
 
+/*
+ * File operations. One made through an fd (create, write, fchmod, ...) is
+ * read from the file at the syscall's exit: its whole path from the dentry
+ * (in Q_FV_PATH) and its inode (Q_FF_STAT). One made by path (unlink,
+ * rename, chmod, ...) is read at the syscall's entry, while the path can
+ * still be read: Q_FV_PATH then holds the directory the name is relative
+ * to (the cwd, or the dirfd's; empty for an absolute name) and Q_FV_NAME
+ * the name as given; it carries Q_FF_PENDING, and the same thread's next
+ * Q_RESULT record says whether the syscall succeeded.
+ */
+enum q_file_op {
+	Q_FILE_CREATE = 1,
+	Q_FILE_MODIFY = 2,
+	Q_FILE_REMOVE = 4,
+	Q_FILE_MOVE = 8,
+};
+
+enum q_file_change {
+	Q_FC_CONTENT = 1 << 0,
+	Q_FC_PERMISSIONS = 1 << 1,
+	Q_FC_OWNER = 1 << 2,
+	Q_FC_XATTRS = 1 << 3,
+	Q_FC_TRUNCATE = 1 << 4,
+};
+
+enum q_file_flag {
+	Q_FF_STAT = 1 << 0,       /* the inode's members are valid */
+	Q_FF_PENDING = 1 << 1,    /* done by path: see its Q_RESULT */
+	Q_FF_TMPFS_ROOT = 1 << 2, /* in the root of a tmpfs (shm_open?) */
+	Q_FF_PATH_TRUNC = 1 << 3, /* Q_FV_PATH was cut short */
+	Q_FF_OLD_TRUNC = 1 << 4,  /* Q_FV_OLD_PATH was cut short */
+	Q_FF_CREATED = 1 << 5,    /* the open created the file */
+};
+
+/* q_file_event.len[] areas, in this order after the header */
+enum q_file_var {
+	Q_FV_PATH,      /* path components, leaf first, as Q_VAR_CWD */
+	Q_FV_NAME,      /* a name as the process gave it, NUL-terminated */
+	Q_FV_OLD_PATH,  /* a MOVE's source, as Q_FV_PATH and Q_FV_NAME */
+	Q_FV_OLD_NAME,
+	Q_FV_SYM,       /* a symlink's target as given, NUL-terminated */
+	Q_FV_NUM,
+};
+
+struct q_file_event {
+	__u32 kind;        /* Q_FILE */
+	__u32 size;
+	__u64 time;
+	__u32 pid;
+	__u32 tid;
+	__u32 op;          /* enum q_file_op */
+	__u32 change;      /* enum q_file_change bits, for Q_FILE_MODIFY */
+	__u32 flags;       /* enum q_file_flag bits */
+	__u32 mode;        /* with Q_FF_STAT: the inode's */
+	__u64 inode;
+	__u64 fsize;
+	__u64 atime;       /* ns since the epoch */
+	__u64 mtime;
+	__u64 ctime;
+	__u32 uid;
+	__u32 gid;
+	__u32 open_flags;  /* the file's f_flags, for an open */
+	__u16 len[Q_FV_NUM];
+	__u16 pad;
+};
+
+enum q_shm_kind {
+	Q_SHM_SHMGET = 1,
+	Q_SHM_MEMFD_CREATE = 3,  /* SHM_OPEN comes as a Q_FILE in /dev/shm */
+};
+
+/* Read at the syscall's entry: Q_FF_PENDING until its Q_RESULT. */
+struct q_shm_event {
+	__u32 kind;        /* Q_SHM */
+	__u32 size;
+	__u64 time;
+	__u32 pid;
+	__u32 tid;
+	__u32 shm_kind;    /* enum q_shm_kind */
+	__u32 flags;       /* Q_FF_PENDING */
+	__s64 key;         /* shmget */
+	__u64 shm_size;    /* shmget */
+	__s64 shm_flags;   /* shmget's shmflg, memfd_create's flags */
+	char name[Q_NAME_MAX]; /* memfd_create's name */
+};
+
+/* How a syscall whose record was Q_FF_PENDING ended. */
+struct q_result_event {
+	__u32 kind;        /* Q_RESULT */
+	__u32 size;
+	__u64 time;
+	__u32 pid;
+	__u32 tid;
+	__s64 ret;
+};
+
 /* Per-CPU counters (index into the counters map) */
 enum q_counter {
 	Q_CNT_SENT,
@@ -167,7 +266,10 @@ struct q_config {
 	__u32 max_env;       /* bytes of environ to copy, <= Q_ENV_MAX */
 	__u32 thread_events; /* non-zero: threads too */
 	__u32 wakeup_bytes;  /* force a wakeup when this much data waits */
-	__u32 pad;
+	__u32 self_tgid;     /* the consumer: its file operations are not told */
+	__u64 file_dedup_ns; /* one MODIFY per process and file this often */
+	__u32 file;          /* non-zero: FILE events asked for */
+	__u32 shm;           /* non-zero: SHM events asked for */
 };
 
 /* Never used by the programs: it carries every wire type into the BTF. */
@@ -175,6 +277,9 @@ struct q_wire {
 	struct q_event event;
 	struct q_sock_event sock_event;
 	struct q_packet_event packet_event;
+	struct q_file_event file_event;
+	struct q_shm_event shm_event;
+	struct q_result_event result_event;
 	struct q_config config;
 	enum q_proto proto;
 	enum q_kind kind;
@@ -186,6 +291,11 @@ struct q_wire {
 	enum q_sock_op sock_op;
 	enum q_sock_flag sock_flag;
 	enum q_packet_dir packet_dir;
+	enum q_file_op file_op;
+	enum q_file_change file_change;
+	enum q_file_flag file_flag;
+	enum q_file_var file_var;
+	enum q_shm_kind shm_kind;
 };
 
 #endif

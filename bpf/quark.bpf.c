@@ -620,18 +620,26 @@ struct {
 	__type(value, u32);
 } connect_fd SEC(".maps");
 
-/* The socket behind fd in the current task's table, or NULL. */
-static __always_inline struct sock *fd_sock(u64 fd)
+/* The file behind fd in the current task's table, or NULL. */
+static __always_inline struct file *fd_file(u64 fd)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
-	struct socket *sock;
 
 	if (fd >= BPF_CORE_READ(fdt, max_fds))
 		return NULL;
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* The socket behind fd in the current task's table, or NULL. */
+static __always_inline struct sock *fd_sock(u64 fd)
+{
+	struct file *file = fd_file(fd);
+	struct socket *sock;
+
 	if (!file)
 		return NULL;
 	sock = BPF_CORE_READ(file, private_data);
@@ -898,6 +906,466 @@ int dns__ingress__cg(struct __sk_buff *skb)
 	return on_skb(skb, Q_PACKET_INGRESS);
 }
 
+/* --- files (QQ.FILE) and shared memory (QQ.SHM) ------------------------ */
+
+/*
+ * Syscall tracepoints only (the host has no kprobes nor fentry). An
+ * operation through an fd is read from the file at the syscall's exit, when
+ * it is known to have succeeded: its path from the dentry, and its inode.
+ * One by path is read at the entry, while the name can still be read, and
+ * the exit sends its result (see q_file_event in proto.h).
+ */
+
+/* An fd syscall's fd and what it does, from its entry to its exit. */
+struct fd_op {
+	u32 fd;
+	u32 op;
+	u32 change;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, struct fd_op);
+} fd_ops SEC(".maps");
+
+/* Threads in a syscall whose entry sent a Q_FF_PENDING record. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u32);
+} pending SEC(".maps");
+
+/*
+ * Volume: one MODIFY per (process, file) per cfg.file_dedup_ns. A
+ * process's generation moves on with each of its creates, moves and
+ * removes, so that a write after one of those is told again.
+ */
+struct dedup_key {
+	u64 inode; /* the struct inode's address: unique while in use */
+	u32 tgid;
+	u32 gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dedup_key);
+	__type(value, u64);
+} modified SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u32);
+} file_gen SEC(".maps");
+
+#define FILE_HDR ((u32)sizeof(struct q_file_event))
+
+/* Not the consumer itself: what it does to files would loop back. */
+static __always_inline bool file_watched(void)
+{
+	return (u32)(bpf_get_current_pid_tgid() >> 32) != cfg.self_tgid;
+}
+
+static __always_inline u32 gen_of(u32 tgid)
+{
+	u32 *g = bpf_map_lookup_elem(&file_gen, &tgid);
+
+	return g ? *g : 0;
+}
+
+static __always_inline void next_gen(void)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	u32 g = gen_of(tgid) + 1;
+
+	bpf_map_update_elem(&file_gen, &tgid, &g, BPF_ANY);
+}
+
+#define NS 1000000000ULL
+
+/* ns since the epoch of the inode's [amc]time, wherever this kernel
+ * keeps it */
+#define INODE_TIME(ino, t)                                                 \
+	({                                                                 \
+		u64 _v;                                                    \
+		if (bpf_core_field_exists(struct inode___split,            \
+					  i_##t##time_sec)) {              \
+			struct inode___split *_i = (void *)(ino);          \
+			_v = BPF_CORE_READ(_i, i_##t##time_sec) * NS +     \
+			     BPF_CORE_READ(_i, i_##t##time_nsec);          \
+		} else if (bpf_core_field_exists(struct inode___ts_hidden, \
+						 __i_##t##time)) {         \
+			struct inode___ts_hidden *_i = (void *)(ino);      \
+			_v = BPF_CORE_READ(_i, __i_##t##time.tv_sec) * NS + \
+			     BPF_CORE_READ(_i, __i_##t##time.tv_nsec);     \
+		} else {                                                   \
+			struct inode___ts *_i = (void *)(ino);             \
+			_v = BPF_CORE_READ(_i, i_##t##time.tv_sec) * NS +  \
+			     BPF_CORE_READ(_i, i_##t##time.tv_nsec);       \
+		}                                                          \
+		_v;                                                        \
+	})
+
+static __always_inline void put_stat(struct q_file_event *f,
+				     struct inode *ino)
+{
+	if (!ino)
+		return;
+	f->flags |= Q_FF_STAT;
+	f->inode = BPF_CORE_READ(ino, i_ino);
+	f->mode = BPF_CORE_READ(ino, i_mode);
+	f->uid = BPF_CORE_READ(ino, i_uid.val);
+	f->gid = BPF_CORE_READ(ino, i_gid.val);
+	f->fsize = BPF_CORE_READ(ino, i_size);
+	f->atime = INODE_TIME(ino, a);
+	f->mtime = INODE_TIME(ino, m);
+	f->ctime = INODE_TIME(ino, c);
+}
+
+/* The record's header, at the start of the scratch data area (file records
+ * are sent from there, not from s->ev, which only keeps the truncation
+ * bits put_path sets). */
+static __always_inline struct q_file_event *
+file_start(struct q_scratch *s, u32 op, u32 change)
+{
+	struct q_file_event *f = (void *)s->data;
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	__builtin_memset(f, 0, sizeof(*f));
+	f->kind = Q_FILE;
+	f->time = bpf_ktime_get_ns();
+	f->pid = pid_tgid >> 32;
+	f->tid = (u32)pid_tgid;
+	f->op = op;
+	f->change = change;
+	s->ev.flags = 0;
+	return f;
+}
+
+static __always_inline void file_emit(struct q_scratch *s, u32 end,
+				      u32 *level)
+{
+	struct q_file_event *f = (void *)s->data;
+	u64 size = end & DATA_MASK;
+
+	if (size < FILE_HDR)
+		size = FILE_HDR;
+	f->flags |= s->ev.flags;
+	f->size = size;
+	if (bpf_ringbuf_output(&ringbuf, s->data, size, wakeup_flags(size)))
+		count(Q_CNT_LOST);
+	else
+		count(Q_CNT_SENT);
+	scratch_put(level);
+}
+
+/* The components of file's path (as put_path) at off; the new offset. */
+static __always_inline u32 put_file(struct q_scratch *s, u32 off,
+				    struct file *file, u32 trunc)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+
+	return put_path(s, off, BPF_CORE_READ(file, f_path.dentry),
+			BPF_CORE_READ(file, f_path.mnt),
+			BPF_CORE_READ(task, fs), trunc);
+}
+
+/*
+ * A name as a process gave it, relative to dfd: the directory's components
+ * (none for an absolute name) in area dir, then the name in area dir + 1.
+ * A part that cannot be read sets trunc: the path is then unknown.
+ */
+static __always_inline u32 put_name(struct q_scratch *s, u32 off,
+				    struct q_file_event *f, u32 dir,
+				    long dfd, const char *name, u32 trunc)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	u32 end = off;
+	char c = 0;
+	long n;
+
+	if (bpf_probe_read_user(&c, 1, name)) {
+		s->ev.flags |= trunc;
+		return off;
+	}
+	if (c != '/') {
+		if (dfd == AT_FDCWD) {
+			end = put_path(s, off, BPF_CORE_READ(fs, pwd.dentry),
+				       BPF_CORE_READ(fs, pwd.mnt), fs, trunc);
+		} else {
+			struct file *at = fd_file(dfd);
+
+			if (at)
+				end = put_file(s, off, at, trunc);
+			else
+				s->ev.flags |= trunc;
+		}
+	}
+	if (dir < Q_FV_NUM)
+		f->len[dir] = (end - off) & DATA_MASK;
+	n = bpf_probe_read_user_str(&s->data[end & DATA_MASK], Q_PATH_MAX,
+				    name);
+	if (n <= 0) {
+		s->ev.flags |= trunc;
+		n = 0;
+	}
+	if (dir + 1 < Q_FV_NUM)
+		f->len[dir + 1] = n;
+	return (end + n) & DATA_MASK;
+}
+
+/* --- through an fd: create, write, truncate, chmod, chown --------------- */
+
+static __always_inline int open_exit(void *ctx)
+{
+	long ret = ((struct sys_exit_args *)ctx)->ret;
+	struct q_file_event *f;
+	struct q_scratch *s;
+	struct file *file;
+	bool created, shm = false;
+	u32 *level, end;
+
+	if (ret < 0 || !file_watched())
+		return 0;
+	file = fd_file(ret);
+	if (!file)
+		return 0;
+	created = cfg.file && (BPF_CORE_READ(file, f_mode) & FMODE_CREATED);
+	if (cfg.shm || cfg.file) {
+		/* shm_open(3) opens /dev/shm/NAME: a file in the root of a
+		 * tmpfs; userspace tells /dev/shm from the path */
+		struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+		struct vfsmount *m = BPF_CORE_READ(file, f_path.mnt);
+
+		shm = BPF_CORE_READ(d, d_parent) == BPF_CORE_READ(m, mnt_root) &&
+		      BPF_CORE_READ(file, f_inode, i_sb, s_magic) ==
+			      TMPFS_MAGIC;
+	}
+	if (!created && !shm)
+		return 0;
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	f = file_start(s, Q_FILE_CREATE, 0);
+	if (created) {
+		f->flags |= Q_FF_CREATED;
+		next_gen();
+	}
+	if (shm)
+		f->flags |= Q_FF_TMPFS_ROOT;
+	f->open_flags = BPF_CORE_READ(file, f_flags);
+	put_stat(f, BPF_CORE_READ(file, f_inode));
+	end = put_file(s, FILE_HDR, file, Q_FF_PATH_TRUNC);
+	f->len[Q_FV_PATH] = (end - FILE_HDR) & DATA_MASK;
+	file_emit(s, end, level);
+	return 0;
+}
+
+static __always_inline int fd_enter(void *ctx, u32 op, u32 change)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u64 fd = ((struct sys_enter_args *)ctx)->args[0];
+	struct fd_op v = {.fd = fd, .op = op, .change = change};
+	struct file *file;
+
+	if (!file_watched())
+		return 0;
+	if (change & Q_FC_CONTENT) {
+		/* writes to pipes, sockets and ttys: not files */
+		file = fd_file(fd);
+		if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) !=
+				     S_IFREG)
+			return 0;
+	}
+	bpf_map_update_elem(&fd_ops, &tid, &v, BPF_ANY);
+	return 0;
+}
+
+/* A MODIFY of CONTENT too soon after the last one of this process on this
+ * file is not told (the window is the queue's hold time). */
+static __always_inline bool repeated(struct inode *ino)
+{
+	u64 now = bpf_ktime_get_ns(), *last;
+	struct dedup_key key = {};
+
+	key.inode = (u64)ino;
+	key.tgid = bpf_get_current_pid_tgid() >> 32;
+	key.gen = gen_of(key.tgid);
+	last = bpf_map_lookup_elem(&modified, &key);
+	if (last && now - *last < cfg.file_dedup_ns)
+		return true;
+	bpf_map_update_elem(&modified, &key, &now, BPF_ANY);
+	return false;
+}
+
+static __always_inline int fd_exit(void *ctx)
+{
+	long ret = ((struct sys_exit_args *)ctx)->ret;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct fd_op *vp = bpf_map_lookup_elem(&fd_ops, &tid);
+	struct q_file_event *f;
+	struct q_scratch *s;
+	struct inode *ino;
+	struct file *file;
+	struct fd_op v;
+	u32 *level, end;
+
+	if (!vp)
+		return 0;
+	v = *vp;
+	bpf_map_delete_elem(&fd_ops, &tid);
+	/* a write succeeded when it wrote something; the others return 0 */
+	if ((v.change & Q_FC_CONTENT) && !(v.change & Q_FC_TRUNCATE) ?
+		    ret <= 0 : ret != 0)
+		return 0;
+	file = fd_file(v.fd);
+	if (!file)
+		return 0;
+	ino = BPF_CORE_READ(file, f_inode);
+	if ((v.change & Q_FC_CONTENT) && repeated(ino))
+		return 0;
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	f = file_start(s, v.op, v.change);
+	put_stat(f, ino);
+	end = put_file(s, FILE_HDR, file, Q_FF_PATH_TRUNC);
+	f->len[Q_FV_PATH] = (end - FILE_HDR) & DATA_MASK;
+	file_emit(s, end, level);
+	return 0;
+}
+
+/* --- by path: remove, move, symlink, chmod, chown, truncate ------------- */
+
+#define NO_ARG 7 /* an argument index that is never used */
+
+static __always_inline long arg(void *ctx, u32 i)
+{
+	if (i >= 6)
+		return AT_FDCWD;
+	return ((struct sys_enter_args *)ctx)->args[i];
+}
+
+/*
+ * The entry of a syscall on a path: dfd_i and name_i index its dirfd and
+ * name arguments (NO_ARG: none, the cwd), old_* those of a MOVE's source,
+ * sym_i a symlink's target. Its exit sends the result (path_exit).
+ */
+static __always_inline int path_enter(void *ctx, u32 op, u32 change,
+				      u32 dfd_i, u32 name_i, u32 old_dfd_i,
+				      u32 old_name_i, u32 sym_i, u32 flags_i,
+				      u32 skip_flags)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid(), one = 1;
+	struct q_file_event *f;
+	struct q_scratch *s;
+	u32 *level, off;
+	long n;
+
+	if (!file_watched())
+		return 0;
+	if (flags_i < 6 && (arg(ctx, flags_i) & skip_flags))
+		return 0; /* unlinkat(AT_REMOVEDIR): a directory */
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	f = file_start(s, op, change);
+	f->flags |= Q_FF_PENDING;
+	/* the areas in enum q_file_var order */
+	off = put_name(s, FILE_HDR, f, Q_FV_PATH, arg(ctx, dfd_i),
+		       (const char *)arg(ctx, name_i), Q_FF_PATH_TRUNC);
+	if (old_name_i < 6)
+		off = put_name(s, off, f, Q_FV_OLD_PATH, arg(ctx, old_dfd_i),
+			       (const char *)arg(ctx, old_name_i),
+			       Q_FF_OLD_TRUNC);
+	if (sym_i < 6) {
+		n = bpf_probe_read_user_str(&s->data[off & DATA_MASK],
+					    Q_PATH_MAX,
+					    (const char *)arg(ctx, sym_i));
+		if (n > 0) {
+			f->len[Q_FV_SYM] = n;
+			off = (off + n) & DATA_MASK;
+		}
+	}
+	if (op != Q_FILE_MODIFY)
+		next_gen();
+	file_emit(s, off, level);
+	bpf_map_update_elem(&pending, &tid, &one, BPF_ANY);
+	return 0;
+}
+
+/* The exit of a syscall whose entry sent a pending record: its result. */
+static __always_inline int path_exit(void *ctx)
+{
+	long ret = ((struct sys_exit_args *)ctx)->ret;
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid;
+	struct q_result_event *r;
+
+	if (!bpf_map_lookup_elem(&pending, &tid))
+		return 0;
+	bpf_map_delete_elem(&pending, &tid);
+	r = bpf_ringbuf_reserve(&ringbuf, sizeof(*r), 0);
+	if (!r) {
+		count(Q_CNT_LOST);
+		return 0;
+	}
+	r->kind = Q_RESULT;
+	r->size = sizeof(*r);
+	r->time = bpf_ktime_get_ns();
+	r->pid = pid_tgid >> 32;
+	r->tid = tid;
+	r->ret = ret;
+	bpf_ringbuf_submit(r, wakeup_flags(sizeof(*r)));
+	count(Q_CNT_SENT);
+	return 0;
+}
+
+/* --- shared memory ----------------------------------------------------- */
+
+static __always_inline int shm_enter(void *ctx, u32 kind)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid, one = 1;
+	struct q_shm_event *e;
+
+	if (!file_watched())
+		return 0;
+	e = bpf_ringbuf_reserve(&ringbuf, sizeof(*e), 0);
+	if (!e) {
+		count(Q_CNT_LOST);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = Q_SHM;
+	e->size = sizeof(*e);
+	e->time = bpf_ktime_get_ns();
+	e->pid = pid_tgid >> 32;
+	e->tid = tid;
+	e->shm_kind = kind;
+	e->flags = Q_FF_PENDING;
+	if (kind == Q_SHM_SHMGET) {
+		e->key = arg(ctx, 0);
+		e->shm_size = arg(ctx, 1);
+		e->shm_flags = arg(ctx, 2);
+	} else {
+		bpf_probe_read_user_str(e->name, sizeof(e->name),
+					(const char *)arg(ctx, 0));
+		e->shm_flags = arg(ctx, 1);
+	}
+	bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+	count(Q_CNT_SENT);
+	bpf_map_update_elem(&pending, &tid, &one, BPF_ANY);
+	return 0;
+}
+
 /* --- the hooks ---------------------------------------------------------- */
 
 /* A hook on tracepoint tp, in both flavours; handler(u64 *args, backup). */
@@ -952,3 +1420,61 @@ Q_KIND_SYSCALL(sock, connect_enter, sys_enter_connect, connect_enter)
 Q_KIND_SYSCALL(sock, connect, sys_exit_connect, connect_exit)
 Q_KIND_SYSCALL(sock, accept, sys_exit_accept, accept_exit)
 Q_KIND_SYSCALL(sock, accept4, sys_exit_accept4, accept_exit)
+
+/* files: through an fd, read at the exit */
+Q_KIND_SYSCALL(fs, open, sys_exit_open, open_exit)
+Q_KIND_SYSCALL(fs, openat, sys_exit_openat, open_exit)
+Q_KIND_SYSCALL(fs, openat2, sys_exit_openat2, open_exit)
+Q_KIND_SYSCALL(fs, creat, sys_exit_creat, open_exit)
+Q_KIND_SYSCALL(file, write_enter, sys_enter_write, fd_enter, Q_FILE_MODIFY, Q_FC_CONTENT)
+Q_KIND_SYSCALL(file, pwrite64_enter, sys_enter_pwrite64, fd_enter, Q_FILE_MODIFY, Q_FC_CONTENT)
+Q_KIND_SYSCALL(file, writev_enter, sys_enter_writev, fd_enter, Q_FILE_MODIFY, Q_FC_CONTENT)
+Q_KIND_SYSCALL(file, pwritev_enter, sys_enter_pwritev, fd_enter, Q_FILE_MODIFY, Q_FC_CONTENT)
+Q_KIND_SYSCALL(file, pwritev2_enter, sys_enter_pwritev2, fd_enter, Q_FILE_MODIFY, Q_FC_CONTENT)
+Q_KIND_SYSCALL(file, ftruncate_enter, sys_enter_ftruncate, fd_enter, Q_FILE_MODIFY, Q_FC_CONTENT | Q_FC_TRUNCATE)
+Q_KIND_SYSCALL(file, fchmod_enter, sys_enter_fchmod, fd_enter, Q_FILE_MODIFY, Q_FC_PERMISSIONS)
+Q_KIND_SYSCALL(file, fchown_enter, sys_enter_fchown, fd_enter, Q_FILE_MODIFY, Q_FC_OWNER)
+Q_KIND_SYSCALL(file, write, sys_exit_write, fd_exit)
+Q_KIND_SYSCALL(file, pwrite64, sys_exit_pwrite64, fd_exit)
+Q_KIND_SYSCALL(file, writev, sys_exit_writev, fd_exit)
+Q_KIND_SYSCALL(file, pwritev, sys_exit_pwritev, fd_exit)
+Q_KIND_SYSCALL(file, pwritev2, sys_exit_pwritev2, fd_exit)
+Q_KIND_SYSCALL(file, ftruncate, sys_exit_ftruncate, fd_exit)
+Q_KIND_SYSCALL(file, fchmod, sys_exit_fchmod, fd_exit)
+Q_KIND_SYSCALL(file, fchown, sys_exit_fchown, fd_exit)
+/* files: by path, read at the entry; (op, change, dfd, name, old dfd,
+ * old name, symlink target, flags, flags that skip) by argument index */
+Q_KIND_SYSCALL(file, unlink_enter, sys_enter_unlink, path_enter, Q_FILE_REMOVE, 0, NO_ARG, 0, NO_ARG, NO_ARG, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, unlinkat_enter, sys_enter_unlinkat, path_enter, Q_FILE_REMOVE, 0, 0, 1, NO_ARG, NO_ARG, NO_ARG, 2, AT_REMOVEDIR)
+Q_KIND_SYSCALL(file, rename_enter, sys_enter_rename, path_enter, Q_FILE_MOVE, 0, NO_ARG, 1, NO_ARG, 0, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, renameat_enter, sys_enter_renameat, path_enter, Q_FILE_MOVE, 0, 2, 3, 0, 1, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, renameat2_enter, sys_enter_renameat2, path_enter, Q_FILE_MOVE, 0, 2, 3, 0, 1, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, symlink_enter, sys_enter_symlink, path_enter, Q_FILE_CREATE, 0, NO_ARG, 1, NO_ARG, NO_ARG, 0, NO_ARG, 0)
+Q_KIND_SYSCALL(file, symlinkat_enter, sys_enter_symlinkat, path_enter, Q_FILE_CREATE, 0, 1, 2, NO_ARG, NO_ARG, 0, NO_ARG, 0)
+Q_KIND_SYSCALL(file, chmod_enter, sys_enter_chmod, path_enter, Q_FILE_MODIFY, Q_FC_PERMISSIONS, NO_ARG, 0, NO_ARG, NO_ARG, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, fchmodat_enter, sys_enter_fchmodat, path_enter, Q_FILE_MODIFY, Q_FC_PERMISSIONS, 0, 1, NO_ARG, NO_ARG, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(fileopt, fchmodat2_enter, sys_enter_fchmodat2, path_enter, Q_FILE_MODIFY, Q_FC_PERMISSIONS, 0, 1, NO_ARG, NO_ARG, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, chown_enter, sys_enter_chown, path_enter, Q_FILE_MODIFY, Q_FC_OWNER, NO_ARG, 0, NO_ARG, NO_ARG, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, lchown_enter, sys_enter_lchown, path_enter, Q_FILE_MODIFY, Q_FC_OWNER, NO_ARG, 0, NO_ARG, NO_ARG, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, fchownat_enter, sys_enter_fchownat, path_enter, Q_FILE_MODIFY, Q_FC_OWNER, 0, 1, NO_ARG, NO_ARG, NO_ARG, NO_ARG, 0)
+Q_KIND_SYSCALL(file, truncate_enter, sys_enter_truncate, path_enter, Q_FILE_MODIFY, Q_FC_CONTENT | Q_FC_TRUNCATE, NO_ARG, 0, NO_ARG, NO_ARG, NO_ARG, NO_ARG, 0)
+/* the exits of every syscall whose entry may send a pending record */
+Q_KIND_SYSCALL(file, unlink, sys_exit_unlink, path_exit)
+Q_KIND_SYSCALL(file, unlinkat, sys_exit_unlinkat, path_exit)
+Q_KIND_SYSCALL(file, rename, sys_exit_rename, path_exit)
+Q_KIND_SYSCALL(file, renameat, sys_exit_renameat, path_exit)
+Q_KIND_SYSCALL(file, renameat2, sys_exit_renameat2, path_exit)
+Q_KIND_SYSCALL(file, symlink, sys_exit_symlink, path_exit)
+Q_KIND_SYSCALL(file, symlinkat, sys_exit_symlinkat, path_exit)
+Q_KIND_SYSCALL(file, chmod, sys_exit_chmod, path_exit)
+Q_KIND_SYSCALL(file, fchmodat, sys_exit_fchmodat, path_exit)
+Q_KIND_SYSCALL(fileopt, fchmodat2, sys_exit_fchmodat2, path_exit)
+Q_KIND_SYSCALL(file, chown, sys_exit_chown, path_exit)
+Q_KIND_SYSCALL(file, lchown, sys_exit_lchown, path_exit)
+Q_KIND_SYSCALL(file, fchownat, sys_exit_fchownat, path_exit)
+Q_KIND_SYSCALL(file, truncate, sys_exit_truncate, path_exit)
+Q_KIND_SYSCALL(shm, shmget, sys_exit_shmget, path_exit)
+Q_KIND_SYSCALL(shm, memfd_create, sys_exit_memfd_create, path_exit)
+/* shared memory: read at the entry, told once its exit succeeded */
+Q_KIND_SYSCALL(shm, shmget_enter, sys_enter_shmget, shm_enter, Q_SHM_SHMGET)
+Q_KIND_SYSCALL(shm, memfd_create_enter, sys_enter_memfd_create, shm_enter, Q_SHM_MEMFD_CREATE)

@@ -37,7 +37,7 @@ from quark.backends.ebpf_programs import (
     parse,
     wanted,
 )
-from quark.backends.ebpf_proto import Decoder
+from quark.backends.ebpf_proto import Decoded, Decoder, Pending, Result
 from quark.backends.tracefs import ensure_mounted
 from quark.errors import (
     DecodeError,
@@ -48,11 +48,11 @@ from quark.errors import (
     QuarkError,
 )
 from quark.events import QQ
+from quark.raw.types import RawEvent
 from quark.sys.ringbuf import RingReader
 
 if TYPE_CHECKING:
     from quark.events import QueueAttr
-    from quark.raw.types import RawEvent
 
 __all__ = ["EbpfBackend", "ensure_mounts"]
 
@@ -107,6 +107,9 @@ def _preflight() -> None:
         )
 
 
+# pending records kept at most (a thread has one at a time)
+_PENDING_MAX = 65536
+
 _SERVED = QQ(0)
 for _bit in KIND_ROLES.values():
     _SERVED |= _bit
@@ -133,6 +136,7 @@ class EbpfBackend(Backend):
         self._ring: RingReader | None = None
         self._skipped: list[str] = []
         self._decode_errors = 0
+        self._unresolved = 0
         self._counters_fd = -1
         self._ring_fd = -1
         self._ncpus = 1
@@ -141,7 +145,9 @@ class EbpfBackend(Backend):
         self._programs: dict[str, Program] = {}
         self._fds: list[tuple[Program, int]] | None = None
         self._layout: Layout | None = None
-        self._decode: Callable[[bytes], RawEvent] | None = None
+        self._decode: Callable[[bytes], Decoded] | None = None
+        # records read at a syscall's entry, waiting for its result, by tid
+        self._pending: dict[int, Pending] = {}
         self._kinds = attr.flags & _SERVED
         try:
             _preflight()
@@ -166,6 +172,13 @@ class EbpfBackend(Backend):
             "max_env": min(max(attr.max_env, 0), lay.const("Q_ENV_MAX") - 1),
             "thread_events": 1 if attr.flags & QQ.THREAD_EVENTS else 0,
             "wakeup_bytes": lay.const("Q_RING_SIZE") // 4,
+            # what the consumer does to files would come back to it
+            "self_tgid": os.getpid(),
+            # one MODIFY per process and file per hold time: the engine
+            # holds events that long anyway
+            "file_dedup_ns": attr.hold_time * 1_000_000,
+            "file": 1 if attr.flags & QQ.FILE else 0,
+            "shm": 1 if attr.flags & QQ.SHM else 0,
         }
         return cfg.fmt.pack(*(values.get(n, 0) for n in cfg.names))
 
@@ -213,7 +226,7 @@ class EbpfBackend(Backend):
             # the object's wire format, before anything is loaded: an
             # object of another protocol is refused here (ProtocolError)
             self._layout = raw_layout(obj.btf_data(), path)
-            self._decode = Decoder(self._layout).decode
+            self._decode = Decoder(self._layout, attr.flags).decode
         self._programs = {
             name: parse(name, obj.section(name)) for name, _ in obj.programs()
         }
@@ -291,12 +304,30 @@ class EbpfBackend(Backend):
         if ring is None or decode is None or limit <= 0:
             return []
         out: list[RawEvent] = []
+        pending = self._pending
         for rec in ring.read(limit):
             try:
-                out.append(decode(rec))
+                item = decode(rec)
             except DecodeError as e:
                 self._decode_errors += 1
                 log.warning("skipped a ring record: %s", e)
+                continue
+            if isinstance(item, RawEvent):
+                out.append(item)
+            elif isinstance(item, Pending):
+                if pending.pop(item.raw.tid, None) is not None:
+                    self._unresolved += 1  # its result never came
+                pending[item.raw.tid] = item
+            elif isinstance(item, Result):
+                p = pending.pop(item.tid, None)
+                if p is not None and p.ok(item.ret):
+                    out.append(p.raw)
+        if len(pending) > _PENDING_MAX:
+            # results lost with the ring's overruns (counted there): let
+            # the oldest go rather than grow
+            for tid in list(pending)[: len(pending) - _PENDING_MAX]:
+                del pending[tid]
+                self._unresolved += 1
         return out
 
     def _counter(self, name: str) -> int:

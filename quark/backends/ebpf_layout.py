@@ -166,10 +166,11 @@ def layout_of(btf: Btf, origin: str = "the BPF object") -> Layout:
             f"{origin} declares no Q_PROTO_VERSION in its BTF: not a quark "
             "BPF object, or one built before the protocol was versioned"
         )
-    records = {
-        name: _record(btf, name, origin)
-        for name in ("q_event", "q_sock_event", "q_packet_event", "q_config")
-    }
+    names = (
+        "q_event", "q_sock_event", "q_packet_event", "q_file_event",
+        "q_shm_event", "q_result_event", "q_config",
+    )  # fmt: skip
+    records = {name: _record(btf, name, origin) for name in names}
     return Layout(origin, consts["Q_PROTO_VERSION"], records, consts)
 
 

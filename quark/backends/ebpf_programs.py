@@ -8,7 +8,9 @@ name says what it is: ``ROLE__HOOK__FLAVOUR``.
   skipped would have lost; ``opt``: skipped, and reported, when the kernel
   refuses it; a kind's role (``sock``: ``QQ.SOCK_CONN``, ``dns``:
   ``QQ.DNS``): loaded only when that kind is asked for, and the queue
-  refuses to open for the kind when one of its programs cannot serve.
+  refuses to open for the kind when one of its programs cannot serve,
+  unless its role ends in ``opt`` (``fileopt``: a hook only newer kernels
+  have, skipped and reported like ``opt``).
 - FLAVOUR ``btf`` (``tp_btf/``), ``raw`` (``raw_tp/``): one of the two is
   loaded; ``tp`` (``tracepoint/``) and ``cg`` (``cgroup/``,
   ``cgroup_skb/``: attached to the cgroup v2 root) go with either.
@@ -25,8 +27,17 @@ from quark.events import QQ
 __all__ = ["FLAVOURS", "KIND_ROLES", "Program", "parse", "wanted"]
 
 FLAVOURS = ("btf", "raw")
-#: the roles of the programs that serve one event kind
-KIND_ROLES = {"sock": QQ.SOCK_CONN, "dns": QQ.DNS}
+#: the roles of the programs that serve event kinds; a role ending in
+#: "opt" is one of the kind's optional hooks (skipped, and reported, where
+#: the kernel lacks it), "fs" serves FILE and SHM both
+KIND_ROLES = {
+    "sock": QQ.SOCK_CONN,
+    "dns": QQ.DNS,
+    "file": QQ.FILE,
+    "fileopt": QQ.FILE,
+    "shm": QQ.SHM,
+    "fs": QQ.FILE | QQ.SHM,
+}
 _ROLES = ("core", "backup", "opt", *KIND_ROLES)
 _SECTION_OF = {
     "btf": ("tp_btf/",),
@@ -46,7 +57,7 @@ class Program:
 
     @property
     def optional(self) -> bool:
-        return self.role == "opt"
+        return self.role.endswith("opt")
 
     @property
     def kind(self) -> QQ | None:

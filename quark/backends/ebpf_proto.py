@@ -11,13 +11,24 @@ BPF object's BTF (:mod:`quark.backends.ebpf_layout`), and copies each
 from __future__ import annotations
 
 import functools
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from quark.backends.ebpf_layout import Layout
 from quark.errors import DecodeError, ProtocolError
-from quark.events import ID_CHANGE, PacketDirection, SockAddr
+from quark.events import (
+    ID_CHANGE,
+    QQ,
+    File,
+    FileChange,
+    FileOp,
+    PacketDirection,
+    Shm,
+    ShmKind,
+    SockAddr,
+)
 from quark.fields import Src
 from quark.raw.types import (
     TASK_FIELDS,
@@ -30,10 +41,47 @@ from quark.raw.types import (
 )
 from quark.raw.types import fsdecode as _fsdecode
 
-__all__ = ["PROTO_VERSION", "Decoder"]
+__all__ = ["PROTO_VERSION", "Decoder", "Pending", "Result"]
 
 #: The version of bpf/proto.h that this decoder speaks.
-PROTO_VERSION = 3
+PROTO_VERSION = 4
+
+
+class Pending:
+    """A raw event read at a syscall's entry: it happened only if the same
+    thread's next :class:`Result` says the syscall succeeded (``ok``)."""
+
+    __slots__ = ("ok", "raw")
+
+    def __init__(self, raw: RawEvent, ok: Callable[[int], bool]) -> None:
+        self.raw = raw
+        self.ok = ok
+
+
+class Result:
+    """How the syscall of thread ``tid`` whose entry was Pending ended."""
+
+    __slots__ = ("ret", "tid")
+
+    def __init__(self, tid: int, ret: int) -> None:
+        self.tid = tid
+        self.ret = ret
+
+
+#: what decode() returns: a raw event, one that waits for its syscall's
+#: result, that result, or None for a record that is not an event here
+Decoded = RawEvent | Pending | Result | None
+
+_SHM_DIR = "/dev/shm/"
+_O_CREAT = os.O_CREAT
+
+
+def _succeeded(ret: int) -> bool:
+    return ret == 0
+
+
+def _made(ret: int) -> bool:
+    return ret >= 0
 
 # proto.h's enum q_kind -> raw kinds
 _KINDS = {
@@ -102,13 +150,17 @@ def _task_builder(layout: Layout) -> Callable[[tuple[Any, ...]], RawTask]:
 
 
 class Decoder:
-    """Decodes the records of the BPF object whose layout is ``layout``.
+    """Decodes the records of the BPF object whose layout is ``layout``;
+    ``kinds`` are the event kinds asked for (a file opened in /dev/shm is
+    an SHM event with ``QQ.SHM``, and never a FILE event).
 
     Raises :class:`quark.ProtocolError` when the object speaks another
     protocol version, or lacks a member or constant this code reads.
     """
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(
+        self, layout: Layout, kinds: QQ = QQ.FILE | QQ.SHM
+    ) -> None:
         if layout.version != PROTO_VERSION:
             raise ProtocolError(
                 f"{layout.origin} speaks wire protocol "
@@ -123,12 +175,12 @@ class Decoder:
                     f"{layout.const(f'Q_ID_{bit.name}')}, not {bit.value}"
                 )
         self.layout = layout
-        self.decode = _make_decode(layout)
+        self.decode = _make_decode(layout, kinds)
 
 
 def _net_decoders(
     layout: Layout,
-) -> dict[int, Callable[[bytes], RawEvent]]:
+) -> dict[int, Callable[[bytes], Decoded]]:
     """Decoders of the network kinds' records, by their q_kind value."""
     c = layout.const
     sk = layout.record("q_sock_event")
@@ -215,7 +267,184 @@ def _net_decoders(
     return {c("Q_SOCK"): sock, c("Q_PACKET"): packet}
 
 
-def _make_decode(layout: Layout) -> Callable[[bytes], RawEvent]:
+def _join(directory: bytes, name: bytes) -> str:
+    """A name as a process gave it, made absolute with the components of
+    the directory it is relative to."""
+    if name.startswith(b"/"):
+        return _fsdecode(name)
+    base = _components(directory)
+    if not name:
+        return base
+    return (base if base == "/" else base + "/") + _fsdecode(name)
+
+
+def _fs_decoders(
+    layout: Layout, kinds: QQ
+) -> dict[int, Callable[[bytes], Decoded]]:
+    """Decoders of the FILE, SHM and RESULT records, by q_kind value."""
+    c = layout.const
+    fe = layout.record("q_file_event")
+    se = layout.record("q_shm_event")
+    re_ = layout.record("q_result_event")
+    q_event = layout.record("q_event")
+    for rec in (fe, se, re_):  # they begin as q_event does
+        for name in ("kind", "size", "time", "pid", "tid"):
+            if rec.offsets[name] != q_event.offsets[name]:
+                raise ProtocolError(
+                    f"{layout.origin}: {rec.name}.{name} is not where "
+                    f"q_event.{name} is"
+                )
+    for op in FileOp:
+        if c(f"Q_FILE_{op.name}") != op.value:
+            raise ProtocolError(f"{layout.origin}: Q_FILE_{op.name} moved")
+    changes = {
+        c(f"Q_FC_{ch.name}"): ch for ch in FileChange if ch.name is not None
+    }
+    ff = {n: c(f"Q_FF_{n}") for n in (
+        "STAT", "PENDING", "TMPFS_ROOT", "PATH_TRUNC", "OLD_TRUNC",
+        "CREATED",
+    )}  # fmt: skip
+    lens = fe.span("len")
+    if lens.stop - lens.start != c("Q_FV_NUM"):
+        raise ProtocolError(f"{layout.origin}: q_file_event.len != Q_FV_NUM")
+    order = sorted(
+        (c(f"Q_FV_{v}"), v)
+        for v in ("PATH", "NAME", "OLD_PATH", "OLD_NAME", "SYM")
+    )
+    area = {v: i for i, (_, v) in enumerate(order)}
+    f_unpack, f_size = fe.fmt.unpack_from, fe.size
+    fi = {n: fe.index(n) for n in fe.names if not n.startswith("len_")}
+    s_unpack, s_size = se.fmt.unpack_from, se.size
+    si = {n: se.index(n) for n in se.names}
+    r_unpack, r_size = re_.fmt.unpack_from, re_.size
+    ri = {n: re_.index(n) for n in re_.names}
+    shm_kinds = {c("Q_SHM_SHMGET"): ShmKind.SHMGET,
+                 c("Q_SHM_MEMFD_CREATE"): ShmKind.MEMFD_CREATE}  # fmt: skip
+    want_file = bool(kinds & QQ.FILE)
+    want_shm = bool(kinds & QQ.SHM)
+    file_kind, shm_kind = RawKind.FILE, RawKind.SHM
+
+    def change_of(bits: int) -> FileChange:
+        out = FileChange(0)
+        for bit, ch in changes.items():
+            if bits & bit:
+                out |= ch
+        return out
+
+    def file(rec: bytes) -> Decoded:
+        if len(rec) < f_size:
+            raise DecodeError(
+                f"ebpf file record of {len(rec)} bytes is shorter than its "
+                f"{f_size}-byte header"
+            )
+        v = f_unpack(rec)
+        sizes = v[lens]
+        total = f_size + sum(sizes)
+        rsize = v[fi["size"]]
+        if rsize > len(rec) or total > rsize:
+            raise DecodeError(
+                f"ebpf file record says {rsize} bytes with {total} of "
+                f"fields, but {len(rec)} arrived"
+            )
+        parts = []
+        off = f_size
+        for n in sizes:
+            parts.append(rec[off : off + n])
+            off += n
+        flags = v[fi["flags"]]
+        try:
+            op = FileOp(v[fi["op"]])
+        except ValueError:
+            raise DecodeError(
+                f"ebpf file record with op {v[fi['op']]}"
+            ) from None
+        pending = bool(flags & ff["PENDING"])
+
+        def name(dir_key: str, name_key: str, trunc: int) -> str | None:
+            if flags & trunc:
+                return None  # not known whole
+            n = parts[area[name_key]]
+            if pending:
+                return _join(parts[area[dir_key]], n.rstrip(b"\0"))
+            return _components(parts[area[dir_key]])
+
+        path = name("PATH", "NAME", ff["PATH_TRUNC"])
+        stat: dict[str, int] = {}
+        if flags & ff["STAT"]:
+            stat = {
+                "inode": v[fi["inode"]], "mode": v[fi["mode"]],
+                "size": v[fi["fsize"]], "uid": v[fi["uid"]],
+                "gid": v[fi["gid"]], "atime": v[fi["atime"]],
+                "mtime": v[fi["mtime"]], "ctime": v[fi["ctime"]],
+            }  # fmt: skip
+        pid, tid, t = v[fi["pid"]], v[fi["tid"]], v[fi["time"]]
+        if flags & ff["TMPFS_ROOT"] and path is not None:
+            if path.startswith(_SHM_DIR) and "/" not in path[len(_SHM_DIR):]:
+                # shm_open(3): an SHM event whatever its flags, and not a
+                # FILE one (upstream's #256)
+                if not want_shm:
+                    return None
+                oflags = v[fi["open_flags"]]
+                if flags & ff["CREATED"]:
+                    oflags |= _O_CREAT  # the kernel strips it after open
+                shm = Shm(ShmKind.SHM_OPEN, flags=oflags, path=path)
+                return RawEvent(shm_kind, t, pid, tid, payload=shm)
+            if not flags & ff["CREATED"]:
+                return None  # opened, not made: not an event
+        if not want_file:
+            return None
+        sym = parts[area["SYM"]].rstrip(b"\0")
+        payload = File(
+            op, path,
+            old_path=(
+                name("OLD_PATH", "OLD_NAME", ff["OLD_TRUNC"])
+                if op is FileOp.MOVE else None
+            ),
+            sym_target=_fsdecode(sym) if sym else None,
+            change=change_of(v[fi["change"]]),
+            **stat,
+        )  # fmt: skip
+        raw = RawEvent(file_kind, t, pid, tid, payload=payload)
+        return Pending(raw, _succeeded) if pending else raw
+
+    def shm(rec: bytes) -> Decoded:
+        if len(rec) < s_size:
+            raise DecodeError(
+                f"ebpf shm record of {len(rec)} bytes, not {s_size}"
+            )
+        v = s_unpack(rec)
+        kind = shm_kinds.get(v[si["shm_kind"]])
+        if kind is None:
+            raise DecodeError(
+                f"ebpf shm record of kind {v[si['shm_kind']]}"
+            )
+        if kind is ShmKind.SHMGET:
+            payload = Shm(
+                kind, key=v[si["key"]], size=v[si["shm_size"]],
+                flags=v[si["shm_flags"]],
+            )  # fmt: skip
+        else:
+            name = _cstr(v[si["name"]])
+            payload = Shm(kind, flags=v[si["shm_flags"]],
+                          path=f"memfd:{name}")  # fmt: skip
+        raw = RawEvent(
+            shm_kind, v[si["time"]], v[si["pid"]], v[si["tid"]],
+            payload=payload,
+        )  # fmt: skip
+        return Pending(raw, _made)
+
+    def result(rec: bytes) -> Decoded:
+        if len(rec) < r_size:
+            raise DecodeError(
+                f"ebpf result record of {len(rec)} bytes, not {r_size}"
+            )
+        v = r_unpack(rec)
+        return Result(v[ri["tid"]], v[ri["ret"]])
+
+    return {c("Q_FILE"): file, c("Q_SHM"): shm, c("Q_RESULT"): result}
+
+
+def _make_decode(layout: Layout, asked: QQ) -> Callable[[bytes], Decoded]:
     ev = layout.record("q_event")
     c = layout.const
     unpack = ev.fmt.unpack_from
@@ -249,12 +478,15 @@ def _make_decode(layout: Layout) -> Callable[[bytes], RawEvent]:
     f_exe, f_cwd = c("Q_F_EXE_TRUNC"), c("Q_F_CWD_TRUNC")
     f_cgroup = c("Q_F_CGROUP_TRUNC")
     build_task = _task_builder(layout)
-    net = _net_decoders(layout)
+    other_kinds: dict[int, Callable[[bytes], Decoded]] = {
+        **_net_decoders(layout),
+        **_fs_decoders(layout, asked),
+    }
 
-    def decode(rec: bytes) -> RawEvent:
+    def decode(rec: bytes) -> Decoded:
         """One ring record -> one raw event."""
         if len(rec) >= 4:
-            other = net.get(int.from_bytes(rec[:4], "little"))
+            other = other_kinds.get(int.from_bytes(rec[:4], "little"))
             if other is not None:
                 return other(rec)
         if len(rec) < size:

@@ -33,14 +33,17 @@ from quark.engine.cache import (
     decode_exit_status,
     entity_id,
 )
+from quark.engine.files import merge_files
 from quark.engine.sockets import SocketCache
 from quark.errors import ConfigError
 from quark.events import (
     EV,
     ID_CHANGE,
     Event,
+    File,
     Packet,
     Process,
+    Shm,
     SockAddr,
     Socket,
 )
@@ -365,6 +368,8 @@ class Engine:
         kind = raw.kind
         sock: Socket | None = None
         packet: Packet | None = None
+        file: File | None = None
+        shm: Shm | None = None
         if kind in PROCESS_KINDS:
             proc, mask, idc = self.cache.apply(
                 raw, t, agg, now, self.thread_events
@@ -383,6 +388,19 @@ class Engine:
                     if payload.op is SockOp.CLOSE
                     else EV.SOCK_CONN_ESTABLISHED
                 )
+            elif kind == _FILE:
+                assert isinstance(payload, File)
+                file = payload
+                if agg:
+                    merged = [c.payload for c in agg]
+                    file = merge_files(
+                        payload, [f for f in merged if isinstance(f, File)]
+                    )
+                mask = EV.FILE
+            elif kind == _SHM:
+                assert isinstance(payload, Shm)
+                shm = payload
+                mask = EV.SHM
             elif kind == _PACKET:
                 assert isinstance(payload, RawPacket)
                 packet = Packet(
@@ -397,7 +415,7 @@ class Engine:
         event = Event._make(
             (
                 mask, t, proc, ID_CHANGE(idc) if idc else None, sock,
-                packet, None, None,
+                packet, file, shm,
             )
         )
         rs = self.ruleset
@@ -444,6 +462,8 @@ class Engine:
 
 _SOCK_CONN = RawKind.SOCK_CONN
 _PACKET = RawKind.PACKET
+_FILE = RawKind.FILE
+_SHM = RawKind.SHM
 
 
 def _time_of(entry: tuple[int, RawEvent]) -> int:

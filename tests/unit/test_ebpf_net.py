@@ -198,6 +198,8 @@ def test_the_backend_counts_bad_records_and_goes_on(layout: Layout) -> None:
     )
     backend._decode = Decoder(layout).decode
     backend._decode_errors = 0
+    backend._pending = {}
+    backend._unresolved = 0
     backend._counters_fd = -1
     backend._fds = []
     backend._misses = 0
@@ -300,8 +302,8 @@ def test_kprobe_refuses_network_kinds_before_touching_the_kernel() -> None:
 
 
 def test_ebpf_refuses_kinds_it_does_not_implement() -> None:
-    with pytest.raises(quark.NotSupportedError, match=r"QQ\.FILE"):
-        quark.Queue(backend="ebpf", flags=QQ.FILE)
+    with pytest.raises(quark.NotSupportedError, match=r"QQ\.TTY"):
+        quark.Queue(backend="ebpf", flags=QQ.TTY)
 
 
 def test_auto_never_falls_back_to_a_backend_without_the_kind() -> None:

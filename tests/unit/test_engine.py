@@ -24,6 +24,7 @@ from quark.engine import (
     min_matrix,
     target_age_ms,
 )
+from quark.engine.aggregate import agg_file
 from quark.raw.types import RawEvent, RawKind, RawTask, Seed
 
 K = RawKind
@@ -307,9 +308,10 @@ def test_matrix_cells_are_upstreams() -> None:
     assert d[K.ID_CHANGE][K.ID_CHANGE] is agg_mult
     assert m[K.WAKE_UP_NEW_TASK][K.EXEC] is None
     assert m[K.EXEC][K.EXEC_CONNECTOR] is agg_single
-    # upstream's 13 cells but FILE+FILE and TTY+TTY, whose events no backend
-    # produces yet (they come with the file and tty probes)
-    assert sum(c is not None for row in d for c in row) == 11
+    assert d[K.FILE][K.FILE] is agg_file
+    # upstream's 13 cells but TTY+TTY, whose events no backend produces yet
+    # (it comes with the tty probes)
+    assert sum(c is not None for row in d for c in row) == 12
     assert sum(c is not None for row in m for c in row) == 5
 
 
