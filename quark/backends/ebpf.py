@@ -277,7 +277,7 @@ class EbpfBackend(Backend):
             else:
                 obj.attach(prog.name)
         except LibbpfError as e:
-            if prog.kind is not None:
+            if prog.kind is not None and not prog.optional:
                 raise _kind_refused(prog, f"attach failed: {e}") from None
             if not prog.optional:
                 raise NotSupportedError(

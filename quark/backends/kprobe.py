@@ -223,6 +223,17 @@ class KprobeBackend(Backend):
 
     @classmethod
     def why_not(cls, kind: QQ) -> str:
+        if kind in (QQ.FILE, QQ.SHM):
+            # paths are walked from dentries up to the task's root, and a
+            # name given by path must be read at the syscall's entry and
+            # kept until its exit: loops and state fetch arguments do not
+            # have (and the host, where it would matter most, has no
+            # kprobes at all)
+            return (
+                f"QQ.{kind.name} needs BPF: the kprobe backend cannot walk "
+                "a path through tracefs fetch arguments; use the ebpf "
+                "backend"
+            )
         if kind in (QQ.SOCK_CONN, QQ.DNS):
             # tcp_close's byte counts and a packet's payload are beyond
             # what kprobe fetch arguments can copy whole (an IPv6 address

@@ -396,10 +396,11 @@ def t_dns(backend: str) -> None:
 
 
 @case(backends=("kprobe",))
-def t_net_refused(backend: str) -> None:
-    """The kprobe backend refuses the network kinds at open, naming the
-    kind and why, and its capability report says the same."""
-    for kind in (QQ.SOCK_CONN, QQ.DNS):
+def t_kinds_refused(backend: str) -> None:
+    """The kprobe backend refuses the network, file and shared-memory
+    kinds at open, naming the kind and why, and its capability report says
+    the same."""
+    for kind in (QQ.SOCK_CONN, QQ.DNS, QQ.FILE, QQ.SHM):
         try:
             with _queue(backend, kind):
                 pass
@@ -409,6 +410,6 @@ def t_net_refused(backend: str) -> None:
             raise AssertionError(f"kprobe opened with QQ.{kind.name}")
     with quark.Queue(backend=backend, hold_time=100) as q:
         caps = q.capabilities()
-    why = caps[QQ.SOCK_CONN]
-    assert why is not None and "BPF" in why, why
-    assert caps[QQ.DNS] is not None
+    for kind in (QQ.SOCK_CONN, QQ.DNS, QQ.FILE, QQ.SHM):
+        why = caps[kind]
+        assert why is not None and "BPF" in why, (kind, why)
