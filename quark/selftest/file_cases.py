@@ -89,17 +89,30 @@ def _brief(ev: Event) -> tuple[object, ...]:
 
 
 @case(backends=("ebpf",))
-def t_file(backend: str) -> None:
-    """Create, 5 writes, fchmod, chown, rename and unlink of one file by
-    relative names after chdir; create, rename and unlink through a dirfd;
-    a symlink; a hard link removed while its other name stays; a file on
-    tmpfs: exactly the expected operations, changes and absolute paths,
-    with the inode's data where the hook reaches it."""
+def t_file_shm(backend: str) -> None:
+    """Files: create, 5 writes, fchmod, chown, rename and unlink of one
+    file by relative names after chdir; create, rename and unlink through a
+    dirfd; a symlink; a hard link removed while its other name stays; a
+    file on tmpfs: exactly the expected operations, changes and absolute
+    paths, with the inode's data where the hook reaches it. Shared memory:
+    shmget (with IPC_RMID after), memfd_create, and shm_open with and
+    without O_CREAT: one SHM event each, with its key, size, flags or path;
+    a shm_open is never a FILE event too (upstream's #256).
+
+    One queue serves both: opening one with these kinds' programs is most
+    of the case's time under qemu's TCG."""
+    with _queue(backend, QQ.FILE | QQ.SHM) as q:
+        _files(q)
+        _shm(q)
+
+
+def _files(q: quark.Queue) -> None:
     C, M, R, V = FileOp.CREATE, FileOp.MODIFY, FileOp.REMOVE, FileOp.MOVE
     NONE = FileChange(0)
-    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(
-        dir="/dev/shm"
-    ) as shm_dir, _queue(backend, QQ.FILE) as q:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(dir="/dev/shm") as shm_dir,
+    ):
         d = os.path.realpath(tmp)
         s = os.path.realpath(shm_dir)
         os.mkdir(f"{d}/sub")
@@ -169,35 +182,28 @@ def t_file(backend: str) -> None:
     assert evs[0].process is not None and evs[0].process.pid == pid
 
 
-@case(backends=("ebpf",))
-def t_shm(backend: str) -> None:
-    """shmget (with IPC_RMID after), memfd_create, and shm_open with and
-    without O_CREAT: one SHM event each, with its key, size, flags or
-    path; a shm_open is never a FILE event too (upstream's #256)."""
+def _shm(q: quark.Queue) -> None:
     from multiprocessing import shared_memory
 
     name = f"quark-test-{os.getpid()}"
-    with _queue(backend, QQ.FILE | QQ.SHM) as q:
 
-        def child(w: int) -> None:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t,
-                                    ctypes.c_int]  # fmt: skip
-            shm_id = libc.shmget(0, 8192, 0o1600)  # IPC_PRIVATE, IPC_CREAT
-            assert shm_id >= 0, ctypes.get_errno()
-            libc.shmctl(shm_id, 0, None)  # IPC_RMID
-            fd = os.memfd_create("quark-memfd", os.MFD_CLOEXEC)
-            os.close(fd)
-            made = shared_memory.SharedMemory(name, create=True, size=4096)
-            opened = shared_memory.SharedMemory(name)
-            opened.close()
-            made.close()
-            made.unlink()
+    def child(w: int) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t,
+                                ctypes.c_int]  # fmt: skip
+        shm_id = libc.shmget(0, 8192, 0o1600)  # IPC_PRIVATE, IPC_CREAT
+        assert shm_id >= 0, ctypes.get_errno()
+        libc.shmctl(shm_id, 0, None)  # IPC_RMID
+        fd = os.memfd_create("quark-memfd", os.MFD_CLOEXEC)
+        os.close(fd)
+        made = shared_memory.SharedMemory(name, create=True, size=4096)
+        opened = shared_memory.SharedMemory(name)
+        opened.close()
+        made.close()
+        made.unlink()
 
-        pid, _ = _run_child(child)
-        evs = _events(
-            q, pid, lambda got: sum(e.shm is not None for e in got) >= 4
-        )
+    pid, _ = _run_child(child)
+    evs = _events(q, pid, lambda got: sum(e.shm is not None for e in got) >= 4)
     shms = [e.shm for e in evs if e.shm is not None]
     assert [s.kind for s in shms] == [
         ShmKind.SHMGET, ShmKind.MEMFD_CREATE, ShmKind.SHM_OPEN,
