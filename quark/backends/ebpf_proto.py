@@ -324,6 +324,8 @@ def _fs_decoders(
     want_shm = bool(kinds & QQ.SHM)
     file_kind, shm_kind = RawKind.FILE, RawKind.SHM
 
+    single_ops = {op.value: op for op in FileOp}
+
     def change_of(bits: int) -> FileChange:
         out = FileChange(0)
         for bit, ch in changes.items():
@@ -352,12 +354,9 @@ def _fs_decoders(
             parts.append(rec[off : off + n])
             off += n
         flags = v[fi["flags"]]
-        try:
-            op = FileOp(v[fi["op"]])
-        except ValueError:
-            raise DecodeError(
-                f"ebpf file record with op {v[fi['op']]}"
-            ) from None
+        op = single_ops.get(v[fi["op"]])
+        if op is None:  # one operation per record
+            raise DecodeError(f"ebpf file record with op {v[fi['op']]}")
         pending = bool(flags & ff["PENDING"])
 
         def name(dir_key: str, name_key: str, trunc: int) -> str | None:

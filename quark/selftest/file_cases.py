@@ -9,7 +9,6 @@ every path must come back absolute.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import stat
 import tempfile
@@ -19,6 +18,7 @@ from collections.abc import Callable
 import quark
 from quark import EV, QQ, Event, FileChange, FileOp, ShmKind
 from quark.selftest import case
+from quark.sys import libc
 
 DEADLINE = 10.0
 
@@ -188,12 +188,8 @@ def _shm(q: quark.Queue) -> None:
     name = f"quark-test-{os.getpid()}"
 
     def child(w: int) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t,
-                                ctypes.c_int]  # fmt: skip
         shm_id = libc.shmget(0, 8192, 0o1600)  # IPC_PRIVATE, IPC_CREAT
-        assert shm_id >= 0, ctypes.get_errno()
-        libc.shmctl(shm_id, 0, None)  # IPC_RMID
+        libc.shm_remove(shm_id)
         fd = os.memfd_create("quark-memfd", os.MFD_CLOEXEC)
         os.close(fd)
         made = shared_memory.SharedMemory(name, create=True, size=4096)

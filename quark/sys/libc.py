@@ -90,6 +90,18 @@ def mount(source: str, target: str, fstype: str, flags: int = 0) -> None:
     check(rc, f"mount {fstype} on {target}")
 
 
+def shmget(key: int, size: int, flags: int) -> int:
+    """shmget(2): the id of a SysV shared memory segment."""
+    fn = libc().shmget
+    fn.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
+    return check(fn(key, size, flags), "shmget")
+
+
+def shm_remove(shm_id: int) -> None:
+    """shmctl(shm_id, IPC_RMID): the segment goes once detached."""
+    check(libc().shmctl(shm_id, 0, None), "shmctl(IPC_RMID)")
+
+
 def umount2(target: str, flags: int = 0) -> None:
     """umount2(2); raises OSError with errno on failure."""
     check(libc().umount2(target.encode(), flags), f"umount {target}")
