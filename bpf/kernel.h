@@ -345,12 +345,6 @@ struct sys_enter_args {
 	unsigned long args[6];
 };
 
-/* x86-64's registers at a kprobe (the uapi layout: an ABI) */
-struct pt_regs {
-	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
-	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
-};
-
 /* uapi contexts of the cgroup programs: fixed layouts, read through the
  * verifier's rewrites, not CO-RE */
 struct bpf_sock {

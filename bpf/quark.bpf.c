@@ -1205,46 +1205,6 @@ static __always_inline bool repeated(struct inode *ino)
 	return false;
 }
 
-/* A MODIFY of file's content, unless a repeat (see repeated()). */
-static __always_inline void modified_content(struct file *file, u32 change)
-{
-	struct inode *ino = BPF_CORE_READ(file, f_inode);
-	struct q_file_event *f;
-	struct q_scratch *s;
-	u32 *level, end;
-
-	if ((BPF_CORE_READ(ino, i_mode) & S_IFMT) != S_IFREG || repeated(ino))
-		return;
-	s = scratch_get(&level);
-	if (!s)
-		return;
-	f = file_start(s, Q_FILE_MODIFY, change);
-	put_stat(f, ino);
-	end = put_file(s, FILE_HDR, file, Q_FF_PATH_TRUNC);
-	f->len[Q_FV_PATH] = (end - FILE_HDR) & DATA_MASK;
-	file_emit(s, end, level);
-}
-
-/*
- * file_update_time(file): every path that changes a file's content passes
- * here, the ones the syscall hooks cannot see too (io_uring, a write
- * through mmap at its first fault, splice, copy_file_range). A kprobe:
- * where the kernel has none (the host), it is skipped and reported, and
- * those paths are missed. The writes the syscall hooks see come here first
- * (the update is inside the write): repeated() keeps them to one MODIFY.
- */
-SEC("kprobe/file_update_time")
-int fileopt__update_time__kp(struct pt_regs *ctx)
-{
-	struct file *file = (void *)ctx->di;
-	struct task_struct *task = (void *)bpf_get_current_task();
-
-	if (!file_watched() || (BPF_CORE_READ(task, flags) & PF_KTHREAD))
-		return 0;
-	modified_content(file, Q_FC_CONTENT);
-	return 0;
-}
-
 static __always_inline int fd_exit(void *ctx)
 {
 	long ret = ((struct sys_exit_args *)ctx)->ret;
@@ -1268,11 +1228,9 @@ static __always_inline int fd_exit(void *ctx)
 	file = fd_file(v.fd);
 	if (!file)
 		return 0;
-	if (v.change & Q_FC_CONTENT) {
-		modified_content(file, v.change);
-		return 0;
-	}
 	ino = BPF_CORE_READ(file, f_inode);
+	if ((v.change & Q_FC_CONTENT) && repeated(ino))
+		return 0;
 	s = scratch_get(&level);
 	if (!s)
 		return 0;

@@ -12,10 +12,8 @@ name says what it is: ``ROLE__HOOK__FLAVOUR``.
   unless its role ends in ``opt`` (``fileopt``: a hook only newer kernels
   have, skipped and reported like ``opt``).
 - FLAVOUR ``btf`` (``tp_btf/``), ``raw`` (``raw_tp/``): one of the two is
-  loaded; ``tp`` (``tracepoint/``), ``cg`` (``cgroup/``,
-  ``cgroup_skb/``: attached to the cgroup v2 root) and ``kp``
-  (``kprobe/``: only optional hooks, as the host has no kprobes) go with
-  either.
+  loaded; ``tp`` (``tracepoint/``) and ``cg`` (``cgroup/``,
+  ``cgroup_skb/``: attached to the cgroup v2 root) go with either.
 """
 
 from __future__ import annotations
@@ -46,7 +44,6 @@ _SECTION_OF = {
     "raw": ("raw_tp/",),
     "tp": ("tracepoint/",),
     "cg": ("cgroup/", "cgroup_skb/"),
-    "kp": ("kprobe/",),
 }
 
 
@@ -107,7 +104,7 @@ def wanted(
     chosen = [
         p
         for p in programs
-        if p.flavour in (flavour, "tp", "cg", "kp")
+        if p.flavour in (flavour, "tp", "cg")
         and (p.kind is None or p.kind & kinds)
     ]
     return sorted(chosen, key=lambda p: p.role == "backup")
