@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from quark.backends.ebpf_layout import Layout
+from quark.backends.ebpf_layout import Layout, Record
 from quark.errors import DecodeError, ProtocolError
 from quark.events import (
     ID_CHANGE,
@@ -178,6 +178,19 @@ class Decoder:
         self.decode = _make_decode(layout, kinds)
 
 
+def _check_head(layout: Layout, *records: Record) -> None:
+    """Records of the other kinds begin as q_event does (kind, size, time,
+    pid, tid): decode() reads the kind before it knows the record."""
+    head = layout.record("q_event")
+    for rec in records:
+        for name in ("kind", "size", "time", "pid", "tid"):
+            if rec.offsets[name] != head.offsets[name]:
+                raise ProtocolError(
+                    f"{layout.origin}: {rec.name}.{name} is not where "
+                    f"q_event.{name} is"
+                )
+
+
 def _net_decoders(
     layout: Layout,
 ) -> dict[int, Callable[[bytes], Decoded]]:
@@ -185,13 +198,7 @@ def _net_decoders(
     c = layout.const
     sk = layout.record("q_sock_event")
     pk = layout.record("q_packet_event")
-    for rec in (sk, pk):  # they begin as q_event does
-        for name in ("kind", "size", "time", "pid", "tid"):
-            if rec.offsets[name] != layout.record("q_event").offsets[name]:
-                raise ProtocolError(
-                    f"{layout.origin}: {rec.name}.{name} is not where "
-                    f"q_event.{name} is"
-                )
+    _check_head(layout, sk, pk)
     ops = {c(f"Q_SOCK_{op.name}"): op for op in SockOp}
     dirs = {c(f"Q_PACKET_{d.name}"): d for d in PacketDirection}
     at_exit = c("Q_SOCK_AT_EXIT")
@@ -286,14 +293,7 @@ def _fs_decoders(
     fe = layout.record("q_file_event")
     se = layout.record("q_shm_event")
     re_ = layout.record("q_result_event")
-    q_event = layout.record("q_event")
-    for rec in (fe, se, re_):  # they begin as q_event does
-        for name in ("kind", "size", "time", "pid", "tid"):
-            if rec.offsets[name] != q_event.offsets[name]:
-                raise ProtocolError(
-                    f"{layout.origin}: {rec.name}.{name} is not where "
-                    f"q_event.{name} is"
-                )
+    _check_head(layout, fe, se, re_)
     for op in FileOp:
         if c(f"Q_FILE_{op.name}") != op.value:
             raise ProtocolError(f"{layout.origin}: Q_FILE_{op.name} moved")

@@ -54,6 +54,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from statistics import median
 
 import quark
 from quark import QQ, FileChange, FileOp
@@ -410,12 +411,6 @@ def _with(
     }, problems
 
 
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
-
-
 def _r(d: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in d.items()}
 
@@ -446,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         on["ops_per_s"] / off["ops_per_s"]
         for off, on in zip(offs, ons, strict=True)
     ]
-    cpu = _median([on["consumer_cpu_ms_per_1000_ops"] for on in ons])
-    rpo = _median([on["raw_records_per_op"] for on in ons])
+    cpu = median([on["consumer_cpu_ms_per_1000_ops"] for on in ons])
+    rpo = median([on["raw_records_per_op"] for on in ons])
     missed = sum(int(on["missed_files"]) for on in ons)
     lost = sum(int(on["lost"]) for on in ons)
     decode_errors = sum(int(on["decode_errors"]) for on in ons)
@@ -463,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             {"without": _r(off), "with": _r(on), "rate_ratio": round(r, 3)}
             for off, on, r in zip(offs, ons, ratios, strict=True)
         ],
-        "median_rate_ratio": round(_median(ratios), 3) if ratios else None,
+        "median_rate_ratio": round(median(ratios), 3) if ratios else None,
         "median_consumer_cpu_ms_per_1000_ops": round(cpu, 2),
         "median_raw_records_per_op": round(rpo, 4),
         "missed_files": missed,

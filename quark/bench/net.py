@@ -44,6 +44,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from statistics import median
 
 import quark
 from quark import EV, QQ, SockOrigin
@@ -478,12 +479,6 @@ def _with(
     }, problems
 
 
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
-
-
 def _r(d: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in d.items()}
 
@@ -515,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         on["conn_per_s"] / off["conn_per_s"]
         for off, on in zip(offs, ons, strict=True)
     ]
-    us = _median([on["consumer_cpu_us_per_conn"] for on in ons])
+    us = median([on["consumer_cpu_us_per_conn"] for on in ons])
     missed = sum(int(on["missed_conns"]) for on in ons)
     lost = sum(int(on["lost"]) for on in ons)
     ok = missed == 0 and lost == 0 and not problems
@@ -529,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             {"without": _r(off), "with": _r(on), "rate_ratio": round(r, 3)}
             for off, on, r in zip(offs, ons, ratios, strict=True)
         ],
-        "median_rate_ratio": round(_median(ratios), 3),
+        "median_rate_ratio": round(median(ratios), 3),
         "median_consumer_cpu_us_per_conn": round(us, 1),
         "missed_conns": missed,
         "lost": lost,
