@@ -80,16 +80,20 @@ struct qstr {
 struct dentry {
 	struct dentry *d_parent;
 	struct qstr d_name;
+	struct inode *d_inode;
 };
 
 struct vfsmount {
 	struct dentry *mnt_root;
 };
 
+struct mnt_namespace;
+
 struct mount {
 	struct mount *mnt_parent;
 	struct dentry *mnt_mountpoint;
 	struct vfsmount mnt;
+	struct mnt_namespace *mnt_ns;
 };
 
 struct path {
@@ -379,6 +383,9 @@ enum pid_type {
 #define TMPFS_MAGIC 0x01021994
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
+#define MAY_WRITE 0x2
+#define PROT_WRITE 0x2
+#define MAP_SHARED 0x1
 #define PF_KTHREAD 0x00200000
 #define AF_INET 2
 #define AF_INET6 10

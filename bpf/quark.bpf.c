@@ -1366,6 +1366,107 @@ static __always_inline int shm_enter(void *ctx, u32 kind)
 	return 0;
 }
 
+/* --- VFS hooks: where the kernel has BPF trampolines (fentry) --------- */
+
+/*
+ * The syscall hooks miss what reaches a file without a write syscall:
+ * io_uring, sendfile, splice, copy_file_range, a shared writable mapping,
+ * and open(O_TRUNC). The LSM entry points see all of them, whoever calls:
+ * rw_verify_area asks security_file_permission(MAY_WRITE) before every
+ * write, mmap asks security_mmap_file, and a truncation asks
+ * security_path_truncate (security_file_truncate from 6.2 for an open
+ * file). These MODIFYs share the syscall hooks' dedup key (the process,
+ * the inode, its generation), so that a write both see is told once.
+ */
+
+/* A mount of the kernel's own (mnt_ns NULL or MNT_NS_INTERNAL): overlayfs's
+ * private clone of its upper layer, the internal tmpfs of memfds, pipes.
+ * A file there is the backing of one the process opened elsewhere, or has
+ * no path a user knows: overlayfs's write to its upper file is not the
+ * process's, whose own write was told through the overlay file. */
+static __always_inline bool internal_mount(struct vfsmount *vfsmnt)
+{
+	u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct mount *mnt = (void *)vfsmnt - mnt_off;
+	u64 ns = (u64)BPF_CORE_READ(mnt, mnt_ns);
+
+	return !ns || ns >= (u64)-4095;
+}
+
+static __always_inline int vfs_modified(struct dentry *d,
+					struct vfsmount *m,
+					struct inode *ino, u32 change)
+{
+	struct task_struct *task;
+	struct q_file_event *f;
+	struct q_scratch *s;
+	u32 *level, end;
+
+	if (!file_watched() || !ino || !d || !m)
+		return 0;
+	if ((BPF_CORE_READ(ino, i_mode) & S_IFMT) != S_IFREG ||
+	    internal_mount(m) || repeated(ino))
+		return 0;
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	f = file_start(s, Q_FILE_MODIFY, change);
+	put_stat(f, ino);
+	task = (void *)bpf_get_current_task();
+	end = put_path(s, FILE_HDR, d, m, BPF_CORE_READ(task, fs),
+		       Q_FF_PATH_TRUNC);
+	f->len[Q_FV_PATH] = (end - FILE_HDR) & DATA_MASK;
+	file_emit(s, end, level);
+	return 0;
+}
+
+static __always_inline int vfs_file_modified(struct file *file, u32 change)
+{
+	if (!file)
+		return 0;
+	return vfs_modified(BPF_CORE_READ(file, f_path.dentry),
+			    BPF_CORE_READ(file, f_path.mnt),
+			    BPF_CORE_READ(file, f_inode), change);
+}
+
+/* security_file_permission(file, mask) */
+static __always_inline int vfs_permission(u64 *ctx)
+{
+	if (!((int)ctx[1] & MAY_WRITE))
+		return 0;
+	return vfs_file_modified((void *)ctx[0], Q_FC_CONTENT);
+}
+
+/* security_mmap_file(file, prot, flags): a shared writable mapping of a
+ * file, through which it may change at any time after */
+static __always_inline int vfs_mmap(u64 *ctx)
+{
+	if (!(ctx[1] & PROT_WRITE) || !(ctx[2] & MAP_SHARED))
+		return 0;
+	return vfs_file_modified((void *)ctx[0], Q_FC_CONTENT);
+}
+
+/* security_path_truncate(path): truncate(2) is told by its syscall hooks
+ * (pending here), ftruncate and open(O_TRUNC) before 6.2 by this */
+static __always_inline int vfs_path_truncate(u64 *ctx)
+{
+	struct path *p = (void *)ctx[0];
+	struct dentry *d = BPF_CORE_READ(p, dentry);
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+
+	if (bpf_map_lookup_elem(&pending, &tid))
+		return 0;
+	return vfs_modified(d, BPF_CORE_READ(p, mnt), BPF_CORE_READ(d, d_inode),
+			    Q_FC_CONTENT | Q_FC_TRUNCATE);
+}
+
+/* security_file_truncate(file), 6.2 on: ftruncate and open(O_TRUNC) */
+static __always_inline int vfs_file_truncate(u64 *ctx)
+{
+	return vfs_file_modified((void *)ctx[0],
+				 Q_FC_CONTENT | Q_FC_TRUNCATE);
+}
+
 /* --- the hooks ---------------------------------------------------------- */
 
 /* A hook on tracepoint tp, in both flavours; handler(u64 *args, backup). */
@@ -1400,6 +1501,16 @@ static __always_inline int shm_enter(void *ctx, u32 kind)
 
 #define Q_SYSCALL(hook, tp, handler, ...)                                \
 	Q_KIND_SYSCALL(opt, hook, tp, handler, ##__VA_ARGS__)
+
+/* A hook on a kernel function's entry, where the kernel has BPF
+ * trampolines; handler(u64 *args): the function's arguments. ROLE ends in
+ * opt: a kernel without trampolines, or without the function, skips it. */
+#define Q_FENTRY(role, hook, func, handler)                              \
+	SEC("fentry/" #func)                                             \
+	int role##__##hook##__fe(u64 *ctx)                               \
+	{                                                                \
+		return handler(ctx);                                     \
+	}
 
 Q_CORE(fork, sched_process_fork, on_fork)
 Q_CORE(exec, sched_process_exec, on_exec)
@@ -1478,3 +1589,7 @@ Q_KIND_SYSCALL(shm, memfd_create, sys_exit_memfd_create, path_exit)
 /* shared memory: read at the entry, told once its exit succeeded */
 Q_KIND_SYSCALL(shm, shmget_enter, sys_enter_shmget, shm_enter, Q_SHM_SHMGET)
 Q_KIND_SYSCALL(shm, memfd_create_enter, sys_enter_memfd_create, shm_enter, Q_SHM_MEMFD_CREATE)
+Q_FENTRY(vfsopt, file_permission, security_file_permission, vfs_permission)
+Q_FENTRY(vfsopt, mmap_file, security_mmap_file, vfs_mmap)
+Q_FENTRY(vfsopt, path_truncate, security_path_truncate, vfs_path_truncate)
+Q_FENTRY(vfsopt, file_truncate, security_file_truncate, vfs_file_truncate)

@@ -45,6 +45,7 @@ __all__ = [
     "LOG_WINDOW",
     "BpfLink",
     "BpfObject",
+    "fentry_refusal",
     "lib",
     "log_mark",
     "num_possible_cpus",
@@ -117,6 +118,12 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
         "ptr",
     ),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], "int"),
+    "libbpf_find_vmlinux_btf_id": (c_int, [c_char_p, c_int], "int"),
+    "bpf_prog_load": (
+        c_int,
+        [c_int, c_char_p, c_char_p, c_void_p, c_size_t, c_void_p],
+        "int",
+    ),
     "bpf_obj_get_info_by_fd": (
         c_int,
         [c_int, c_void_p, ctypes.POINTER(ctypes.c_uint32)],
@@ -440,3 +447,56 @@ def lookup_percpu_u64(map_fd: int, key: int, ncpus: int) -> list[int]:
     values = (ctypes.c_uint64 * ncpus)()
     lib().bpf_map_lookup_elem(map_fd, ctypes.byref(k), values)
     return list(values)
+
+
+# uapi enum values (stable)
+_BPF_PROG_TYPE_TRACING = 26
+_BPF_TRACE_FENTRY = 24
+
+
+class _ProgLoadOpts(ctypes.Structure):
+    """The head of libbpf's ``struct bpf_prog_load_opts`` (its ``sz``
+    says how much of it is given; libbpf zeroes the rest)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("attempts", c_int),
+        ("expected_attach_type", c_int),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+    ]
+
+
+def fentry_refusal(func: str) -> str | None:
+    """Why an ``fentry`` program on kernel function ``func`` cannot load
+    here, or None when it can: the function is not in the kernel's BTF, or
+    the kernel refuses tracing programs (no BPF trampolines: EPERM, or
+    ENOTSUPP). Loads a two-instruction program, at once closed, instead of
+    failing a whole object's load."""
+    lb = lib()
+    try:
+        btf_id = lb.libbpf_find_vmlinux_btf_id(
+            func.encode(), _BPF_TRACE_FENTRY
+        )
+    except LibbpfError as e:
+        return f"{func} is not in this kernel's BTF ({e})"
+    insns = (ctypes.c_uint64 * 2)(0xB7, 0x95)  # r0 = 0; exit
+    opts = _ProgLoadOpts(
+        sz=ctypes.sizeof(_ProgLoadOpts),
+        expected_attach_type=_BPF_TRACE_FENTRY,
+        attach_btf_id=btf_id,
+    )
+    try:
+        fd = lb.bpf_prog_load(
+            _BPF_PROG_TYPE_TRACING, b"quark_probe", b"Dual BSD/GPL",
+            insns, 2, ctypes.byref(opts),
+        )  # fmt: skip
+    except LibbpfError as e:
+        return f"this kernel refuses fentry programs ({e})"
+    os.close(fd)
+    return None

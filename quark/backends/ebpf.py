@@ -27,7 +27,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from quark import libbpf_ctypes as bpf
-from quark.backends import Backend
+from quark.backends import KIND_BITS, Backend
 from quark.backends.cgroup import open_cgroup2_root
 from quark.backends.ebpf_layout import Layout, raw_layout
 from quark.backends.ebpf_programs import (
@@ -177,9 +177,12 @@ class EbpfBackend(Backend):
             # one MODIFY per process and file per hold time: the engine
             # holds events that long anyway
             "file_dedup_ns": attr.hold_time * 1_000_000,
-            "file": 1 if attr.flags & QQ.FILE else 0,
-            "shm": 1 if attr.flags & QQ.SHM else 0,
         }
+        # a kind's switch, for the hooks that serve more than one kind:
+        # the field named as the kind (q_config.file for QQ.FILE)
+        for kind in KIND_BITS:
+            assert kind.name is not None
+            values[kind.name.lower()] = 1 if attr.flags & kind else 0
         return cfg.fmt.pack(*(values.get(n, 0) for n in cfg.names))
 
     def _open(self, attr: QueueAttr) -> None:
@@ -230,10 +233,16 @@ class EbpfBackend(Backend):
         self._programs = {
             name: parse(name, obj.section(name)) for name, _ in obj.programs()
         }
-        load = {
-            p.name
-            for p in wanted(self._programs.values(), flavour, self._kinds)
-        }
+        chosen = wanted(self._programs.values(), flavour, self._kinds)
+        for p in chosen:
+            if p.flavour == "fe" and p.name not in disabled:
+                # probed alone, cheaply, rather than failing the whole
+                # object's load once per hook on a kernel without them
+                why = bpf.fentry_refusal(p.what)
+                if why is not None:
+                    disabled.add(p.name)
+                    self._skip(p, why)
+        load = {p.name for p in chosen}
         for name in self._programs:
             obj.set_autoload(name, name in load and name not in disabled)
         obj.set_max_entries(

@@ -10,10 +10,12 @@ name says what it is: ``ROLE__HOOK__FLAVOUR``.
   ``QQ.DNS``): loaded only when that kind is asked for, and the queue
   refuses to open for the kind when one of its programs cannot serve,
   unless its role ends in ``opt`` (``fileopt``: a hook only newer kernels
-  have, skipped and reported like ``opt``).
+  have, skipped and reported like ``opt``; ``vfsopt``: FILE's VFS hooks,
+  which see writes no syscall hook does, where the kernel has fentry).
 - FLAVOUR ``btf`` (``tp_btf/``), ``raw`` (``raw_tp/``): one of the two is
-  loaded; ``tp`` (``tracepoint/``) and ``cg`` (``cgroup/``,
-  ``cgroup_skb/``: attached to the cgroup v2 root) go with either.
+  loaded; ``tp`` (``tracepoint/``), ``cg`` (``cgroup/``,
+  ``cgroup_skb/``: attached to the cgroup v2 root) and ``fe`` (``fentry/``:
+  a kernel function, where the kernel has BPF trampolines) go with either.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ KIND_ROLES = {
     "fileopt": QQ.FILE,
     "shm": QQ.SHM,
     "fs": QQ.FILE | QQ.SHM,
+    "vfsopt": QQ.FILE,
 }
 _ROLES = ("core", "backup", "opt", *KIND_ROLES)
 _SECTION_OF = {
@@ -44,6 +47,7 @@ _SECTION_OF = {
     "raw": ("raw_tp/",),
     "tp": ("tracepoint/",),
     "cg": ("cgroup/", "cgroup_skb/"),
+    "fe": ("fentry/",),
 }
 
 
@@ -104,7 +108,7 @@ def wanted(
     chosen = [
         p
         for p in programs
-        if p.flavour in (flavour, "tp", "cg")
+        if p.flavour in (flavour, "tp", "cg", "fe")
         and (p.kind is None or p.kind & kinds)
     ]
     return sorted(chosen, key=lambda p: p.role == "backup")

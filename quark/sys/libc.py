@@ -102,6 +102,15 @@ def shm_remove(shm_id: int) -> None:
     check(libc().shmctl(shm_id, 0, None), "shmctl(IPC_RMID)")
 
 
+def write_mapped(fd: int, data: bytes) -> None:
+    """Write ``data`` at the start of the file open at ``fd`` through a
+    shared writable mapping, not a write syscall."""
+    import mmap
+
+    with mmap.mmap(fd, len(data), mmap.MAP_SHARED) as m:
+        m[: len(data)] = data
+
+
 def umount2(target: str, flags: int = 0) -> None:
     """umount2(2); raises OSError with errno on failure."""
     check(libc().umount2(target.encode(), flags), f"umount {target}")

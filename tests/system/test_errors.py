@@ -98,3 +98,20 @@ def test_kprobe_on_a_kernel_without_kprobes_says_so() -> None:
     assert "kprobe_events" in r.stdout
     assert "auto: ebpf" in r.stdout
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.root
+@pytest.mark.ebpf
+def test_an_fentry_hook_the_kernel_cannot_serve_says_why() -> None:
+    """FILE's VFS hooks are probed one by one before the object loads: a
+    function missing from the kernel is named as such, and a kernel
+    without BPF trampolines (the CI host) is said to refuse fentry; a
+    kernel with them (every guest) accepts the probe."""
+    require("ebpf")
+    from quark import libbpf_ctypes as bpf
+
+    missing = bpf.fentry_refusal("quark_no_such_function")
+    assert missing is not None
+    assert "quark_no_such_function is not in this kernel's BTF" in missing
+    why = bpf.fentry_refusal("security_file_permission")
+    assert why is None or "refuses fentry programs" in why, why

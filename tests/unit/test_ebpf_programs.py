@@ -57,3 +57,19 @@ def test_wanted_loads_one_flavour_and_backups_after_primaries() -> None:
 def test_a_name_that_says_no_role_is_refused(name: str, section: str) -> None:
     with pytest.raises(ProtocolError, match="ROLE__HOOK__FLAVOUR"):
         parse(name, section)
+
+
+def test_file_asks_for_the_vfs_hooks_which_are_all_optional() -> None:
+    """The fentry programs go with either flavour, only for FILE, and each
+    may be skipped (a kernel without trampolines or the function)."""
+    from quark import QQ
+
+    progs = _programs()
+    for flavour in FLAVOURS:
+        assert not [p for p in wanted(progs, flavour) if p.flavour == "fe"]
+        fe = [p for p in wanted(progs, flavour, QQ.FILE) if p.flavour == "fe"]
+        assert {p.what for p in fe} >= {
+            "security_file_permission", "security_mmap_file",
+            "security_path_truncate",
+        }  # fmt: skip
+        assert all(p.optional and p.kind == QQ.FILE for p in fe)
