@@ -26,9 +26,11 @@ from quark.events import (
     File,
     FileChange,
     FileOp,
+    ModuleLoad,
     Packet,
     PacketDirection,
     Process,
+    Ptrace,
     QueueAttr,
     Shm,
     ShmKind,
@@ -36,6 +38,7 @@ from quark.events import (
     Socket,
     SockOrigin,
     Stats,
+    Tty,
 )
 from quark.queue import Queue
 from quark.raw.types import RawKind
@@ -56,12 +59,14 @@ __all__ = [
     "FileChange",
     "FileOp",
     "LibbpfError",
+    "ModuleLoad",
     "NotSupportedError",
     "Packet",
     "PacketDirection",
     "PrivilegeError",
     "Process",
     "ProtocolError",
+    "Ptrace",
     "QuarkError",
     "Queue",
     "QueueAttr",
@@ -73,5 +78,6 @@ __all__ = [
     "SockOrigin",
     "Socket",
     "Stats",
+    "Tty",
     "__version__",
 ]

@@ -56,6 +56,7 @@ class QQ(enum.IntFlag):
     TTY = 1 << 10
     PTRACE = 1 << 11
     MODULE_LOAD = 1 << 12
+    GETPID = 1 << 13  # an event per getpid(2): for benchmarks
     ALL_BACKENDS = KPROBE | EBPF
 
 
@@ -475,6 +476,51 @@ class Shm:
     path: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Tty:
+    """What a process wrote to a terminal: the terminal's ``major`` and
+    ``minor`` (for a pty master, its slave's), its window (``cols``,
+    ``rows``) and termios flags, the bytes written (consecutive writes of
+    one process to one terminal joined, up to 4096 bytes) and how many
+    bytes of them were not captured (``truncated``)."""
+
+    major: int
+    minor: int
+    cols: int
+    rows: int
+    iflag: int
+    oflag: int
+    cflag: int
+    lflag: int
+    data: bytes
+    truncated: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ptrace:
+    """A ptrace(2) request: ``child_pid`` is the traced process's tgid in
+    the queue's pid namespace, ``request`` the request number
+    (``PTRACE_ATTACH`` 16, ``PTRACE_SEIZE`` 0x4206, ...), ``addr`` and
+    ``data`` its arguments."""
+
+    child_pid: int
+    request: int
+    addr: int
+    data: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleLoad:
+    """A kernel module loaded: its ``name``, ``version`` and
+    ``src_version`` (None when the module has none) and the kernel's
+    ``taints`` mask for it."""
+
+    name: str
+    version: str | None
+    src_version: str | None
+    taints: int
+
+
 class Event(_Record):
     """One delivered event.
 
@@ -486,7 +532,10 @@ class Event(_Record):
     ``EV.ID_CHANGE`` events, ``socket`` the connection for
     ``EV.SOCK_CONN_*`` events, ``packet`` the packet for ``EV.PACKET``,
     ``file`` the file operation(s) for ``EV.FILE``, ``shm`` the shared
-    memory for ``EV.SHM``; each is None on events of other kinds.
+    memory for ``EV.SHM``, ``tty`` the terminal output for ``EV.TTY``,
+    ``ptrace`` the request for ``EV.PTRACE``, ``module_load`` the module
+    for ``EV.MODULE_LOAD``, ``bypass`` the raw record's bytes for
+    ``EV.BYPASS``; each is None on events of other kinds.
     """
 
     __slots__ = ()
@@ -499,6 +548,10 @@ class Event(_Record):
     packet: Packet | None
     file: File | None
     shm: Shm | None
+    tty: Tty | None
+    ptrace: Ptrace | None
+    module_load: ModuleLoad | None
+    bypass: bytes | None
 
     @property
     def pid(self) -> int | None:

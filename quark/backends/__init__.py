@@ -34,7 +34,7 @@ __all__ = [
 #: one in bit order, and together.
 KIND_BITS: tuple[QQ, ...] = (
     QQ.SOCK_CONN, QQ.DNS, QQ.BYPASS, QQ.FILE, QQ.SHM, QQ.TTY, QQ.PTRACE,
-    QQ.MODULE_LOAD,
+    QQ.MODULE_LOAD, QQ.GETPID,
 )  # fmt: skip
 KIND_FLAGS = functools.reduce(operator.or_, KIND_BITS, QQ(0))
 

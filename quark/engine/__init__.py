@@ -261,7 +261,7 @@ class Engine:
         if rs is None:
             return
         for proc in list(self.cache):
-            fake = Event._make((EV(0), 0, proc, None, None, None, None, None))
+            fake = Event._make((EV(0), 0, proc, *_NO_PAYLOADS))
             _, tag = rs.evaluate(fake, proc.poison_tag)
             if tag != proc.poison_tag:
                 self.cache.set_poison(proc.pid, tag)
@@ -415,7 +415,7 @@ class Engine:
         event = Event._make(
             (
                 mask, t, proc, ID_CHANGE(idc) if idc else None, sock,
-                packet, file, shm,
+                packet, file, shm, None, None, None, None,
             )
         )
         rs = self.ruleset
@@ -464,6 +464,8 @@ _SOCK_CONN = RawKind.SOCK_CONN
 _PACKET = RawKind.PACKET
 _FILE = RawKind.FILE
 _SHM = RawKind.SHM
+# an Event's members after process: none set (id_change ... bypass)
+_NO_PAYLOADS = (None,) * (len(Event.FIELDS) - 3)
 
 
 def _time_of(entry: tuple[int, RawEvent]) -> int:
