@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import select
+from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,7 @@ from quark.errors import (
     QuarkError,
 )
 from quark.events import (
+    EV,
     QQ,
     Event,
     Process,
@@ -44,6 +46,21 @@ _ATTR_FIELDS = {f.name for f in dataclasses.fields(QueueAttr)}
 _BACKEND_FLAGS = (("ebpf", QQ.EBPF), ("kprobe", QQ.KPROBE))
 
 
+# a bypass event's members: every one None but these three
+_EVENTS_AT, _TIME_AT, _BYPASS_AT = (
+    Event.FIELDS.index(name) for name in ("events", "time", "bypass")
+)
+_NONE: list[object] = [None] * len(Event.FIELDS)
+
+
+def _bypass_event(time_ns: int, data: bytes) -> Event:
+    values = _NONE.copy()
+    values[_EVENTS_AT] = EV.BYPASS
+    values[_TIME_AT] = time_ns
+    values[_BYPASS_AT] = data
+    return Event._make(tuple(values))
+
+
 def _backend_order(backend: str | None, flags: QQ) -> list[str]:
     if backend is not None and backend != "auto":
         return [backend]
@@ -54,6 +71,32 @@ def _backend_order(backend: str | None, flags: QQ) -> list[str]:
         raise ConfigError(
             "no backend: set QQ.EBPF and/or QQ.KPROBE in flags, or pass "
             "backend="
+        )
+    return names
+
+
+# what QQ.BYPASS cannot go with (upstream's rule): it hands records over
+# before any process event is made of them
+_NOT_WITH_BYPASS = QQ.ENTRY_LEADER | QQ.MIN_AGG | QQ.THREAD_EVENTS
+
+
+def _bypass_backends(
+    names: list[str], backend: str | None, flags: QQ
+) -> list[str]:
+    """The backends a ``QQ.BYPASS`` queue may try: EBPF's alone."""
+    clash = flags & _NOT_WITH_BYPASS
+    if clash:
+        raise ConfigError(
+            f"QQ.BYPASS cannot go with QQ.{clash.name}: a bypass queue "
+            "hands over raw records, with no process events to build"
+        )
+    if backend == "auto":
+        return ["ebpf"]
+    others = [n for n in names if n != "ebpf"]
+    if others:
+        raise ConfigError(
+            f"QQ.BYPASS is the ebpf backend's only, not {others[0]}'s: the "
+            "raw records are the BPF programs' own"
         )
     return names
 
@@ -90,6 +133,21 @@ class Queue:
     kernel) raises :class:`quark.NotSupportedError` naming the kind and
     why, never a queue that silently lacks it. ``backend="auto"`` falls
     back to KPROBE only when KPROBE serves every kind asked for.
+
+    ``probe_kinds=True`` (an option of the ebpf and kprobe backends) asks
+    for every kind the backend serves, whatever the flags say, and opens
+    without the ones this kernel refuses: :meth:`capabilities` then says
+    for each kind bit whether this kernel can serve it and why not (what
+    ``quark-mon --probe`` prints).
+
+    ``QQ.BYPASS`` (EBPF only) hands over every ring record as it is, one
+    event per record (``events == EV.BYPASS``, ``Event.bypass`` the
+    record's bytes, ``Event.time`` its header's): no /proc scrape, no
+    cache, no aggregation, nothing held. It raises
+    :class:`quark.ConfigError` together with ``QQ.ENTRY_LEADER``,
+    ``QQ.MIN_AGG``, ``QQ.THREAD_EVENTS``, a KPROBE backend asked for
+    (``backend="kprobe"``, or ``QQ.KPROBE`` in the flags), a replay, a
+    ruleset or ``record=``; ``backend="auto"`` then means EBPF.
     """
 
     def __init__(
@@ -105,6 +163,7 @@ class Queue:
         self._backend: Backend | None = None
         self._recorder: StreamWriter | None = None
         self._closed = False
+        self._held: deque[tuple[int, bytes]] = deque()
         attr = dataclasses.replace(attr) if attr is not None else QueueAttr()
         options = {}
         for key, value in overrides.items():
@@ -119,6 +178,20 @@ class Queue:
         if ruleset is not None:
             attr.ruleset = ruleset
         self.attr = attr
+        names = _backend_order(backend, attr.flags)
+        self._bypass = bool(attr.flags & QQ.BYPASS)
+        if self._bypass:
+            names = _bypass_backends(names, backend, attr.flags)
+            if record is not None:
+                raise ConfigError(
+                    "QQ.BYPASS: nothing to record (a bypass queue makes no "
+                    "raw events)"
+                )
+            if attr.ruleset is not None:
+                raise ConfigError(
+                    "QQ.BYPASS: a ruleset has no events to judge (a bypass "
+                    "queue makes none)"
+                )
         # the slack block() adds to a due time: a tenth of the hold time,
         # at most 50 ms
         self._batch = min(attr.hold_time / 10_000, 0.05)
@@ -135,15 +208,18 @@ class Queue:
             tick_ns=1_000_000_000 // _procfs.clock_ticks(),
         )
         try:
-            self._backend = self._open_backend(
-                _backend_order(backend, flags), attr, options
-            )
+            self._backend = self._open_backend(names, attr, options)
             if record is not None:
                 self._recorder = StreamWriter(
                     record,
                     backend=self._backend.name,
                     hold_time=attr.hold_time,
                 )
+            if self._bypass:
+                # nothing scraped, nothing cached: records only
+                self._poll = select.poll()
+                self._poll.register(self._backend.fileno(), select.POLLIN)
+                return
             seeds = self._backend.seed()
             if seeds is None:
                 seeds = _procfs.scrape(procfs, max_env=attr.max_env)
@@ -172,6 +248,9 @@ class Queue:
         names: list[str], attr: QueueAttr, options: dict[str, Any]
     ) -> Backend:
         failures: list[tuple[str, QuarkError]] = []
+        # under probe_kinds the backend asks for what it serves and keeps
+        # what it could not: nothing is refused here
+        probing = bool(options.get("probe_kinds"))
         for i, name in enumerate(names):
             try:
                 cls = get_backend_class(name)
@@ -181,7 +260,7 @@ class Queue:
                 )
                 failures.append((name, err))
                 continue
-            refused = _refused(cls, attr.flags)
+            refused = None if probing else _refused(cls, attr.flags)
             if refused:
                 failures.append((name, NotSupportedError(refused)))
                 continue
@@ -240,14 +319,26 @@ class Queue:
     def get_event(self) -> Event | None:
         """The next event, or None when nothing is ready now."""
         backend = self._require_open()
+        if self._bypass:
+            return self._next_bypass(backend)
         engine = self._engine
         self._populate()
         # A full queue never stalls: from 90% of max_length nothing is held.
         return engine.pop(backend.now())
 
+    def _next_bypass(self, backend: Backend) -> Event | None:
+        held = self._held
+        if not held:
+            held.extend(backend.read_bypass(self.attr.max_length))
+            if not held:
+                return None
+        return _bypass_event(*held.popleft())
+
     def block(self, timeout: float | None = None) -> None:
         """Wait until :meth:`get_event` may have work, or ``timeout`` s."""
         backend = self._require_open()
+        if self._held:
+            return  # records read, not handed over yet
         now = backend.now()
         wait: float | None = timeout
         due = self._engine.next_due()
@@ -336,13 +427,21 @@ class Queue:
 
     def capabilities(self) -> dict[QQ, str | None]:
         """For every event kind bit: None when it is live on this queue,
-        else why not."""
+        else why not (the backend does not serve it, this kernel refused
+        it, or it was not asked for).
+
+        On a queue opened with ``probe_kinds=True`` every kind the backend
+        serves was asked for: the answer is what this kernel can serve.
+        """
         backend = self._require_open()
         live = backend.kinds()
+        refused = backend.refused_kinds()
         out: dict[QQ, str | None] = {}
         for kind in KIND_BITS:
             if kind & live:
                 out[kind] = None
+            elif kind in refused:
+                out[kind] = refused[kind]
             elif not kind & backend.SERVES:
                 out[kind] = type(backend).why_not(kind)
             else:

@@ -4,6 +4,12 @@ A backend is opened by its constructor (it starts listening before it
 returns), drained by :meth:`Backend.read` without blocking, and released by
 :meth:`Backend.close`, which is idempotent. :class:`quark.Queue` drives it; it
 never runs threads of its own.
+
+Option ``probe_kinds=True`` (the live backends): ask for every kind bit the
+backend serves, whatever the flags say, and record the refusal of one the
+kernel cannot serve (:meth:`Backend.refused_kinds`) rather than fail to
+open; :meth:`quark.Queue.capabilities` then tells, kind by kind, what this
+kernel can serve and why not.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import operator
 import time
 from typing import TYPE_CHECKING, ClassVar
 
-from quark.errors import ConfigError
+from quark.errors import ConfigError, NotSupportedError
 from quark.events import QQ
 
 if TYPE_CHECKING:
@@ -57,6 +63,12 @@ class Backend(abc.ABC):
         """The kind bits live on this open backend."""
         return QQ(0)
 
+    def refused_kinds(self) -> dict[QQ, str]:
+        """Kind bits this backend serves but this kernel could not, each
+        with its reason (recorded under ``probe_kinds=True``; otherwise
+        such a kind fails the open)."""
+        return {}
+
     @abc.abstractmethod
     def __init__(self, attr: QueueAttr, **options: object) -> None:
         """Open: load/attach/install whatever is needed and start listening.
@@ -77,6 +89,14 @@ class Backend(abc.ABC):
         A malformed record is counted (see :meth:`lost`) and skipped; it never
         raises to the consumer.
         """
+
+    def read_bypass(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` raw kernel records, undecoded, each with its time
+        in ns (``QQ.BYPASS``), without blocking."""
+        raise NotSupportedError(
+            f"the {self.name} backend has no raw records to hand over "
+            "(QQ.BYPASS)"
+        )
 
     @abc.abstractmethod
     def lost(self) -> int:

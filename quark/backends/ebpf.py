@@ -15,6 +15,17 @@ raw tracepoints (``raw_tp``) on kernels without them:
 Records are read from the ring buffer's mmap'd pages in batches. Programs
 wake the reader only when a quarter of the ring is used; the queue polls the
 ring at :meth:`EbpfBackend.poll_interval` anyway, well inside the hold time.
+
+The kinds (``QQ.SOCK_CONN``, ``QQ.FILE``...) are served by the programs
+whose role is theirs (:mod:`quark.backends.ebpf_programs`). A kind asked for
+whose program cannot load or attach fails the open, naming the kind, the
+program and the verifier's reason; with ``probe_kinds=True`` every kind the
+object has programs for is asked for, and a kind refused that way is left
+out (all of its programs) and its reason kept (:meth:`refused_kinds`), so
+that one open tells what this kernel can serve.
+
+``QQ.BYPASS`` (:meth:`EbpfBackend.read_bypass`) hands the ring's records
+over as they are, undecoded; it needs nothing beyond the core programs.
 """
 
 from __future__ import annotations
@@ -22,12 +33,13 @@ from __future__ import annotations
 import errno as _errno
 import logging
 import os
+import struct
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from quark import libbpf_ctypes as bpf
-from quark.backends import KIND_BITS, Backend
+from quark.backends import KIND_BITS, KIND_FLAGS, Backend
 from quark.backends.cgroup import open_cgroup2_root
 from quark.backends.ebpf_layout import Layout, raw_layout
 from quark.backends.ebpf_programs import (
@@ -40,6 +52,7 @@ from quark.backends.ebpf_programs import (
 from quark.backends.ebpf_proto import Decoded, Decoder, Pending, Result
 from quark.backends.tracefs import ensure_mounted
 from quark.errors import (
+    ConfigError,
     DecodeError,
     LibbpfError,
     NotSupportedError,
@@ -85,13 +98,42 @@ def _failed_program(lines: list[str]) -> str | None:
     return None
 
 
-def _verifier_reason(lines: list[str]) -> str:
+# libbpf's words about a program that say only that it failed
+_GENERIC = (
+    "failed to load", "failed to prepare load attributes",
+    "BPF program load failed",
+)  # fmt: skip
+_NO_BTF_TYPE = "failed to find kernel BTF type ID of '"
+
+
+def _verifier_reason(lines: list[str], prog: str | None = None) -> str:
+    """Why a load failed: the verifier's last words, or when the kernel
+    was never asked (the hook is not in its BTF...) libbpf's about
+    ``prog``."""
     keep = [
         ln for ln in lines
         if not ln.startswith(("libbpf: prog", "libbpf: map", "libbpf: sec",
-                              "libbpf: elf", "libbpf: CO-RE"))
+                              "libbpf: elf", "libbpf: CO-RE",
+                              "libbpf: failed to load object"))
     ]  # fmt: skip
-    return " | ".join(keep[-4:])
+    if keep or prog is None:
+        return " | ".join(keep[-4:])
+    tag = f"libbpf: prog '{prog}': "
+    # its failures, not its relocations and other debug lines
+    own = [
+        ln[len(tag) :]
+        for ln in lines
+        if ln.startswith(tag)
+        and "fail" in ln[len(tag) :]
+        and not ln[len(tag) :].startswith(_GENERIC)
+    ]
+    why = " | ".join(own[-2:])
+    if why.startswith(_NO_BTF_TYPE):
+        # a tp_btf/fentry hook the kernel does not have (a tracepoint or
+        # function compiled out: CONFIG_MODULES off has no module_load)
+        hook = why[len(_NO_BTF_TYPE) :].split("'", 1)[0]
+        return f"the kernel has no {hook} in its BTF ({why})"
+    return why or "libbpf logged no reason"
 
 
 def _preflight() -> None:
@@ -107,19 +149,24 @@ def _preflight() -> None:
         )
 
 
+_TIME = struct.Struct("<Q")  # q_event.time (its offset is the layout's)
+
 # pending records kept at most (a thread has one at a time)
 _PENDING_MAX = 65536
 
-_SERVED = QQ(0)
+# the kinds the object has programs for
+_PROGRAM_KINDS = QQ(0)
 for _bit in KIND_ROLES.values():
-    _SERVED |= _bit
+    _PROGRAM_KINDS |= _bit
 
 
 class EbpfBackend(Backend):
     name = "ebpf"
-    SERVES = _SERVED
+    # BYPASS needs no program of its own: the core's records, undecoded
+    SERVES = _PROGRAM_KINDS | QQ.BYPASS
 
     def __init__(self, attr: QueueAttr, **options: object) -> None:
+        probe = bool(options.pop("probe_kinds", False))
         if options.pop("ignore_btf", False):
             # CO-RE relocates against the kernel's own BTF: without it there
             # is no EBPF (the auto order goes on to KPROBE)
@@ -127,11 +174,25 @@ class EbpfBackend(Backend):
                 "told to ignore the kernel BTF, which the EBPF backend needs"
             )
         if options:
-            from quark.errors import ConfigError
-
             raise ConfigError(
                 f"unknown option(s) for the ebpf backend: {sorted(options)}"
             )
+        if probe and attr.flags & QQ.BYPASS:
+            raise ConfigError(
+                "probe_kinds opens a queue of events: not with QQ.BYPASS "
+                "(which is live wherever the ebpf backend opens)"
+            )
+        self._reset(attr, probe)
+        try:
+            _preflight()
+            ensure_mounts()
+            self._open(attr)
+        except BaseException:
+            self.close()
+            raise
+
+    def _reset(self, attr: QueueAttr, probe: bool) -> None:
+        """The state of a backend before it opens."""
         self._obj: bpf.BpfObject | None = None
         self._ring: RingReader | None = None
         self._skipped: list[str] = []
@@ -148,14 +209,13 @@ class EbpfBackend(Backend):
         self._decode: Callable[[bytes], Decoded] | None = None
         # records read at a syscall's entry, waiting for its result, by tid
         self._pending: dict[int, Pending] = {}
-        self._kinds = attr.flags & _SERVED
-        try:
-            _preflight()
-            ensure_mounts()
-            self._open(attr)
-        except BaseException:
-            self.close()
-            raise
+        self._probe = probe
+        self._bypass = bool(attr.flags & QQ.BYPASS)
+        # the kinds asked of the programs; under probe_kinds, every kind
+        # they serve, less the ones refused on the way (self._refused)
+        self._kinds = _PROGRAM_KINDS if probe else attr.flags & _PROGRAM_KINDS
+        self._refused: dict[QQ, str] = {}
+        self._header: tuple[int, int] = (0, 0)  # q_event.time: offset, end
 
     @property
     def _wire(self) -> Layout:
@@ -180,9 +240,10 @@ class EbpfBackend(Backend):
         }
         # a kind's switch, for the hooks that serve more than one kind:
         # the field named as the kind (q_config.file for QQ.FILE)
+        asked = self._kinds | (attr.flags & QQ.BYPASS)
         for kind in KIND_BITS:
             assert kind.name is not None
-            values[kind.name.lower()] = 1 if attr.flags & kind else 0
+            values[kind.name.lower()] = 1 if asked & kind else 0
         return cfg.fmt.pack(*(values.get(n, 0) for n in cfg.names))
 
     def _open(self, attr: QueueAttr) -> None:
@@ -201,15 +262,71 @@ class EbpfBackend(Backend):
                         self._skip(prog, e.reason)
                         continue
                     if prog is not None and prog.kind is not None:
-                        raise _kind_refused(prog, e.reason) from None
+                        self._refuse(prog, e.reason)
+                        continue  # again, without the kind's programs
                     errors.append(f"{flavour}: {e.program}: {e.reason}")
                     break
-                self._attach_all(flavour, disabled)
+                try:
+                    self._attach_all(flavour, disabled)
+                except _KindFailed as e:
+                    self._refuse(e.program, e.reason)
+                    continue  # load again: the attached links go with it
+                if self._probe:
+                    # the decoder tells FILE from SHM by the kinds asked
+                    self._decode = Decoder(
+                        self._wire, attr.flags & ~KIND_FLAGS | self._kinds
+                    ).decode
                 return
         raise NotSupportedError(
             "the EBPF programs cannot load on this kernel: "
             + "; ".join(errors)
         )
+
+    def _refuse(self, program: Program, reason: str) -> None:
+        """A kind's program cannot load or attach: fail the open, or under
+        probe_kinds leave out the kind(s) it serves and keep why."""
+        kinds = (program.kind or QQ(0)) & self._kinds
+        if not self._probe or not kinds:
+            raise _kind_refused(program, reason, kinds)
+        self._drop(kinds, lambda k: _kind_refused(program, reason, k))
+
+    def _unserved(
+        self, chosen: list[Program], disabled: set[str], flavour: str
+    ) -> None:
+        """A kind asked for that no program to load serves (the object has
+        none, or none that this kernel takes) is refused as well: never a
+        queue that silently lacks it."""
+        have = QQ(0)
+        for p in chosen:
+            if p.kind is not None and p.name not in disabled:
+                have |= p.kind
+        missing = self._kinds & ~have
+        if not missing:
+            return
+
+        def error(kinds: QQ) -> NotSupportedError:
+            names = " and ".join(
+                f"QQ.{k.name}" for k in KIND_BITS if k & kinds
+            )
+            return NotSupportedError(
+                f"{names} cannot be served on this kernel: the BPF object "
+                f"has no program for it that can load here ({flavour} "
+                "flavour)"
+            )
+
+        if not self._probe:
+            raise error(missing)
+        self._drop(missing, error)
+
+    def _drop(
+        self, kinds: QQ, error: Callable[[QQ], NotSupportedError]
+    ) -> None:
+        """Under probe_kinds: leave ``kinds`` out, each with its error."""
+        for kind in KIND_BITS:
+            if kind & kinds:
+                self._refused[kind] = str(error(kind))
+                log.info("probe: %s", self._refused[kind])
+        self._kinds &= ~kinds
 
     def _skip(self, program: Program, reason: str) -> None:
         entry = f"{program.what}: {reason}"
@@ -242,6 +359,7 @@ class EbpfBackend(Backend):
                 if why is not None:
                     disabled.add(p.name)
                     self._skip(p, why)
+        self._unserved(chosen, disabled, flavour)
         load = {p.name for p in chosen}
         for name in self._programs:
             obj.set_autoload(name, name in load and name not in disabled)
@@ -267,7 +385,7 @@ class EbpfBackend(Backend):
                     try:
                         cgroup_fd = open_cgroup2_root()
                     except QuarkError as e:
-                        raise _kind_refused(prog, str(e)) from None
+                        raise _KindFailed(prog, str(e)) from None
                 self._attach(obj, prog, cgroup_fd)
         finally:
             if cgroup_fd >= 0:
@@ -275,6 +393,9 @@ class EbpfBackend(Backend):
         self._counters_fd = obj.map_fd("counters")
         self._ring_fd = obj.map_fd("ringbuf")
         self._ring = RingReader(self._ring_fd, self._wire.const("Q_RING_SIZE"))
+        ev = self._wire.record("q_event")
+        at = ev.offsets["time"]
+        self._header = (at, at + _TIME.size)
         log.info("ebpf backend: %s tracepoints, %d CPUs", flavour, self._ncpus)
 
     def _attach(
@@ -287,7 +408,7 @@ class EbpfBackend(Backend):
                 obj.attach(prog.name)
         except LibbpfError as e:
             if prog.kind is not None and not prog.optional:
-                raise _kind_refused(prog, f"attach failed: {e}") from None
+                raise _KindFailed(prog, f"attach failed: {e}") from None
             if not prog.optional:
                 raise NotSupportedError(
                     f"cannot attach {prog.section}: {e}",
@@ -297,7 +418,14 @@ class EbpfBackend(Backend):
 
     # -- Backend interface ----------------------------------------------------
     def kinds(self) -> QQ:
+        if self._bypass or self._probe:
+            # BYPASS is live wherever the core is (under probe_kinds:
+            # would be, for a queue that asks for it)
+            return self._kinds | QQ.BYPASS
         return self._kinds
+
+    def refused_kinds(self) -> dict[QQ, str]:
+        return dict(self._refused)
 
     def fileno(self) -> int:
         return self._ring_fd
@@ -337,6 +465,24 @@ class EbpfBackend(Backend):
             for tid in list(pending)[: len(pending) - _PENDING_MAX]:
                 del pending[tid]
                 self._unresolved += 1
+        return out
+
+    def read_bypass(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` ring records as the programs wrote them (each
+        begins as ``struct q_event``), with the time of their header."""
+        ring = self._ring
+        if ring is None or limit <= 0:
+            return []
+        at, end = self._header
+        out: list[tuple[int, bytes]] = []
+        for rec in ring.read(limit):
+            data = bytes(rec)
+            if len(data) < end:
+                # too short to hold a header: handed over all the same (a
+                # bypass queue hands every record), stamped on arrival
+                out.append((self.now(), data))
+                continue
+            out.append((_TIME.unpack_from(data, at)[0], data))
         return out
 
     def _counter(self, name: str) -> int:
@@ -416,16 +562,33 @@ def load_failure(e: LibbpfError, lines: list[str]) -> QuarkError:
             f"loading the BPF object failed: {e}: {_verifier_reason(lines)}",
             errno=e.errno,
         )
-    return _ProgramFailed(prog, _verifier_reason(lines))
+    return _ProgramFailed(prog, _verifier_reason(lines, prog))
 
 
-def _kind_refused(prog: Program, reason: str) -> NotSupportedError:
-    kind = prog.kind
-    name = f"QQ.{kind.name}" if kind is not None else prog.role
+def _kind_refused(
+    prog: Program, reason: str, kinds: QQ | None = None
+) -> NotSupportedError:
+    """The error for a kind whose program ``prog`` cannot serve: ``kinds``
+    names the kinds asked for (by default, every kind ``prog`` serves)."""
+    kind = kinds or prog.kind
+    name = (
+        " and ".join(f"QQ.{k.name}" for k in KIND_BITS if k & kind)
+        if kind
+        else prog.role
+    )
     return NotSupportedError(
         f"{name} cannot be served on this kernel: {prog.section} "
         f"({prog.name}): {reason}"
     )
+
+
+class _KindFailed(Exception):
+    """A kind's program could not attach (caught by ``_open``)."""
+
+    def __init__(self, program: Program, reason: str) -> None:
+        super().__init__(f"{program.name}: {reason}")
+        self.program = program
+        self.reason = reason
 
 
 class _ProgramFailed(QuarkError):

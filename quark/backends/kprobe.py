@@ -15,7 +15,9 @@ same CPU in that group, and its output redirected into the leader's ring
 impossible or cannot be decoded is counted and skipped.
 
 Options: ``ignore_btf=True`` (offsets from the table even when the kernel
-has BTF), ``ring_pages=N`` (data pages per CPU, a power of 2).
+has BTF), ``ring_pages=N`` (data pages per CPU, a power of 2),
+``probe_kinds=True`` (see :mod:`quark.backends`; this backend serves no
+event kind beyond process events, so it changes nothing).
 
 Not available on this backend (``None``): the cgroup path, ID_CHANGE events.
 """
@@ -244,10 +246,17 @@ class KprobeBackend(Backend):
                 "copy socket addresses, byte counts and packets through "
                 "tracefs fetch arguments; use the ebpf backend"
             )
+        if kind == QQ.BYPASS:
+            return (
+                "QQ.BYPASS is the ebpf backend's only (as upstream): its "
+                "records are the BPF programs' own"
+            )
         return super().why_not(kind)
 
     def __init__(self, attr: QueueAttr, **options: object) -> None:
         ignore_btf = options.pop("ignore_btf", None)
+        # it serves no kind yet: nothing to ask for, nothing to refuse
+        options.pop("probe_kinds", None)
         ring_pages = options.pop("ring_pages", RING_PAGES)
         if options:
             raise ConfigError(

@@ -33,7 +33,17 @@ WINDOW = 10_000_000  # ns of stream time per read
 
 class ReplayBackend(Backend):
     name = "replay"
-    SERVES = KIND_FLAGS  # whatever the recording carries
+    # whatever the recording carries: raw events, never a ring's records
+    SERVES = KIND_FLAGS & ~QQ.BYPASS
+
+    @classmethod
+    def why_not(cls, kind: QQ) -> str:
+        if kind == QQ.BYPASS:
+            return (
+                "QQ.BYPASS is the ebpf backend's only: a recorded stream "
+                "holds decoded raw events, not the ring's records"
+            )
+        return super().why_not(kind)
 
     def __init__(
         self,

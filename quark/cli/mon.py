@@ -6,13 +6,14 @@ Built on quark's public API only, so it doubles as an example of it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import pwd
 import signal
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import quark
 from quark import QQ
@@ -28,13 +29,32 @@ is printed first, then events as they come; Ctrl-C (SIGINT), SIGTERM or
 SIGHUP ends it (status 0) with the queue's statistics on stderr, whatever
 the signal's inherited disposition; a second Ctrl-C while it shuts down
 ends it at once. -S and -N add TCP connections and DNS packets, -F file
-operations and -H shared memory, which are off unless asked for.
+operations, -H shared memory, -Y terminal output, -T ptrace requests, -L
+module loads and -G getpid calls, which are off unless asked for; a kind
+that this kernel or backend cannot serve fails the open, saying why.
+
+--probe prints, for every kind and each live backend (ebpf, kprobe), whether
+this kernel can serve it and why not, then exits.
 """
 
 EPILOG = """\
 statistics columns: insertions removals aggregations non-aggregations lost
 garbage-collections, then the backend.
+
+-B (QQ.BYPASS) prints one * per raw record, or with -E one JSON object per
+line: {"time": NS, "bytes": "HEX"} (the record's monotonic time in ns and
+its bytes, as bpf/proto.h lays them out); it cannot go with -C -e -g -k -P
+-r -t --record --replay.
+
+--probe prints a table (a row per kind: live or no for each backend, then
+why not); with -E, one JSON document: {"kernel": RELEASE, "backends":
+{BACKEND: {KIND: null or "why not", ...}, ...}, "skipped_probes":
+{BACKEND: ["optional hook: why", ...], ...}}. A backend that cannot open
+gives its open error for every kind.
 """
+
+#: the backends --probe tries, in this order
+PROBED = ("ebpf", "kprobe")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +110,39 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="shared memory too: shmget, shm_open and memfd_create "
         "(QQ.SHM; needs the EBPF backend)",
+    )
+    ap.add_argument(
+        "-Y",
+        action="store_true",
+        help="terminal output too: what processes write to ttys and ptys "
+        "(QQ.TTY; upstream has no letter for it)",
+    )
+    ap.add_argument(
+        "-T",
+        action="store_true",
+        help="ptrace requests too (QQ.PTRACE)",
+    )
+    ap.add_argument(
+        "-L",
+        action="store_true",
+        help="kernel module loads too (QQ.MODULE_LOAD)",
+    )
+    ap.add_argument(
+        "-G",
+        action="store_true",
+        help="an event per getpid(2) too, for benchmarks (QQ.GETPID)",
+    )
+    ap.add_argument(
+        "-B",
+        action="store_true",
+        help="bypass: raw records as the kernel hands them over, no "
+        "processing; prints one * per record (QQ.BYPASS; EBPF only)",
+    )
+    ap.add_argument(
+        "--probe",
+        action="store_true",
+        help="print which event kinds this kernel can serve, per backend, "
+        "and why not; then exit",
     )
     ap.add_argument(
         "-l",
@@ -170,7 +223,7 @@ def _stats_header() -> str:
     )
 
 
-def _open(args: argparse.Namespace) -> quark.Queue:
+def _flags(args: argparse.Namespace) -> QQ:
     flags = QQ(0)
     if args.t:
         flags |= QQ.THREAD_EVENTS
@@ -186,7 +239,21 @@ def _open(args: argparse.Namespace) -> quark.Queue:
         flags |= QQ.FILE
     if args.H:
         flags |= QQ.SHM
-    kw: dict[str, object] = {"flags": flags}
+    if args.Y:
+        flags |= QQ.TTY
+    if args.T:
+        flags |= QQ.PTRACE
+    if args.L:
+        flags |= QQ.MODULE_LOAD
+    if args.G:
+        flags |= QQ.GETPID
+    if args.B:
+        flags |= QQ.BYPASS
+    return flags
+
+
+def _open(args: argparse.Namespace) -> quark.Queue:
+    kw: dict[str, object] = {"flags": _flags(args)}
     if args.l is not None:
         kw["max_length"] = args.l
     if args.replay:
@@ -205,6 +272,79 @@ def _open(args: argparse.Namespace) -> quark.Queue:
 
         kw["ruleset"] = Ruleset.parse_file(args.r)
     return quark.Queue(**kw)  # type: ignore[arg-type]
+
+
+def probe(backends: tuple[str, ...] = PROBED) -> dict[str, Any]:
+    """What ``--probe -E`` prints: for every kind bit and each backend,
+    None when this kernel can serve it, else why not."""
+    from quark.backends import KIND_BITS
+
+    doc: dict[str, Any] = {
+        "kernel": os.uname().release,
+        "backends": {},
+        "skipped_probes": {},
+    }
+    for name in backends:
+        try:
+            with quark.Queue(backend=name, flags=QQ(0), probe_kinds=True) as q:
+                caps = q.capabilities()
+                skipped = list(q.stats().skipped_probes)
+        except quark.QuarkError as e:
+            why = f"the {name} backend cannot open here: {e}"
+            caps = dict.fromkeys(KIND_BITS, why)
+            skipped = []
+        doc["backends"][name] = {str(k.name): v for k, v in caps.items()}
+        doc["skipped_probes"][name] = skipped
+    return doc
+
+
+def format_probe(doc: dict[str, Any]) -> str:
+    """``--probe``'s table of the document :func:`probe` returns."""
+    backends: dict[str, dict[str, str | None]] = doc["backends"]
+    kinds: list[str] = []
+    for caps in backends.values():
+        kinds.extend(k for k in caps if k not in kinds)
+    width = max([len("kind"), *map(len, kinds)]) + 2
+    cols = [max(len(b), len("live")) + 2 for b in backends]
+    lines = [f"kernel {doc['kernel']}"]
+    head = "".join(b.ljust(c) for b, c in zip(backends, cols, strict=True))
+    lines.append(("kind".ljust(width) + head).rstrip())
+    for kind in kinds:
+        cells = (
+            ("live" if caps.get(kind, "") is None else "no").ljust(c)
+            for caps, c in zip(backends.values(), cols, strict=True)
+        )
+        lines.append((kind.ljust(width) + "".join(cells)).rstrip())
+    notes = []
+    for name, caps in backends.items():
+        whys = {k: v for k, v in caps.items() if v is not None}
+        if not whys:
+            continue
+        if len(whys) == len(caps) and len(set(whys.values())) == 1:
+            notes.append(f"  {name} (every kind): {next(iter(whys.values()))}")
+            continue
+        notes.extend(f"  {name} {k}: {v}" for k, v in whys.items())
+    if notes:
+        lines.append("why not:")
+        lines.extend(notes)
+    skipped = [
+        f"  {name}: {hook}"
+        for name, hooks in doc.get("skipped_probes", {}).items()
+        for hook in hooks
+    ]
+    if skipped:
+        lines.append("optional hooks skipped (the kind is live without):")
+        lines.extend(skipped)
+    return "\n".join(lines) + "\n"
+
+
+def _bypass_json(ev: quark.Event) -> str:
+    data = ev.bypass or b""
+    return json.dumps({"time": ev.time, "bytes": data.hex()}) + "\n"
+
+
+def _bypass_star(ev: quark.Event) -> str:
+    return "*"
 
 
 def _drop_privileges() -> None:
@@ -233,7 +373,10 @@ def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
     ppid = args.P
     write = out.write
     render = dump_event
-    if args.E:
+    if args.B:
+        # raw records: no process to print, nothing cached
+        render = _bypass_json if args.E else _bypass_star
+    elif args.E:
         from quark.ecs import EcsEncoder
 
         encoder = EcsEncoder(qq.lookup)
@@ -317,13 +460,36 @@ def _handle_stop_signals() -> None:
         signal.signal(sig, _on_stop_signal)
 
 
+def _check_bypass(
+    ap: argparse.ArgumentParser, args: argparse.Namespace
+) -> None:
+    # upstream's exclusions; the queue refuses the flags itself (-e -g -t
+    # -k), these are quark-mon's own
+    clash = [
+        opt
+        for opt, on in (("-C", args.C), ("-P", args.P is not None),
+                        ("-r", args.r), ("--record", args.record),
+                        ("--replay", args.replay))
+        if on
+    ]  # fmt: skip
+    if clash:
+        ap.error(f"-B cannot go with {' '.join(clash)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.B:
+        _check_bypass(ap, args)
+    if args.probe and args.replay:
+        ap.error("--probe asks the kernel: not with --replay")
     level = (
         logging.WARNING
         if args.v == 0
         else (logging.INFO if args.v == 1 else logging.DEBUG)
     )
+    if args.probe and args.v == 0:
+        level = logging.ERROR  # the table tells the hooks skipped
     logging.basicConfig(level=level, format="quark-mon: %(name)s: %(message)s")
     global _stopping
     _stopping = False
@@ -331,6 +497,13 @@ def main(argv: list[str] | None = None) -> int:
     qq: quark.Queue | None = None
     status = 0
     graph: TextIO | None = None
+    if args.probe:
+        doc = probe()
+        if args.E:
+            print(json.dumps(doc))
+        else:
+            sys.stdout.write(format_probe(doc))
+        return 0
     try:
         if args.C:
             # opened now: after -D, nobody may not be allowed to create it

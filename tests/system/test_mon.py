@@ -13,7 +13,11 @@ import time
 
 import pytest
 
-from .conftest import require
+from quark.backends import KIND_BITS
+from quark.backends.ebpf import object_path
+from quark.backends.ebpf_layout import object_layout
+
+from .conftest import require, why_not
 
 pytestmark = [pytest.mark.root, pytest.mark.ebpf, pytest.mark.slow]
 MON = [sys.executable, "-m", "quark.cli.mon"]
@@ -202,3 +206,84 @@ def test_ctrl_c_in_a_terminal(tmp_path) -> None:  # type: ignore[no-untyped-def]
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session],
                        capture_output=True)  # fmt: skip
+
+
+def test_probe_prints_every_kind_for_each_backend() -> None:
+    r = subprocess.run(
+        [*MON, "--probe"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"kernel {os.uname().release}"
+    assert lines[1].split() == ["kind", "ebpf", "kprobe"]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[2:11]}
+    assert list(rows) == [k.name for k in KIND_BITS]
+    for kind in ("SOCK_CONN", "DNS", "FILE", "SHM", "BYPASS"):
+        assert rows[kind][0] == "live", (kind, r.stdout)
+    why = r.stdout.split("why not:\n", 1)[1]
+    if why_not("kprobe") is not None:
+        # the host has no kprobes: KPROBE cannot open, and says why
+        assert all(cells[1] == "no" for cells in rows.values())
+        assert "kprobe (every kind): " in why
+        assert "kprobe_events" in why.split("kprobe (every kind): ")[1]
+
+
+def test_probe_json_is_one_document() -> None:
+    r = subprocess.run(
+        [*MON, "--probe", "-E"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)  # the whole output: one document
+    assert doc["kernel"] == os.uname().release
+    assert list(doc["backends"]) == ["ebpf", "kprobe"]
+    names = [k.name for k in KIND_BITS]
+    for caps in doc["backends"].values():
+        assert list(caps) == names
+        assert all(v is None or isinstance(v, str) for v in caps.values())
+    ebpf = doc["backends"]["ebpf"]
+    for kind in ("SOCK_CONN", "DNS", "FILE", "SHM", "BYPASS"):
+        assert ebpf[kind] is None, (kind, ebpf[kind])
+    if why_not("kprobe") is not None:
+        kprobe = doc["backends"]["kprobe"]
+        assert all("kprobe_events" in why for why in kprobe.values())
+    assert set(doc["skipped_probes"]) == {"ebpf", "kprobe"}
+
+
+def test_bypass_prints_a_star_per_record() -> None:
+    mon = _start("-B")
+    child = subprocess.Popen(["/bin/true", "bypassed"])
+    child.wait()
+    out, err, rc = _stop(mon)
+    assert rc == 0, err
+    assert out and set(out) == {"*"}, out[:200]
+
+
+def test_bypass_json_gives_the_records_bytes() -> None:
+    mon = _start("-B", "-E")
+    child = subprocess.Popen(["/bin/true", "bypassed"])
+    child.wait()
+    out, err, rc = _stop(mon)
+    assert rc == 0, err
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert docs
+    # every record begins as struct q_event does (kind, size, time, pid)
+    at = object_layout(object_path()).record("q_event").offsets
+    pids = set()
+    for doc in docs:
+        assert set(doc) == {"time", "bytes"}
+        data = bytes.fromhex(doc["bytes"])
+        t = data[at["time"] : at["time"] + 8]
+        assert int.from_bytes(t, "little") == doc["time"]
+        pids.add(int.from_bytes(data[at["pid"] : at["pid"] + 4], "little"))
+    assert child.pid in pids
+
+
+def test_bypass_refuses_options_upstream_refuses() -> None:
+    r = subprocess.run([*MON, "-B", "-P", "1"], capture_output=True,
+                       text=True, timeout=30)  # fmt: skip
+    assert r.returncode == 2 and "-B cannot go with -P" in r.stderr
+    r = subprocess.run([*MON, "-B", "-g"], capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    assert r.returncode == 1 and "MIN_AGG" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
