@@ -2,7 +2,7 @@
 """Boot a kernel under qemu and run a command inside, against the host's files.
 
     python krun.py [options] KERNEL COMMAND [ARG...]
-    python krun.py --matrix [--backends ebpf,kprobe]
+    python krun.py --matrix [--backends ebpf,kprobe] [--probe-out FILE]
 
 KERNEL is a vmlinuz path or a name from kernel_images/manifest.json (fetched
 on first use). The guest mounts the host's root read-only over virtio-9p,
@@ -17,13 +17,20 @@ with a one-line reason on stderr.
 ``--matrix`` runs ``quark-test`` on every manifest kernel for every backend
 (``-b`` EBPF, ``-k`` KPROBE), plus the host (EBPF), prints a kernel x
 backend table with the command that reproduces each failure, and exits
-non-zero on any failure. ``--vng`` runs virtme-ng instead of the
-generated initramfs, for interactive debugging (``pip install virtme-ng``).
+non-zero on any failure. The boot that runs EBPF and KPROBE first runs
+``quark-mon --probe -E`` (its document is one console line behind
+``quark-probe: ``); the matrix prints each kernel's table of the event
+kinds it can serve, per backend, and ``--probe-out FILE`` writes their
+documents to FILE as one JSON object, ``{"kernels": {NAME: DOCUMENT}}``
+(a kernel whose probe printed nothing has ``{"error": WHY}``). ``--vng``
+runs virtme-ng instead of the generated initramfs, for interactive
+debugging (``pip install virtme-ng``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -35,6 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -243,6 +251,65 @@ CASE_LINE = re.compile(
 )
 
 
+# the line of quark-mon --probe -E's document on a guest's console
+PROBE_PREFIX = b"quark-probe: "
+
+
+def _probe_argv() -> list[str]:
+    return [sys.executable, "-m", "quark.cli.mon", "--probe", "-E"]
+
+
+def _with_probe(argv: list[str]) -> list[str]:
+    """A guest command that prints the probe's document, prefixed, then
+    runs ``argv`` in its place (whose status the boot's is)."""
+    prefix = PROBE_PREFIX.decode()
+    return [
+        "/bin/sh",
+        "-c",
+        f"{shlex.join(_probe_argv())} | sed 's/^/{prefix}/'; "
+        f"exec {shlex.join(argv)}",
+    ]
+
+
+def _probe_doc(lines: list[bytes]) -> dict[str, Any]:
+    """The probe's document from a boot's console lines, or ``{"error":
+    WHY}`` when it printed none that parses."""
+    found = [
+        ln.strip()[len(PROBE_PREFIX) :]
+        for ln in lines
+        if ln.strip().startswith(PROBE_PREFIX)
+    ]
+    if not found:
+        return {"error": "quark-mon --probe printed nothing"}
+    try:
+        doc = json.loads(found[-1])
+    except ValueError as e:
+        return {"error": f"quark-mon --probe's line does not parse: {e}"}
+    if not isinstance(doc, dict) or "backends" not in doc:
+        return {"error": "quark-mon --probe's line is not its document"}
+    return doc
+
+
+def _probe_host() -> dict[str, Any]:
+    r = subprocess.run(_probe_argv(), stdout=subprocess.PIPE, check=False)
+    return _probe_doc([PROBE_PREFIX + r.stdout.strip()])
+
+
+def _probe_tables(probes: dict[str, dict[str, Any]]) -> str:
+    """The probe's table of each kernel, under a heading of its own."""
+    from quark.cli.mon import format_probe
+
+    out = []
+    for name, doc in probes.items():
+        out.append(f"== event kinds on {name} (quark-mon --probe)")
+        if "error" in doc:
+            out.append(f"no table: {doc['error']}")
+        else:
+            out.append(format_probe(doc).rstrip("\n"))
+        out.append("")
+    return "\n".join(out)
+
+
 def _expected_cases() -> dict[str, int]:
     """How many cases quark-test runs for each backend."""
     from quark.selftest import load_cases
@@ -282,8 +349,11 @@ def _verdicts(
     }
 
 
-def matrix(backends: list[str], timeout: float) -> int:
+def matrix(
+    backends: list[str], timeout: float, probe_out: str | None = None
+) -> int:
     rows: list[tuple[str, str, str, str]] = []
+    probes: dict[str, dict[str, Any]] = {}
     expected = _expected_cases()
     for k in manifest.kernels():
         # One boot serves EBPF and KPROBE (booting under TCG is a good part
@@ -296,12 +366,21 @@ def matrix(backends: list[str], timeout: float) -> int:
                 continue
             flags = [{"ebpf": "-b"}.get(be, "-k") for be in group]
             argv = _quark_test(sorted(set(flags)))
-            if group == ["kprobe-table"]:
+            probing = group != ["kprobe-table"]
+            if not probing:
                 argv = ["/usr/bin/env", "QUARK_IGNORE_BTF=1", *argv]
             print(f"== {k.name} {'+'.join(group)}", flush=True)
             t0 = time.monotonic()
-            o = run(k.name, argv, timeout=timeout)
+            # the probe rides along the boot that runs EBPF and KPROBE:
+            # the live backends, in the kernel's own environment
+            o = run(
+                k.name,
+                _with_probe(argv) if probing else argv,
+                timeout=timeout,
+            )
             took = time.monotonic() - t0
+            if probing:
+                probes[k.name] = _probe_doc(o.lines)
             names = ["kprobe" if be == "kprobe-table" else be for be in group]
             verdicts = _verdicts(o, names, expected)
             repro = shlex.join(["python", "krun.py", k.name, *argv])
@@ -321,6 +400,8 @@ def matrix(backends: list[str], timeout: float) -> int:
                     )
                 )
     # the host: EBPF only (no kprobes here)
+    print("== host probe", flush=True)
+    probes["host"] = _probe_host()
     print("== host ebpf", flush=True)
     t0 = time.monotonic()
     rc = subprocess.call(_quark_test(["-b"]))
@@ -343,6 +424,12 @@ def matrix(backends: list[str], timeout: float) -> int:
             )
         )
     print()
+    print(_probe_tables(probes))
+    if probe_out is not None:
+        with open(probe_out, "w") as f:
+            json.dump({"kernels": probes}, f, indent=1)
+            f.write("\n")
+        print(f"probe documents written to {probe_out}\n")
     print(f"{'kernel':<8} {'backend':<13} result")
     failed = 0
     for name, be, res, note in rows:
@@ -367,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--matrix", action="store_true")
     ap.add_argument(
+        "--probe-out",
+        metavar="FILE",
+        help="with --matrix: write every kernel's quark-mon --probe "
+        "document to FILE (JSON)",
+    )
+    ap.add_argument(
         "--backends",
         default="ebpf,kprobe,kprobe-table",
         help="with --matrix: comma-separated backends (kprobe-table: "
@@ -383,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.matrix:
-        return matrix(args.backends.split(","), args.timeout)
+        return matrix(args.backends.split(","), args.timeout, args.probe_out)
+    if args.probe_out:
+        ap.error("--probe-out goes with --matrix")
     if not args.kernel or not args.command:
         ap.error("KERNEL and COMMAND are required (or --matrix)")
     if args.vng:
