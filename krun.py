@@ -116,9 +116,11 @@ def _resolve(kernel: str) -> manifest.Fetched:
     return manifest.fetch(manifest.lookup(kernel))
 
 
-def _guest_env() -> dict[str, str]:
+def _guest_env(modules: pathlib.Path) -> dict[str, str]:
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     env.update(
+        # the guest kernel's modules, on the host's files (t_module_load)
+        QUARK_GUEST_MODULES=str(modules),
         PATH=os.pathsep.join(
             [str(pathlib.Path(sys.executable).parent),
              "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
@@ -143,7 +145,9 @@ def run(
 ) -> Outcome:
     fetched = _resolve(kernel)
     base = initramfs.base_image(fetched.modules, sys.executable)
-    extra = initramfs.command_archive(argv, os.getcwd(), _guest_env())
+    extra = initramfs.command_archive(
+        argv, os.getcwd(), _guest_env(fetched.modules)
+    )
     with tempfile.TemporaryDirectory(prefix="krun-") as d:
         initrd = pathlib.Path(d) / "initrd.cpio"
         initramfs.assemble(base, extra, initrd)

@@ -112,6 +112,7 @@ struct inode {
 	kgid_t i_gid;
 	long long i_size;
 	struct super_block *i_sb;
+	unsigned int i_rdev;
 };
 
 struct timespec64 {
@@ -190,9 +191,42 @@ struct tty_driver {
 	int minor_start;
 };
 
+struct ktermios {
+	unsigned int c_iflag;
+	unsigned int c_oflag;
+	unsigned int c_cflag;
+	unsigned int c_lflag;
+};
+
+struct winsize {
+	unsigned short ws_row;
+	unsigned short ws_col;
+};
+
 struct tty_struct {
 	struct tty_driver *driver;
 	int index;
+	struct tty_struct *link;
+	struct ktermios termios;
+	struct winsize winsize;
+};
+
+/* a tty's file's private_data */
+struct tty_file_private {
+	struct tty_struct *tty;
+	struct file *file;
+};
+
+struct module {
+	char name[56];
+	const char *version;
+	const char *srcversion;
+	unsigned long taints;
+};
+
+struct iovec {
+	void *iov_base;
+	unsigned long iov_len;
 };
 
 struct signal_struct {
@@ -384,6 +418,11 @@ enum pid_type {
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
 #define MAY_WRITE 0x2
+#define S_IFCHR 0020000
+#define ECHO 0000010
+#define PTRACE_TRACEME 0
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
 #define PROT_WRITE 0x2
 #define MAP_SHARED 0x1
 #define PF_KTHREAD 0x00200000

@@ -25,7 +25,7 @@
 #define QUARK_PROTO_H
 
 enum q_proto {
-	Q_PROTO_VERSION = 4,
+	Q_PROTO_VERSION = 5,
 };
 
 enum q_kind {
@@ -39,6 +39,9 @@ enum q_kind {
 	Q_FILE = 8,        /* a struct q_file_event, then its areas */
 	Q_SHM = 9,         /* a struct q_shm_event */
 	Q_RESULT = 10,     /* a struct q_result_event */
+	Q_TTY = 11,        /* a struct q_tty_event, then the bytes */
+	Q_PTRACE = 12,     /* a struct q_ptrace_event */
+	Q_MODULE = 13,     /* a struct q_module_event */
 };
 
 enum q_var {
@@ -75,6 +78,10 @@ enum q_limit {
 	Q_NEST = 2,           /* scratch buffers per CPU (nesting) */
 	Q_RING_SIZE = 4 << 20,
 	Q_PACKET_MAX = 2048,  /* bytes of a packet kept, from its IP header */
+	Q_TTY_MAX = 8192,     /* bytes of one write to a terminal kept */
+	Q_TTY_IOV = 8,        /* iovecs of a writev read */
+	Q_MODULE_NAME = 56,   /* the kernel's MODULE_NAME_LEN */
+	Q_MODULE_STR = 64,    /* bytes of a module's version, srcversion */
 };
 
 struct q_event {
@@ -252,6 +259,61 @@ struct q_result_event {
 	__s64 ret;
 };
 
+/*
+ * What a process wrote to a terminal, read at the write's entry: the
+ * terminal (for a pty master, its slave), its window and termios, and
+ * data_len bytes of the write after the header; truncated counts the
+ * bytes of the write not kept (over Q_TTY_MAX, or unreadable).
+ */
+struct q_tty_event {
+	__u32 kind;        /* Q_TTY */
+	__u32 size;
+	__u64 time;
+	__u32 pid;
+	__u32 tid;
+	__u32 major;
+	__u32 minor;
+	__u16 cols;
+	__u16 rows;
+	__u32 iflag;
+	__u32 oflag;
+	__u32 cflag;
+	__u32 lflag;
+	__u32 data_len;
+	__u32 truncated;
+	__u32 pad;
+};
+
+/* A ptrace(2) request, read at its entry. ATTACH and SEIZE are told
+ * whatever comes of them; any other request carries Q_FF_PENDING, and
+ * its Q_RESULT says whether it succeeded. child is the pid argument: a
+ * tid in the tracer's pid namespace. */
+struct q_ptrace_event {
+	__u32 kind;        /* Q_PTRACE */
+	__u32 size;
+	__u64 time;
+	__u32 pid;
+	__u32 tid;
+	__u32 child;
+	__u32 flags;       /* Q_FF_PENDING */
+	__s64 request;
+	__u64 addr;
+	__u64 data;
+};
+
+/* A module loaded (the module_load tracepoint) */
+struct q_module_event {
+	__u32 kind;        /* Q_MODULE */
+	__u32 size;
+	__u64 time;
+	__u32 pid;
+	__u32 tid;
+	__u64 taints;
+	char name[Q_MODULE_NAME];
+	char version[Q_MODULE_STR];       /* empty: none */
+	char srcversion[Q_MODULE_STR];    /* empty: none */
+};
+
 /* Per-CPU counters (index into the counters map) */
 enum q_counter {
 	Q_CNT_SENT,
@@ -280,6 +342,9 @@ struct q_wire {
 	struct q_file_event file_event;
 	struct q_shm_event shm_event;
 	struct q_result_event result_event;
+	struct q_tty_event tty_event;
+	struct q_ptrace_event ptrace_event;
+	struct q_module_event module_event;
 	struct q_config config;
 	enum q_proto proto;
 	enum q_kind kind;

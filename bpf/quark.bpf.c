@@ -1467,6 +1467,201 @@ static __always_inline int vfs_file_truncate(u64 *ctx)
 				 Q_FC_CONTENT | Q_FC_TRUNCATE);
 }
 
+/* --- terminals, ptrace, modules ------------------------------------------ */
+
+#define TTY_HDR ((u32)sizeof(struct q_tty_event))
+#define TTY_PTY_MASTER(major) ((major) == 2 || ((major) >= 128 && (major) <= 135))
+
+/* The tty behind file, or NULL when file is not a terminal's: a character
+ * device whose private_data is a tty_file_private pointing back at it
+ * (checked before anything of the tty is read). */
+static __always_inline struct tty_struct *file_tty(struct file *file)
+{
+	struct tty_file_private *priv;
+
+	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFCHR)
+		return NULL;
+	priv = BPF_CORE_READ(file, private_data);
+	if (!priv || BPF_CORE_READ(priv, file) != file)
+		return NULL;
+	return BPF_CORE_READ(priv, tty);
+}
+
+/* Copies n bytes of user memory at src to the record's data at *off (up
+ * to Q_TTY_MAX in all); the bytes not kept are added to e->truncated. */
+static __always_inline void tty_copy(struct q_scratch *s,
+				     struct q_tty_event *e, u32 *off,
+				     const void *src, u64 n)
+{
+	u32 at = *off;
+	u64 take;
+
+	if (at >= Q_TTY_MAX) {
+		e->truncated += n;
+		return;
+	}
+	take = Q_TTY_MAX - at;
+	if (n < take)
+		take = n;
+	/* bound the very register the helper is given (the compiler may
+	 * otherwise pass a copy taken before the mask) */
+	barrier_var(take);
+	take &= Q_TTY_MAX * 2 - 1;
+	if (take && bpf_probe_read_user(&s->data[TTY_HDR + (at & (Q_TTY_MAX - 1))],
+					take, src))
+		take = 0;
+	*off = at + take;
+	e->truncated += n - take;
+}
+
+/* write(fd, buf, count) or writev(fd, iov, iovcnt) to a terminal */
+static __always_inline int tty_enter(void *ctx, bool vec)
+{
+	struct sys_enter_args *a = ctx;
+	struct tty_struct *tty, *shown;
+	struct q_tty_event *e;
+	struct q_scratch *s;
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 *level, off = 0, major;
+	u32 lflag, other = 0;
+
+	if ((u32)(pid_tgid >> 32) == cfg.self_tgid)
+		return 0; /* the consumer's own output */
+	tty = file_tty(fd_file(a->args[0]));
+	if (!tty)
+		return 0;
+	shown = tty;
+	major = BPF_CORE_READ(tty, driver, major);
+	if (TTY_PTY_MASTER(major)) {
+		shown = BPF_CORE_READ(tty, link); /* told as its slave */
+		if (!shown)
+			return 0;
+		other = BPF_CORE_READ(tty, termios.c_lflag);
+	}
+	lflag = BPF_CORE_READ(shown, termios.c_lflag);
+	if (!((lflag | other) & ECHO))
+		return 0; /* neither side echoes: not shown on a terminal */
+	s = scratch_get(&level);
+	if (!s)
+		return 0;
+	e = (void *)s->data;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = Q_TTY;
+	e->time = bpf_ktime_get_ns();
+	e->pid = pid_tgid >> 32;
+	e->tid = (u32)pid_tgid;
+	e->major = BPF_CORE_READ(shown, driver, major);
+	e->minor = BPF_CORE_READ(shown, driver, minor_start) +
+		   BPF_CORE_READ(shown, index);
+	e->cols = BPF_CORE_READ(shown, winsize.ws_col);
+	e->rows = BPF_CORE_READ(shown, winsize.ws_row);
+	e->iflag = BPF_CORE_READ(shown, termios.c_iflag);
+	e->oflag = BPF_CORE_READ(shown, termios.c_oflag);
+	e->cflag = BPF_CORE_READ(shown, termios.c_cflag);
+	e->lflag = lflag;
+	if (!vec) {
+		tty_copy(s, e, &off, (const void *)a->args[1], a->args[2]);
+	} else {
+		const struct iovec *iov = (const void *)a->args[1];
+		u64 cnt = a->args[2];
+		struct iovec v;
+
+#pragma unroll
+		for (int i = 0; i < Q_TTY_IOV; i++) {
+			if (i >= cnt)
+				break;
+			if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+				break;
+			tty_copy(s, e, &off, v.iov_base, v.iov_len);
+		}
+		/* the iovecs past Q_TTY_IOV are not read: nor counted */
+	}
+	e->data_len = off;
+	e->size = TTY_HDR + (off & (Q_TTY_MAX * 2 - 1));
+	if (bpf_ringbuf_output(&ringbuf, s->data, e->size & DATA_MASK,
+			       wakeup_flags(e->size)))
+		count(Q_CNT_LOST);
+	else
+		count(Q_CNT_SENT);
+	scratch_put(level);
+	return 0;
+}
+
+/* ptrace(request, pid, addr, data): a tracer's own children and
+ * PTRACE_TRACEME (a child asking its parent) are left to userspace and
+ * not sent, respectively */
+static __always_inline int ptrace_enter(void *ctx)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	long req = arg(ctx, 0);
+	u32 tid = (u32)pid_tgid, one = 1;
+	struct q_ptrace_event *e;
+
+	if (req == PTRACE_TRACEME)
+		return 0;
+	e = bpf_ringbuf_reserve(&ringbuf, sizeof(*e), 0);
+	if (!e) {
+		count(Q_CNT_LOST);
+		return 0;
+	}
+	e->kind = Q_PTRACE;
+	e->size = sizeof(*e);
+	e->time = bpf_ktime_get_ns();
+	e->pid = pid_tgid >> 32;
+	e->tid = tid;
+	e->request = req;
+	e->child = arg(ctx, 1);
+	e->addr = arg(ctx, 2);
+	e->data = arg(ctx, 3);
+	e->flags = 0;
+	if (req != PTRACE_ATTACH && req != PTRACE_SEIZE) {
+		e->flags = Q_FF_PENDING;
+		bpf_map_update_elem(&pending, &tid, &one, BPF_ANY);
+	}
+	bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+	count(Q_CNT_SENT);
+	return 0;
+}
+
+/* module_load(struct module *): not the loads of kernel threads, of
+ * pid 1 and 2, or of kthreadd's children (request_module's helpers) */
+static __always_inline int on_module_load(u64 *args, bool unused)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct module *mod = (void *)args[0];
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tgid = pid_tgid >> 32;
+	struct q_module_event *e;
+	const char *str;
+
+	if (tgid <= 2 || (BPF_CORE_READ(task, flags) & PF_KTHREAD) ||
+	    BPF_CORE_READ(task, real_parent, tgid) == 2)
+		return 0;
+	e = bpf_ringbuf_reserve(&ringbuf, sizeof(*e), 0);
+	if (!e) {
+		count(Q_CNT_LOST);
+		return 0;
+	}
+	e->kind = Q_MODULE;
+	e->size = sizeof(*e);
+	e->time = bpf_ktime_get_ns();
+	e->pid = tgid;
+	e->tid = (u32)pid_tgid;
+	e->taints = BPF_CORE_READ(mod, taints);
+	e->name[0] = e->version[0] = e->srcversion[0] = 0;
+	bpf_probe_read_kernel_str(e->name, sizeof(e->name), mod->name);
+	str = BPF_CORE_READ(mod, version);
+	if (str)
+		bpf_probe_read_kernel_str(e->version, sizeof(e->version), str);
+	str = BPF_CORE_READ(mod, srcversion);
+	if (str)
+		bpf_probe_read_kernel_str(e->srcversion, sizeof(e->srcversion),
+					  str);
+	bpf_ringbuf_submit(e, wakeup_flags(sizeof(*e)));
+	count(Q_CNT_SENT);
+	return 0;
+}
+
 /* --- the hooks ---------------------------------------------------------- */
 
 /* A hook on tracepoint tp, in both flavours; handler(u64 *args, backup). */
@@ -1488,6 +1683,8 @@ static __always_inline int vfs_file_truncate(u64 *ctx)
 	Q_HOOK(backup, hook, tp, handler, true)
 
 #define Q_OPT(hook, tp, handler) Q_HOOK(opt, hook, tp, handler, false)
+/* A tracepoint that serves the event kind ROLE (module: MODULE_LOAD) */
+#define Q_KIND(role, hook, tp, handler) Q_HOOK(role, hook, tp, handler, false)
 
 /* A hook on a syscall's tracepoint; handler(ctx, ...). Q_SYSCALL's are
  * optional; Q_KIND_SYSCALL's serve the event kind ROLE (sock: SOCK_CONN),
@@ -1593,3 +1790,8 @@ Q_FENTRY(vfsopt, file_permission, security_file_permission, vfs_permission)
 Q_FENTRY(vfsopt, mmap_file, security_mmap_file, vfs_mmap)
 Q_FENTRY(vfsopt, path_truncate, security_path_truncate, vfs_path_truncate)
 Q_FENTRY(vfsopt, file_truncate, security_file_truncate, vfs_file_truncate)
+Q_KIND_SYSCALL(tty, write_enter, sys_enter_write, tty_enter, false)
+Q_KIND_SYSCALL(tty, writev_enter, sys_enter_writev, tty_enter, true)
+Q_KIND_SYSCALL(ptrace, ptrace_enter, sys_enter_ptrace, ptrace_enter)
+Q_KIND_SYSCALL(ptrace, ptrace, sys_exit_ptrace, path_exit)
+Q_KIND(module, module_load, module_load, on_module_load)

@@ -27,6 +27,7 @@ __all__ = [
     "scrape",
     "scrape_pid",
     "scrape_sockets",
+    "thread_owner",
     "tty_split",
 ]
 
@@ -64,6 +65,25 @@ def parse_status(text: str) -> dict[str, int]:
         elif key == "CapAmb":
             out["cap_ambient"] = int(value, 16)
     return out
+
+
+def thread_owner(tid: int, procfs: str = "/proc") -> tuple[int, int] | None:
+    """(tgid, ppid) of the process thread ``tid`` belongs to (in this
+    procfs's pid namespace), or None when it is gone."""
+    try:
+        status = _read(f"{procfs}/{tid}/status", 4096).decode()
+    except OSError:
+        return None
+    tgid = ppid = None
+    for line in status.splitlines():
+        if line.startswith("Tgid:"):
+            tgid = int(line.split()[1])
+        elif line.startswith("PPid:"):
+            ppid = int(line.split()[1])
+            break  # PPid follows Tgid
+    if tgid is None or ppid is None:
+        return None
+    return tgid, ppid
 
 
 def tty_split(tty_nr: int) -> tuple[int, int]:

@@ -147,6 +147,20 @@ def _record(btf: Btf, name: str, origin: str) -> Record:
     return Record(name, st, tuple(names), st.size, offsets)
 
 
+def _wire(btf: Btf, origin: str) -> list[str]:
+    """The structs that struct q_wire carries: every record of the wire."""
+    raw = btf.raw
+    ids = [i for i in raw.ids_named("q_wire") if raw.type(i).kind == STRUCT]
+    if not ids:
+        raise ProtocolError(f"{origin}: no struct q_wire in its BTF")
+    out = []
+    for m in raw.members(raw.type(ids[0])):
+        t = raw.resolve(m.type_id)
+        if t.kind == STRUCT:
+            out.append(t.name)
+    return out
+
+
 def _consts(btf: Btf) -> dict[str, int]:
     """Every value of the proto.h enums (``enum q_*``)."""
     raw = btf.raw
@@ -166,11 +180,7 @@ def layout_of(btf: Btf, origin: str = "the BPF object") -> Layout:
             f"{origin} declares no Q_PROTO_VERSION in its BTF: not a quark "
             "BPF object, or one built before the protocol was versioned"
         )
-    names = (
-        "q_event", "q_sock_event", "q_packet_event", "q_file_event",
-        "q_shm_event", "q_result_event", "q_config",
-    )  # fmt: skip
-    records = {name: _record(btf, name, origin) for name in names}
+    records = {name: _record(btf, name, origin) for name in _wire(btf, origin)}
     return Layout(origin, consts["Q_PROTO_VERSION"], records, consts)
 
 

@@ -40,6 +40,9 @@ KIND_ROLES = {
     "shm": QQ.SHM,
     "fs": QQ.FILE | QQ.SHM,
     "vfsopt": QQ.FILE,
+    "tty": QQ.TTY,
+    "ptrace": QQ.PTRACE,
+    "module": QQ.MODULE_LOAD,
 }
 _ROLES = ("core", "backup", "opt", *KIND_ROLES)
 _SECTION_OF = {

@@ -1,7 +1,9 @@
 """Decoding of the EBPF backend's ring records into raw events.
 
 Pure: bytes in, :class:`quark.raw.RawEvent` out, or
-:class:`quark.DecodeError` for a record that is truncated or inconsistent.
+:class:`quark.DecodeError` for a record that is truncated or inconsistent;
+the one question asked outside is a ptrace child's process and parent
+(``owner_of``, /proc by default), which the kernel record cannot carry.
 The record's layout is not written here: :class:`Decoder` takes it from the
 BPF object's BTF (:mod:`quark.backends.ebpf_layout`), and copies each
 ``q_event`` member named as a task field of :class:`quark.Process` to the
@@ -24,12 +26,16 @@ from quark.events import (
     File,
     FileChange,
     FileOp,
+    ModuleLoad,
     PacketDirection,
+    Ptrace,
     Shm,
     ShmKind,
     SockAddr,
+    Tty,
 )
 from quark.fields import Src
+from quark.procfs import thread_owner
 from quark.raw.types import (
     TASK_FIELDS,
     RawEvent,
@@ -44,7 +50,7 @@ from quark.raw.types import fsdecode as _fsdecode
 __all__ = ["PROTO_VERSION", "Decoder", "Pending", "Result"]
 
 #: The version of bpf/proto.h that this decoder speaks.
-PROTO_VERSION = 4
+PROTO_VERSION = 5
 
 
 class Pending:
@@ -159,7 +165,10 @@ class Decoder:
     """
 
     def __init__(
-        self, layout: Layout, kinds: QQ = QQ.FILE | QQ.SHM
+        self,
+        layout: Layout,
+        kinds: QQ = QQ.FILE | QQ.SHM,
+        owner_of: OwnerOf = thread_owner,
     ) -> None:
         if layout.version != PROTO_VERSION:
             raise ProtocolError(
@@ -175,7 +184,7 @@ class Decoder:
                     f"{layout.const(f'Q_ID_{bit.name}')}, not {bit.value}"
                 )
         self.layout = layout
-        self.decode = _make_decode(layout, kinds)
+        self.decode = _make_decode(layout, kinds, owner_of)
 
 
 def _check_head(layout: Layout, *records: Record) -> None:
@@ -443,7 +452,96 @@ def _fs_decoders(
     return {c("Q_FILE"): file, c("Q_SHM"): shm, c("Q_RESULT"): result}
 
 
-def _make_decode(layout: Layout, asked: QQ) -> Callable[[bytes], Decoded]:
+#: (tgid, ppid) of the process a thread id belongs to, or None
+OwnerOf = Callable[[int], "tuple[int, int] | None"]
+
+
+def _other_decoders(
+    layout: Layout, owner_of: OwnerOf
+) -> dict[int, Callable[[bytes], Decoded]]:
+    """Decoders of the TTY, PTRACE and MODULE records, by q_kind value."""
+    c = layout.const
+    te = layout.record("q_tty_event")
+    pe = layout.record("q_ptrace_event")
+    me = layout.record("q_module_event")
+    _check_head(layout, te, pe, me)
+    tty_max = c("Q_TTY_MAX")
+    pending = c("Q_FF_PENDING")
+    t_unpack, t_size = te.fmt.unpack_from, te.size
+    ti = {n: te.index(n) for n in te.names}
+    p_unpack, p_size = pe.fmt.unpack_from, pe.size
+    pi = {n: pe.index(n) for n in pe.names}
+    m_unpack, m_size = me.fmt.unpack_from, me.size
+    mi = {n: me.index(n) for n in me.names}
+    tty_members = [(n, ti[n]) for n in (
+        "major", "minor", "cols", "rows", "iflag", "oflag", "cflag", "lflag",
+        "truncated",
+    )]  # fmt: skip
+
+    def tty(rec: bytes) -> Decoded:
+        if len(rec) < t_size:
+            raise DecodeError(
+                f"ebpf tty record of {len(rec)} bytes is shorter than its "
+                f"{t_size}-byte header"
+            )
+        v = t_unpack(rec)
+        n, size = v[ti["data_len"]], v[ti["size"]]
+        if n > tty_max or size != t_size + n or size > len(rec):
+            raise DecodeError(
+                f"ebpf tty record: {n} bytes of data, record of {size} "
+                f"({len(rec)} arrived)"
+            )
+        payload = Tty(data=rec[t_size:size],
+                      **{k: v[i] for k, i in tty_members})  # fmt: skip
+        return RawEvent(
+            RawKind.TTY, v[ti["time"]], v[ti["pid"]], v[ti["tid"]],
+            payload=payload,
+        )  # fmt: skip
+
+    def ptrace(rec: bytes) -> Decoded:
+        if len(rec) < p_size:
+            raise DecodeError(
+                f"ebpf ptrace record of {len(rec)} bytes, not {p_size}"
+            )
+        v = p_unpack(rec)
+        pid = v[pi["pid"]]
+        owner = owner_of(v[pi["child"]])
+        if owner is None:
+            child = v[pi["child"]]  # gone already: its tid is all there is
+        else:
+            child, parent = owner
+            if parent == pid:
+                return None  # a tracer's own child (as upstream)
+        payload = Ptrace(child, v[pi["request"]], v[pi["addr"]],
+                         v[pi["data"]])  # fmt: skip
+        raw = RawEvent(
+            RawKind.PTRACE, v[pi["time"]], pid, v[pi["tid"]], payload=payload
+        )
+        return Pending(raw, _made) if v[pi["flags"]] & pending else raw
+
+    def module(rec: bytes) -> Decoded:
+        if len(rec) < m_size:
+            raise DecodeError(
+                f"ebpf module record of {len(rec)} bytes, not {m_size}"
+            )
+        v = m_unpack(rec)
+        payload = ModuleLoad(
+            _cstr(v[mi["name"]]),
+            _cstr(v[mi["version"]]) or None,
+            _cstr(v[mi["srcversion"]]) or None,
+            v[mi["taints"]],
+        )
+        return RawEvent(
+            RawKind.MODULE_LOAD, v[mi["time"]], v[mi["pid"]], v[mi["tid"]],
+            payload=payload,
+        )  # fmt: skip
+
+    return {c("Q_TTY"): tty, c("Q_PTRACE"): ptrace, c("Q_MODULE"): module}
+
+
+def _make_decode(
+    layout: Layout, asked: QQ, owner_of: OwnerOf
+) -> Callable[[bytes], Decoded]:
     ev = layout.record("q_event")
     c = layout.const
     unpack = ev.fmt.unpack_from
@@ -480,6 +578,7 @@ def _make_decode(layout: Layout, asked: QQ) -> Callable[[bytes], Decoded]:
     other_kinds: dict[int, Callable[[bytes], Decoded]] = {
         **_net_decoders(layout),
         **_fs_decoders(layout, asked),
+        **_other_decoders(layout, owner_of),
     }
 
     def decode(rec: bytes) -> Decoded:

@@ -12,6 +12,7 @@ upstream does, except that nothing is ever dropped for it.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -41,11 +42,14 @@ from quark.events import (
     ID_CHANGE,
     Event,
     File,
+    ModuleLoad,
     Packet,
     Process,
+    Ptrace,
     Shm,
     SockAddr,
     Socket,
+    Tty,
 )
 from quark.raw.types import (
     RAW_NUM_TYPES,
@@ -370,6 +374,9 @@ class Engine:
         packet: Packet | None = None
         file: File | None = None
         shm: Shm | None = None
+        tty: Tty | None = None
+        ptrace: Ptrace | None = None
+        module_load: ModuleLoad | None = None
         if kind in PROCESS_KINDS:
             proc, mask, idc = self.cache.apply(
                 raw, t, agg, now, self.thread_events
@@ -401,6 +408,23 @@ class Engine:
                 assert isinstance(payload, Shm)
                 shm = payload
                 mask = EV.SHM
+            elif kind == _TTY:
+                assert isinstance(payload, Tty)
+                tty = payload
+                if agg:
+                    tty = join_tty(payload, [c.payload for c in agg])
+                mask = EV.TTY
+            elif kind == _PTRACE:
+                assert isinstance(payload, Ptrace)
+                child = self.cache.lookup(payload.child_pid)
+                if child is not None and child.ppid == raw.pid:
+                    return None  # a tracer's own child (as upstream)
+                ptrace = payload
+                mask = EV.PTRACE
+            elif kind == _MODULE_LOAD:
+                assert isinstance(payload, ModuleLoad)
+                module_load = payload
+                mask = EV.MODULE_LOAD
             elif kind == _PACKET:
                 assert isinstance(payload, RawPacket)
                 packet = Packet(
@@ -415,7 +439,7 @@ class Engine:
         event = Event._make(
             (
                 mask, t, proc, ID_CHANGE(idc) if idc else None, sock,
-                packet, file, shm, None, None, None, None,
+                packet, file, shm, tty, ptrace, module_load, None,
             )
         )
         rs = self.ruleset
@@ -464,9 +488,26 @@ _SOCK_CONN = RawKind.SOCK_CONN
 _PACKET = RawKind.PACKET
 _FILE = RawKind.FILE
 _SHM = RawKind.SHM
+_TTY = RawKind.TTY
+_PTRACE = RawKind.PTRACE
+_MODULE_LOAD = RawKind.MODULE_LOAD
 # an Event's members after process: none set (id_change ... bypass)
 _NO_PAYLOADS = (None,) * (len(Event.FIELDS) - 3)
 
 
 def _time_of(entry: tuple[int, RawEvent]) -> int:
     return entry[0]
+
+
+def join_tty(head: Tty, rest: list[object]) -> Tty:
+    """A TTY event of joined writes: the first write's terminal, every
+    write's bytes in order."""
+    chunks = [head.data]
+    truncated = head.truncated
+    for p in rest:
+        assert isinstance(p, Tty)
+        chunks.append(p.data)
+        truncated += p.truncated
+    return dataclasses.replace(
+        head, data=b"".join(chunks), truncated=truncated
+    )

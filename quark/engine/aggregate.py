@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from quark.events import File, FileOp
+from quark.events import File, FileOp, Tty
 from quark.raw.types import RAW_NUM_TYPES, RawEvent, RawKind
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "agg_fork_exec",
     "agg_mult",
     "agg_single",
+    "agg_tty",
     "default_matrix",
     "min_matrix",
 ]
@@ -148,6 +149,35 @@ def agg_file(head: Held, child: RawEvent) -> bool:
     return same is True
 
 
+#: the most a TTY event's joined writes hold (upstream's limit), and the
+#: most writes it joins
+TTY_JOIN_BYTES = 4096
+TTY_JOIN_WRITES = 64
+
+
+def agg_tty(head: Held, child: RawEvent) -> bool:
+    """Join a process's consecutive writes to one terminal (upstream's
+    ``_tty`` cell): the same major and minor, none of them truncated, while
+    the bytes joined stay under :data:`TTY_JOIN_BYTES` (and the writes at
+    most :data:`TTY_JOIN_WRITES`, so that a call stays cheap)."""
+    c = child.payload
+    h = head.raw.payload
+    if not isinstance(c, Tty) or not isinstance(h, Tty):
+        return False
+    if c.truncated or h.truncated or (c.major, c.minor) != (h.major, h.minor):
+        return False
+    agg = head.agg
+    if agg and len(agg) >= TTY_JOIN_WRITES - 1:
+        return False
+    total = len(h.data) + len(c.data)
+    for a in agg or ():
+        p = a.payload
+        if not isinstance(p, Tty):
+            return False
+        total += len(p.data)
+    return total < TTY_JOIN_BYTES
+
+
 def _empty() -> Matrix:
     return [[None] * RAW_NUM_TYPES for _ in range(RAW_NUM_TYPES)]
 
@@ -171,6 +201,7 @@ def default_matrix() -> Matrix:
     comm[K.EXIT_THREAD] = agg_single
     m[K.ID_CHANGE][K.ID_CHANGE] = agg_mult
     m[K.FILE][K.FILE] = agg_file
+    m[K.TTY][K.TTY] = agg_tty
     return m
 
 

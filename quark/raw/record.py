@@ -43,6 +43,10 @@ Line 1 is the header, every other line one record::
   record has ``shm`` (a :class:`quark.Shm`): ``{"kind": "SHMGET",
   "key": 1234, "size": 4096, "flags": 950, "path": "/dev/shm/x"}``,
   ``kind`` a :class:`quark.ShmKind` name, members that are None left out.
+  A TTY record has ``tty`` (a :class:`quark.Tty`, ``data`` in hex), a
+  PTRACE record ``ptrace`` (a :class:`quark.Ptrace`), a MODULE_LOAD record
+  ``module_load`` (a :class:`quark.ModuleLoad`, members that are None left
+  out), each member by its name.
 - ``lost``: the backend's cumulative lost counter, when it changed.
 - ``now``: the consumer's clock at a read, so a replay releases events when
   the live queue could have (optional).
@@ -64,15 +68,22 @@ from quark.events import (
     File,
     FileChange,
     FileOp,
+    ModuleLoad,
     PacketDirection,
+    Ptrace,
     Shm,
     ShmKind,
     SockAddr,
     Socket,
     SockOrigin,
+    Tty,
 )
 from quark.raw.types import (
+    MODULE_MEMBERS,
+    PTRACE_MEMBERS,
     TASK_FIELDS,
+    TTY_MEMBERS,
+    Payload,
     RawEvent,
     RawKind,
     RawPacket,
@@ -277,18 +288,60 @@ def _shm(v: Any, where: str) -> Shm:
     )
 
 
+def _members(
+    v: Any, key: str, where: str, names: tuple[str, ...], optional: bool
+) -> dict[str, Any]:
+    """The integer members ``names`` of the object ``v``."""
+    if not isinstance(v, dict):
+        raise DecodeError(f"{where}: {key!r} must be an object")
+    at = f"{where}: {key}"
+    return {n: _int(v, n, at, None if optional else ...) for n in names}
+
+
+def _tty(v: Any, where: str) -> Tty:
+    m = _members(v, "tty", where, TTY_MEMBERS, optional=False)
+    try:
+        data = bytes.fromhex(v.get("data", ""))
+    except (TypeError, ValueError):
+        raise DecodeError(f"{where}: tty.data must be hex") from None
+    return Tty(data=data, **m)
+
+
+def _ptrace(v: Any, where: str) -> Ptrace:
+    return Ptrace(**_members(v, "ptrace", where, PTRACE_MEMBERS, False))
+
+
+def _module_load(v: Any, where: str) -> ModuleLoad:
+    if not isinstance(v, dict):
+        raise DecodeError(f"{where}: 'module_load' must be an object")
+    name = _str(v.get("name"), "module_load.name", where)
+    if name is None:
+        raise DecodeError(f"{where}: module_load.name is missing")
+    return ModuleLoad(
+        name,
+        _str(v.get("version"), "module_load.version", where),
+        _str(v.get("src_version"), "module_load.src_version", where),
+        _int(v, "taints", f"{where}: module_load", 0),
+    )
+
+
+assert MODULE_MEMBERS == ("name", "version", "src_version", "taints")
+
 #: Which member carries each payload kind's payload, and its decoder.
 _PAYLOADS: dict[RawKind, tuple[str, Callable[[Any, str], Any]]] = {
     RawKind.SOCK_CONN: ("sock", _sock),
     RawKind.PACKET: ("packet", _packet),
     RawKind.FILE: ("file", _file),
     RawKind.SHM: ("shm", _shm),
+    RawKind.TTY: ("tty", _tty),
+    RawKind.PTRACE: ("ptrace", _ptrace),
+    RawKind.MODULE_LOAD: ("module_load", _module_load),
 }
 
 
 def _payload(
     d: dict[str, Any], kind: RawKind, where: str
-) -> RawSock | RawPacket | File | Shm | None:
+) -> Payload | None:
     want = _PAYLOADS.get(kind)
     for key, _ in _PAYLOADS.values():
         if d.get(key) is not None and (want is None or key != want[0]):
@@ -299,7 +352,7 @@ def _payload(
     v = d.get(key)
     if v is None:
         raise DecodeError(f"{where}: a {kind.name} record needs {key!r}")
-    payload: RawSock | RawPacket | File | Shm = decode(v, where)
+    payload: Payload = decode(v, where)
     return payload
 
 

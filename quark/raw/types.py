@@ -17,10 +17,13 @@ from quark.events import (
     File,
     FileChange,
     FileOp,
+    ModuleLoad,
     PacketDirection,
     Process,
+    Ptrace,
     Shm,
     SockAddr,
+    Tty,
 )
 from quark.fields import Field
 
@@ -170,6 +173,9 @@ class RawPacket:
     data: bytes
 
 
+#: What a raw event of a kind beyond the process kinds carries.
+Payload = RawSock | RawPacket | File | Shm | Tty | Ptrace | ModuleLoad
+
 #: A recorded ``file``'s members besides ``op`` and ``change``, in order.
 _FILE_MEMBERS = (
     "path", "old_path", "sym_target", "inode", "mode", "size", "uid", "gid",
@@ -177,6 +183,13 @@ _FILE_MEMBERS = (
 )  # fmt: skip
 #: A recorded ``shm``'s members besides ``kind``.
 _SHM_MEMBERS = ("key", "size", "flags", "path")
+#: A recorded ``tty``'s, ``ptrace``'s and ``module_load``'s members (a
+#: tty's ``data`` is hex).
+TTY_MEMBERS = tuple(
+    f.name for f in dataclasses.fields(Tty) if f.name != "data"
+)
+PTRACE_MEMBERS = tuple(f.name for f in dataclasses.fields(Ptrace))
+MODULE_MEMBERS = tuple(f.name for f in dataclasses.fields(ModuleLoad))
 
 
 def _flag_names(cls: type[enum.IntFlag], value: int) -> list[str]:
@@ -201,6 +214,10 @@ class RawEvent:
     - FILE: ``payload``, a :class:`quark.File` (one operation; the engine
       merges a process's operations on one file).
     - SHM: ``payload``, a :class:`quark.Shm`.
+    - TTY: ``payload``, a :class:`quark.Tty` (one write; the engine joins
+      a process's consecutive writes to one terminal).
+    - PTRACE: ``payload``, a :class:`quark.Ptrace` (``child_pid`` a tgid).
+    - MODULE_LOAD: ``payload``, a :class:`quark.ModuleLoad`.
 
     The engine never changes a raw event: what it keeps while holding one
     is its own (:class:`quark.engine.Held`).
@@ -224,7 +241,7 @@ class RawEvent:
         args: tuple[str, ...] | None = None,
         comm: str | None = None,
         id_change: int = 0,
-        payload: RawSock | RawPacket | File | Shm | None = None,
+        payload: Payload | None = None,
     ) -> None:
         self.kind = kind
         self.time = time
@@ -295,6 +312,17 @@ class RawEvent:
                 if v is not None:
                     shm[key] = v
             d["shm"] = shm
+        elif isinstance(p, Tty):
+            tty = {k: getattr(p, k) for k in TTY_MEMBERS}
+            tty["data"] = p.data.hex()
+            d["tty"] = tty
+        elif isinstance(p, Ptrace):
+            d["ptrace"] = {k: getattr(p, k) for k in PTRACE_MEMBERS}
+        elif isinstance(p, ModuleLoad):
+            d["module_load"] = {
+                k: getattr(p, k) for k in MODULE_MEMBERS
+                if getattr(p, k) is not None
+            }  # fmt: skip
         return d
 
     def __repr__(self) -> str:

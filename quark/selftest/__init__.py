@@ -59,6 +59,7 @@ def load_cases() -> dict[str, Case]:
     # the modules register their cases when imported
     import quark.selftest.cases
     import quark.selftest.file_cases
+    import quark.selftest.kind_cases
     import quark.selftest.net_cases  # noqa: F401
 
     return CASES

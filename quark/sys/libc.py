@@ -102,6 +102,26 @@ def shm_remove(shm_id: int) -> None:
     check(libc().shmctl(shm_id, 0, None), "shmctl(IPC_RMID)")
 
 
+def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
+    """ptrace(2) through libc (a PEEK request returns the word read)."""
+    fn = libc().ptrace
+    fn.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                   ctypes.c_void_p]  # fmt: skip
+    fn.restype = ctypes.c_long
+    ctypes.set_errno(0)
+    rc: int = fn(request, pid, addr or None, data or None)
+    err = ctypes.get_errno()
+    if rc == -1 and err:
+        raise oserror(err, f"ptrace({request}, {pid})")
+    return rc
+
+
+def buffer_address(data: bytes) -> tuple[object, int]:
+    """A buffer holding ``data`` and its address (keep the buffer)."""
+    buf = ctypes.create_string_buffer(data)
+    return buf, ctypes.addressof(buf)
+
+
 def write_mapped(fd: int, data: bytes) -> None:
     """Write ``data`` at the start of the file open at ``fd`` through a
     shared writable mapping, not a write syscall."""

@@ -302,8 +302,8 @@ def test_kprobe_refuses_network_kinds_before_touching_the_kernel() -> None:
 
 
 def test_ebpf_refuses_kinds_it_does_not_implement() -> None:
-    with pytest.raises(quark.NotSupportedError, match=r"QQ\.TTY"):
-        quark.Queue(backend="ebpf", flags=QQ.TTY)
+    with pytest.raises(quark.NotSupportedError, match=r"QQ\.GETPID"):
+        quark.Queue(backend="ebpf", flags=QQ.GETPID)
 
 
 def test_auto_never_falls_back_to_a_backend_without_the_kind() -> None:

@@ -24,7 +24,7 @@ from quark.engine import (
     min_matrix,
     target_age_ms,
 )
-from quark.engine.aggregate import agg_file
+from quark.engine.aggregate import agg_file, agg_tty
 from quark.raw.types import RawEvent, RawKind, RawTask, Seed
 
 K = RawKind
@@ -309,9 +309,10 @@ def test_matrix_cells_are_upstreams() -> None:
     assert m[K.WAKE_UP_NEW_TASK][K.EXEC] is None
     assert m[K.EXEC][K.EXEC_CONNECTOR] is agg_single
     assert d[K.FILE][K.FILE] is agg_file
-    # upstream's 13 cells but TTY+TTY, whose events no backend produces yet
-    # (it comes with the tty probes)
-    assert sum(c is not None for row in d for c in row) == 12
+    assert d[K.TTY][K.TTY] is agg_tty
+    assert m[K.TTY][K.TTY] is None
+    # upstream's 13 cells
+    assert sum(c is not None for row in d for c in row) == 13
     assert sum(c is not None for row in m for c in row) == 5
 
 

@@ -1,0 +1,270 @@
+"""Self-test cases of the terminal, ptrace and module kinds (QQ.TTY,
+QQ.PTRACE, QQ.MODULE_LOAD), run by ``quark-test`` on the host and in
+every guest of the kernel matrix.
+
+Each case starts its own processes and waits, with a deadline, for their
+events: a queue sees the whole system, and only the case's processes are
+looked at.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import termios
+import time
+from collections.abc import Callable
+
+import quark
+from quark import EV, QQ, Event
+from quark.selftest import case
+from quark.sys import libc
+
+__all__: list[str] = []
+
+_DEADLINE = 30.0
+PTRACE_PEEKDATA, PTRACE_ATTACH, PTRACE_DETACH = 2, 16, 17
+
+
+def _queue(backend: str, flags: QQ) -> quark.Queue:
+    return quark.Queue(backend=backend, flags=flags, hold_time=100)
+
+
+def _until(
+    q: quark.Queue,
+    keep: Callable[[Event], bool],
+    done: Callable[[list[Event]], bool],
+) -> list[Event]:
+    got: list[Event] = []
+    end = time.monotonic() + _DEADLINE
+    while time.monotonic() < end:
+        q.block(0.1)
+        while (e := q.get_event()) is not None:
+            if keep(e):
+                got.append(e)
+        if done(got):
+            return got
+    raise AssertionError(f"timed out; got {got}")
+
+
+def _child(fn: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            fn()
+        except BaseException as e:
+            os.write(2, f"child failed: {e!r}\n".encode())
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _wait_ok(pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"child {pid}: {status}"
+
+
+def _drain_until_exit(master: int, pid: int) -> None:
+    """Read the pty's master until child ``pid`` exits (a write to the
+    slave blocks once the master's side is full), then check its status."""
+    os.set_blocking(master, False)
+    end = time.monotonic() + _DEADLINE
+    while time.monotonic() < end:
+        try:
+            while os.read(master, 65536):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0, status
+            return
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the writer did not finish")
+
+
+def _set_echo(fd: int, on: bool) -> None:
+    attrs = termios.tcgetattr(fd)
+    if on:
+        attrs[3] |= termios.ECHO
+    else:
+        attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+@case(backends=("ebpf",))
+def t_tty(backend: str) -> None:
+    """Terminal output through os.openpty(): a child's write to the slave
+    arrives with major 136, the minor of its name and the exact bytes; a
+    write of 10,000 bytes keeps 8,192 and says 1,808 were truncated; with
+    ECHO off on both sides nothing is reported, and the queue's own writes
+    never are."""
+    master, slave = os.openpty()
+    minor = int(os.ttyname(slave).rsplit("/", 1)[1])
+    try:
+        with _queue(backend, QQ.TTY) as q:
+            os.write(slave, b"the consumer's own\n")  # never reported
+
+            def writer() -> None:
+                _set_echo(slave, False)
+                os.write(slave, b"silent to the slave\n")
+                os.write(master, b"silent to the master\n")
+                _set_echo(slave, True)
+                os.write(slave, b"hello quark\n")
+                os.write(slave, b"x" * 10_000)
+
+            pid = _child(writer)
+            _drain_until_exit(master, pid)
+            evs = _until(
+                q,
+                lambda e: e.tty is not None and e.pid == pid,
+                lambda got: sum(len(e.tty.data) for e in got if e.tty) >= 8204,
+            )
+    finally:
+        os.close(master)
+        os.close(slave)
+    ttys = [e.tty for e in evs if e.tty is not None]
+    assert [t.data for t in ttys][:1] == [b"hello quark\n"], ttys
+    assert all(e.events == EV.TTY for e in evs)
+    first, big = ttys[0], ttys[1]
+    assert (first.major, first.minor, first.truncated) == (136, minor, 0)
+    assert first.lflag & termios.ECHO
+    assert (big.major, big.minor) == (136, minor)
+    assert big.data == b"x" * 8192 and big.truncated == 1808, (
+        len(big.data), big.truncated,
+    )  # fmt: skip
+    assert len(ttys) == 2, ttys
+
+
+@case(backends=("ebpf",))
+def t_ptrace(backend: str) -> None:
+    """ptrace: one child PTRACE_ATTACHes to its sibling, peeks a word and
+    detaches: three events that name the tracer (the process) and the
+    tracee (child_pid); a parent attaching to its own child, before that,
+    produces nothing."""
+    held, addr = libc.buffer_address(b"quark-peek")
+    with _queue(backend, QQ.PTRACE) as q:
+        r, w = os.pipe()
+
+        def sleeper() -> None:
+            os.close(w)
+            os.read(r, 1)  # until the case ends
+
+        def own_parent() -> None:
+            kid = _child(sleeper)
+            libc.ptrace(PTRACE_ATTACH, kid)
+            os.waitpid(kid, 0)
+            libc.ptrace(PTRACE_DETACH, kid)
+            os.kill(kid, 9)
+            os.waitpid(kid, 0)
+
+        parent = _child(own_parent)
+        _wait_ok(parent)
+        tracee = _child(sleeper)
+
+        def tracer() -> None:
+            libc.ptrace(PTRACE_ATTACH, tracee)
+            os.waitid(os.P_PID, tracee, os.WSTOPPED)
+            word = libc.ptrace(PTRACE_PEEKDATA, tracee, addr)
+            assert word.to_bytes(8, "little", signed=True) == b"quark-pe"
+            libc.ptrace(PTRACE_DETACH, tracee)
+
+        tracer_pid = _child(tracer)
+        try:
+            _wait_ok(tracer_pid)
+        finally:
+            os.close(w)
+            os.close(r)
+            _wait_ok(tracee)
+        evs = _until(
+            q,
+            lambda e: e.ptrace is not None and e.pid in (tracer_pid, parent),
+            lambda got: len(got) >= 3,
+        )
+    del held
+    got = [(e.pid, e.ptrace.child_pid, e.ptrace.request)
+           for e in evs if e.ptrace]  # fmt: skip
+    assert got == [
+        (tracer_pid, tracee, PTRACE_ATTACH),
+        (tracer_pid, tracee, PTRACE_PEEKDATA),
+        (tracer_pid, tracee, PTRACE_DETACH),
+    ], got
+    peek = evs[1].ptrace
+    assert peek is not None and peek.addr == addr
+    assert all(e.events == EV.PTRACE for e in evs)
+
+
+def _module_file(name: str) -> str:
+    """The guest kernel's module ``name``: krun says where its modules are
+    (QUARK_GUEST_MODULES), else the usual place."""
+    base = os.environ.get("QUARK_GUEST_MODULES") or (
+        f"/lib/modules/{os.uname().release}"
+    )
+    found = sorted(glob.glob(f"{base}/kernel/drivers/*/{name}.ko*"))
+    assert found, f"no {name}.ko under {base}: the kernel's modules are needed"
+    return found[0]
+
+
+def _modinfo(path: str, field: str) -> str | None:
+    out = subprocess.run(
+        ["modinfo", "-F", field, path], capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    return out or None
+
+
+def _loaded(name: str) -> bool:
+    with open("/proc/modules") as f:
+        return any(line.split()[0] == name for line in f)
+
+
+@case(backends=("ebpf",))
+def t_module_load(backend: str) -> None:
+    """Module loads: where the kernel has loadable modules, insmod of two
+    modules it ships (then rmmod) gives one MODULE_LOAD event each, from
+    insmod's process, with the name, version and srcversion that modinfo
+    reads from the file: dummy (Debian builds it with neither) and
+    hangcheck-timer (with both). On a kernel without modules (the CI
+    host), asking for the kind raises NotSupportedError, which says why."""
+    if not os.path.exists("/proc/modules"):
+        try:
+            with _queue(backend, QQ.MODULE_LOAD):
+                pass
+        except quark.NotSupportedError as err:
+            why = str(err)
+            assert "QQ.MODULE_LOAD" in why, why
+            assert "module" in why.split("QQ.MODULE_LOAD", 1)[1], why
+            return
+        raise AssertionError("MODULE_LOAD opened on a kernel without modules")
+    mods = {"dummy": _module_file("dummy"),
+            "hangcheck_timer": _module_file("hangcheck-timer")}  # fmt: skip
+    for name in mods:
+        if _loaded(name):
+            subprocess.run(["rmmod", name], check=True)
+    pids: dict[int, str] = {}
+    with _queue(backend, QQ.MODULE_LOAD) as q:
+        for name, path in mods.items():
+            proc = subprocess.Popen(["insmod", path])
+            assert proc.wait() == 0, f"insmod {path} failed"
+            pids[proc.pid] = name
+            subprocess.run(["rmmod", name], check=True)
+        evs = _until(
+            q,
+            lambda e: e.module_load is not None and e.pid in pids,
+            lambda got: len(got) >= len(pids),
+        )
+    assert len(evs) == len(pids), evs
+    for e in evs:
+        m = e.module_load
+        assert m is not None and e.events == EV.MODULE_LOAD
+        assert e.pid is not None and m.name == pids[e.pid], (e.pid, m)
+        path = mods[m.name]
+        want = (_modinfo(path, "version"), _modinfo(path, "srcversion"))
+        assert (m.version, m.src_version) == want, (m, want)
+    hang = next(e.module_load for e in evs if e.pid is not None
+                and pids[e.pid] == "hangcheck_timer")  # fmt: skip
+    assert hang is not None and hang.src_version, hang
