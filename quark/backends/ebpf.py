@@ -576,10 +576,24 @@ def _kind_refused(
         if kind
         else prog.role
     )
+    for bit, (path, lack) in _KIND_NEEDS.items():
+        if kind and kind & bit and not os.path.exists(path):
+            reason = f"{lack}; {reason}"
     return NotSupportedError(
         f"{name} cannot be served on this kernel: {prog.section} "
         f"({prog.name}): {reason}"
     )
+
+
+#: what a kind needs of the kernel, beyond its hooks, said first when the
+#: kind is refused: the file that shows it and what its absence means
+_KIND_NEEDS = {
+    QQ.MODULE_LOAD: (
+        "/proc/modules",
+        "this kernel has no loadable modules (CONFIG_MODULES is off: no "
+        "/proc/modules)",
+    ),
+}
 
 
 class _KindFailed(Exception):
