@@ -151,6 +151,9 @@ def _preflight() -> None:
 
 _TIME = struct.Struct("<Q")  # q_event.time (its offset is the layout's)
 
+# loads of the object tried when the kernel says EAGAIN (interrupted)
+_LOAD_TRIES = 5
+
 # pending records kept at most (a thread has one at a time)
 _PENDING_MAX = 65536
 
@@ -335,7 +338,12 @@ class EbpfBackend(Backend):
             log.warning("optional probe skipped: %s", entry)
 
     def _try_load(
-        self, path: str, attr: QueueAttr, flavour: str, disabled: set[str]
+        self,
+        path: str,
+        attr: QueueAttr,
+        flavour: str,
+        disabled: set[str],
+        attempt: int = 1,
     ) -> None:
         if self._obj is not None:
             self._obj.close()
@@ -371,7 +379,22 @@ class EbpfBackend(Backend):
         try:
             obj.load()
         except LibbpfError as e:
-            raise load_failure(e, bpf.recent_log(mark)) from None
+            if e.errno == _errno.EAGAIN and attempt < _LOAD_TRIES:
+                # a signal was pending while the verifier ran (a profiler
+                # stopping the process to sample it): the kernel gives up
+                # with EAGAIN; load again, from a fresh object
+                log.info("BPF load interrupted (EAGAIN), loading again")
+                self._try_load(path, attr, flavour, disabled, attempt + 1)
+                return
+            err = load_failure(e, bpf.recent_log(mark))
+            if e.errno == _errno.EAGAIN:
+                err = NotSupportedError(
+                    f"loading the BPF object was interrupted {_LOAD_TRIES} "
+                    "times (EAGAIN: a signal pending while the verifier "
+                    f"ran, as a profiler stopping the process sends): {err}",
+                    errno=e.errno,
+                )
+            raise err from None
 
     def _attach_all(self, flavour: str, disabled: set[str]) -> None:
         obj = self._obj
