@@ -398,9 +398,11 @@ def t_dns(backend: str) -> None:
 @case(backends=("kprobe",))
 def t_kinds_refused(backend: str) -> None:
     """The kprobe backend refuses the network, file and shared-memory
-    kinds at open, naming the kind and why, and its capability report says
-    the same."""
-    for kind in (QQ.SOCK_CONN, QQ.DNS, QQ.FILE, QQ.SHM):
+    kinds at open, naming the kind and why (and the terminal, ptrace,
+    module and getpid kinds, which it does not implement), and its
+    capability report says the same."""
+    for kind in (QQ.SOCK_CONN, QQ.DNS, QQ.FILE, QQ.SHM, QQ.TTY, QQ.PTRACE,
+                 QQ.MODULE_LOAD, QQ.GETPID):  # fmt: skip
         try:
             with _queue(backend, kind):
                 pass
