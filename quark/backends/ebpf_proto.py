@@ -454,6 +454,8 @@ def _fs_decoders(
 
 #: (tgid, ppid) of the process a thread id belongs to, or None
 OwnerOf = Callable[[int], "tuple[int, int] | None"]
+_OWNER_TTL_NS = 1_000_000_000
+_OWNERS_MAX = 4096
 
 
 def _other_decoders(
@@ -473,6 +475,7 @@ def _other_decoders(
     pi = {n: pe.index(n) for n in pe.names}
     m_unpack, m_size = me.fmt.unpack_from, me.size
     mi = {n: me.index(n) for n in me.names}
+    owners: dict[tuple[int, int], tuple[int, tuple[int, int] | None]] = {}
     tty_members = [(n, ti[n]) for n in (
         "major", "minor", "cols", "rows", "iflag", "oflag", "cflag", "lflag",
         "truncated",
@@ -504,8 +507,18 @@ def _other_decoders(
                 f"ebpf ptrace record of {len(rec)} bytes, not {p_size}"
             )
         v = p_unpack(rec)
-        pid = v[pi["pid"]]
-        owner = owner_of(v[pi["child"]])
+        pid, t, tid = v[pi["pid"]], v[pi["time"]], v[pi["tid"]]
+        # a debugger sends requests by the thousand: /proc is read once
+        # per tracer and tracee a second (a tid is not reused that fast)
+        key = (pid, v[pi["child"]])
+        hit = owners.get(key)
+        if hit is not None and t - hit[0] < _OWNER_TTL_NS:
+            owner = hit[1]
+        else:
+            if len(owners) >= _OWNERS_MAX:
+                owners.clear()
+            owner = owner_of(key[1])
+            owners[key] = (t, owner)
         if owner is None:
             child = v[pi["child"]]  # gone already: its tid is all there is
         else:
@@ -514,9 +527,7 @@ def _other_decoders(
                 return None  # a tracer's own child (as upstream)
         payload = Ptrace(child, v[pi["request"]], v[pi["addr"]],
                          v[pi["data"]])  # fmt: skip
-        raw = RawEvent(
-            RawKind.PTRACE, v[pi["time"]], pid, v[pi["tid"]], payload=payload
-        )
+        raw = RawEvent(RawKind.PTRACE, t, pid, tid, payload=payload)
         return Pending(raw, _made) if v[pi["flags"]] & pending else raw
 
     def module(rec: bytes) -> Decoded:
