@@ -50,6 +50,37 @@ whole) where upstream leaves it out. Bits without a name print in hex.
 Upstream prints no SHM line; ours has the SysV key in hex as ``ipcs``
 shows it, and the flags (shmget's shmflg, or the open or memfd flags) in
 octal.
+
+Terminal output, ptrace requests, module loads and bypass records go there
+too, each after the kinds above::
+
+    ->4242 (PTRACE)
+      PTRA\tpid=4243 request=0x10 addr=0x0 data=0x0
+      ...
+    ->4242 (MODULE_LOAD)
+      MODL\tname=dummy version=? srcversion=6A1F0C2B0D5E taints=0x0
+      ...
+    ->4242 (TTY)
+      TTY\tmajor=136 minor=3 size=80x24 len=18 truncated=0
+      TTY\tiflag=0x500 oflag=0x5 cflag=0xbf lflag=0x8a3b
+      TTY\tdata="hi \\x1b[1mthere\\x1b[0m\\r\\n"
+      ...
+    ->? (BYPASS)
+      BYPS\tlen=120 head=64
+        0000: 0b 00 00 00 78 00 00 00 ...  ....x...
+        ...
+
+The PTRA line is upstream's (``pid`` is the tracee, the request and its
+arguments in hex); upstream prints no line for the others. The MODL line
+shows what is not known as ``?`` and the taints in hex. A TTY event's
+first line is the terminal (for a pty master, its slave), its window as
+columns x rows, how many bytes were captured and how many were not; the
+second its termios flags; the third the bytes written, quoted, shown so
+that no byte can act on the terminal the dump is read on: printable
+characters (UTF-8 decoded) as they are, ``\\\\``, ``\\"``, ``\\t``,
+``\\r``, ``\\n`` escaped, and every other byte as ``\\xNN``. A bypass
+record (no process: its header is the wire's, not read here) shows its
+length and its first 64 bytes in hex.
 """
 
 from __future__ import annotations
@@ -58,10 +89,29 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from quark.events import ELT, EV, Event, File, Packet, Process, Shm, Socket
+from quark.events import (
+    ELT,
+    EV,
+    Event,
+    File,
+    ModuleLoad,
+    Packet,
+    Process,
+    Ptrace,
+    Shm,
+    Socket,
+    Tty,
+)
 from quark.fields import Dump, Field
 
-__all__ = ["dump_event", "dump_process", "events_str", "hexdump"]
+__all__ = [
+    "BYPASS_HEAD",
+    "dump_event",
+    "dump_process",
+    "events_str",
+    "hexdump",
+    "tty_text",
+]
 
 _NAMES = [(bit, bit.name) for bit in EV if bit.name]
 
@@ -236,27 +286,130 @@ def _shm_lines(s: Shm, out: list[str]) -> None:
     )
 
 
+_U64 = (1 << 64) - 1
+
+
+def _ptrace_lines(pt: Ptrace, out: list[str]) -> None:
+    # upstream prints the s64 request and the u64 arguments with %llx
+    out.append(
+        f"  PTRA\tpid={_v(pt.child_pid)} request={_hex64(pt.request)} "
+        f"addr={_hex64(pt.addr)} data={_hex64(pt.data)}\n"
+    )
+
+
+def _hex64(x: Any) -> str:
+    return "?" if x is None else f"0x{x & _U64:x}"
+
+
+def _module_lines(m: ModuleLoad, out: list[str]) -> None:
+    out.append(
+        f"  MODL\tname={_v(m.name)} version={_v(m.version)} "
+        f"srcversion={_v(m.src_version)} taints={_hex(m.taints)}\n"
+    )
+
+
+# characters shown escaped although printable, and the controls that have
+# a short escape
+_ESCAPES = {
+    ord("\\"): "\\\\",
+    ord('"'): '\\"',
+    ord("\t"): "\\t",
+    ord("\r"): "\\r",
+    ord("\n"): "\\n",
+}
+
+
+def tty_text(data: bytes) -> str:
+    """``data`` shown safely on one line: UTF-8 decoded, printable
+    characters as they are, the backslash, the double quote, tab, CR and
+    LF escaped as in C, and every other byte (controls, escape sequences,
+    invalid UTF-8, the bidirectional and other format characters) as
+    ``\\xNN``, so that nothing in it can act on a terminal."""
+    if data.isascii() and data.isalnum():
+        return data.decode()  # the common short word: no loop
+    out = []
+    esc = _ESCAPES
+    for ch in data.decode("utf-8", "surrogateescape"):
+        o = ord(ch)
+        e = esc.get(o)
+        if e is not None:
+            out.append(e)
+        elif 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return "".join(out)
+
+
+def _tty_lines(t: Tty, out: list[str]) -> None:
+    data = t.data or b""
+    out.append(
+        f"  TTY\tmajor={_v(t.major)} minor={_v(t.minor)} "
+        f"size={_v(t.cols)}x{_v(t.rows)} len={len(data)} "
+        f"truncated={_v(t.truncated)}\n"
+    )
+    out.append(
+        f"  TTY\tiflag={_hex(t.iflag)} oflag={_hex(t.oflag)} "
+        f"cflag={_hex(t.cflag)} lflag={_hex(t.lflag)}\n"
+    )
+    out.append(f'  TTY\tdata="{tty_text(data)}"\n')
+
+
+#: how many bytes of a bypass record the dump shows
+BYPASS_HEAD = 64
+
+
+def _bypass_lines(data: bytes, out: list[str]) -> None:
+    head = data[:BYPASS_HEAD]
+    out.append(f"  BYPS\tlen={len(data)} head={len(head)}\n")
+    out.append(hexdump(head))
+
+
 def dump_event(ev: Event) -> str:
-    """The dump of one event: the header line, its socket, packet, file
-    and shared-memory lines when it has them, then its process's lines."""
+    """The dump of one event: the header line, its socket, packet, file,
+    shared-memory, ptrace, module, terminal or bypass lines when it has
+    them, then its process's lines."""
     p = ev.process
-    sock = ev.socket
-    pkt = ev.packet
-    file = ev.file
-    shm = ev.shm
-    if sock is None and pkt is None and file is None and shm is None:
+    v = ev._v
+    if not any(x is not None for x in v[_PAYLOADS]):
         if p is None:
             return f"->? ({events_str(ev.events)})\n"
         return dump_process(p, ev.events)
     out = [f"->{'?' if p is None else p.pid} ({events_str(ev.events)})\n"]
+    sock = ev.socket
     if sock is not None:
         _socket_lines(sock, out)
+    pkt = ev.packet
     if pkt is not None:
         _packet_lines(pkt, out)
+    file = ev.file
     if file is not None:
         _file_lines(file, out)
+    shm = ev.shm
     if shm is not None:
         _shm_lines(shm, out)
+    pt = ev.ptrace
+    if pt is not None:
+        _ptrace_lines(pt, out)
+    mod = ev.module_load
+    if mod is not None:
+        _module_lines(mod, out)
+    tty = ev.tty
+    if tty is not None:
+        _tty_lines(tty, out)
+    raw = ev.bypass
+    if raw is not None:
+        _bypass_lines(raw, out)
     if p is not None:
         _process_lines(p, out)
     return "".join(out)
+
+
+# the Event members that have lines of their own (id_change has none)
+_PAYLOADS = slice(Event.FIELDS.index("socket"), len(Event.FIELDS))
+assert Event.FIELDS[_PAYLOADS] == (
+    "socket", "packet", "file", "shm", "tty", "ptrace", "module_load",
+    "bypass",
+)  # fmt: skip

@@ -63,6 +63,59 @@ Shared-memory events (``EV.SHM``; upstream has no ECS for them) get
 ``kind`` (``SHMGET``, ``SHM_OPEN`` or ``MEMFD_CREATE``), ``key``, ``size``,
 ``flags`` (numbers) and ``path``, each only when known.
 
+Terminal output (``EV.TTY``) is laid out as Elastic's session view reads
+it: ``event.category: ["process"]``, ``event.type: ["info"]``,
+``event.action: "text_output"``, and under ``process``:
+
+* ``io.type: "tty"``; ``io.text``, the bytes written decoded as UTF-8
+  (an invalid sequence becomes U+FFFD); ``io.total_bytes_captured``, how
+  many bytes were; ``io.total_bytes_skipped``, how many were not
+  (``Tty.truncated``); and when some were, ``io.bytes_skipped: [{"offset":
+  N, "length": M}]`` with the offset at the end of ``io.text`` (in bytes
+  of its UTF-8): the kernel counts the bytes it could not keep, not where
+  they were, and a write over the 8192 bytes kept loses its end;
+* ``tty``, the terminal written to (for a pty master, its slave), which in
+  this document replaces the controlling terminal of the process
+  snapshot: ``tty.char_device.major`` and ``.minor``, ``tty.columns`` and
+  ``tty.rows`` (left out when 0, a window never set).
+
+ECS has no field for the terminal's modes: ``quark.tty.iflag``,
+``quark.tty.oflag``, ``quark.tty.cflag`` and ``quark.tty.lflag`` (numbers)
+are its termios flags.
+
+Ptrace requests (``EV.PTRACE``) get ``event.category: ["process"]`` and
+``event.type: ["access"]`` (ECS's type for one process acting on
+another); ``event.action`` is ``ptrace-`` and the request's name in lower
+case (``ptrace-attach``, ``ptrace-seize``, ``ptrace-pokedata``), or
+``ptrace`` for a number without a name here. ``process`` is the tracer;
+ECS has no field for the traced process nor for the request, so they are
+``quark.ptrace``: ``child_pid`` (the tracee's pid), ``request`` (the
+number), ``request_name`` (``PTRACE_ATTACH``, as the kernel's headers
+spell it: the generic requests, and those of x86-64 or arm64 when the
+host is one; left out when unknown) and ``addr`` and ``data``, the
+request's arguments as hex strings (``"0x7ffd5c2f1000"``: they are
+unsigned 64-bit values, which neither an Elasticsearch ``long`` nor a
+JavaScript number holds whole).
+
+Module loads (``EV.MODULE_LOAD``) get ``event.category: ["driver"]``
+(ECS's category for kernel modules), ``event.type: ["start"]`` and
+``event.action: "module-loaded"``; ``process`` is the loader. ECS has no
+module fields (``file.*`` describes a file, and the kernel's tracepoint
+gives no path): ``quark.module.name``, ``quark.module.version`` and
+``quark.module.src_version`` (each left out when the module has none)
+and ``quark.module.taints`` (the kernel's taint mask for the module, a
+number).
+
+A bypass event (``EV.BYPASS``, a raw ring record) has no ECS form, as
+upstream's ``quark_event_to_ecs`` refuses one (EINVAL):
+:meth:`EcsEncoder.document` raises :class:`quark.ConfigError` for it
+(``quark-mon -B -E`` prints the records itself).
+
+Extension fields: ECS leaves a field set of the producer's own name for
+what it has no field for; this module's are ``quark.file.change``,
+``quark.shm.*``, ``quark.tty.*``, ``quark.ptrace.*`` and
+``quark.module.*``, as above.
+
 Times: ``Event.time`` and ``exit_time`` are CLOCK_MONOTONIC and
 ``start_time`` CLOCK_BOOTTIME; both become wall-clock times through offsets
 measured once when the encoder is made (so a clock step after that is not
@@ -90,28 +143,37 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from quark.errors import ConfigError
 from quark.events import (
     EV,
     Event,
     File,
     FileChange,
     FileOp,
+    ModuleLoad,
     Packet,
     PacketDirection,
     Process,
+    Ptrace,
     Shm,
     SockAddr,
     Socket,
     SockOrigin,
+    Tty,
 )
 from quark.sysinfo import HostInfo, host_info
 
 __all__ = [
     "CAPABILITIES",
+    "MODULE_ACTION",
+    "PTRACE_ACTION",
     "SHM_ACTION",
+    "TTY_ACTION",
     "EcsEncoder",
     "event_action",
     "file_action",
+    "ptrace_action",
+    "ptrace_request_name",
     "rfc3339",
 ]
 
@@ -131,6 +193,10 @@ CAPABILITIES = (
 
 _PROCESS_CHANGE = EV.ID_CHANGE | EV.SETPROCTITLE
 SHM_ACTION = "shared-memory-created"
+#: what Elastic's session view asks for terminal output
+TTY_ACTION = "text_output"
+MODULE_ACTION = "module-loaded"
+PTRACE_ACTION = "ptrace"
 _SOCK_CONN = EV.SOCK_CONN_ESTABLISHED | EV.SOCK_CONN_CLOSED
 
 
@@ -148,7 +214,9 @@ def rfc3339(ns: int) -> str:
 
 def event_action(events: int) -> str:
     """Upstream's ``event.action``: ``process-forked-executed-exited``,
-    ``connection-established``, ``connection-closed``, ``packet``."""
+    ``connection-established``, ``connection-closed``, ``packet``, and
+    ours for the kinds upstream has none for (``text_output``,
+    ``ptrace``, ``module-loaded``, ``shared-memory-created``)."""
     if not events & (EV.FORK | EV.EXEC | EV.EXIT | _PROCESS_CHANGE):
         if events & _SOCK_CONN:
             out = "connection"
@@ -163,6 +231,12 @@ def event_action(events: int) -> str:
             return "file"
         if events & EV.SHM:
             return SHM_ACTION
+        if events & EV.TTY:
+            return TTY_ACTION
+        if events & EV.PTRACE:
+            return PTRACE_ACTION
+        if events & EV.MODULE_LOAD:
+            return MODULE_ACTION
         return "unknown" if events else "process"
     out = "process"
     if events & EV.FORK:
@@ -507,6 +581,113 @@ def _shm_fields(doc: dict[str, Any], s: Shm) -> None:
     doc.setdefault("quark", {})["shm"] = obj
 
 
+# -- terminal output, ptrace requests and module loads --------------------
+
+
+def _tty_fields(proc: dict[str, Any], doc: dict[str, Any], t: Tty) -> None:
+    """``process.io`` and ``process.tty`` of terminal output, and its
+    termios flags under ``quark.tty``."""
+    data = t.data or b""
+    text = data.decode("utf-8", "replace")
+    skipped = t.truncated or 0
+    io: dict[str, Any] = {
+        "type": "tty",
+        "text": text,
+        "total_bytes_captured": len(data),
+        "total_bytes_skipped": skipped,
+    }
+    if skipped:
+        offset = len(data) if text.isascii() else len(text.encode())
+        io["bytes_skipped"] = [{"offset": offset, "length": skipped}]
+    proc["io"] = io
+    tty: dict[str, Any] = {"char_device": {"major": t.major, "minor": t.minor}}
+    if t.cols:
+        tty["columns"] = t.cols
+    if t.rows:
+        tty["rows"] = t.rows
+    proc["tty"] = tty
+    doc.setdefault("quark", {})["tty"] = {
+        "iflag": t.iflag, "oflag": t.oflag, "cflag": t.cflag,
+        "lflag": t.lflag,
+    }  # fmt: skip
+
+
+# include/uapi/linux/ptrace.h: the requests every architecture has
+_PTRACE_GENERIC = {
+    0: "TRACEME", 1: "PEEKTEXT", 2: "PEEKDATA", 3: "PEEKUSR",
+    4: "POKETEXT", 5: "POKEDATA", 6: "POKEUSR", 7: "CONT", 8: "KILL",
+    9: "SINGLESTEP", 16: "ATTACH", 17: "DETACH", 24: "SYSCALL",
+    0x4200: "SETOPTIONS", 0x4201: "GETEVENTMSG", 0x4202: "GETSIGINFO",
+    0x4203: "SETSIGINFO", 0x4204: "GETREGSET", 0x4205: "SETREGSET",
+    0x4206: "SEIZE", 0x4207: "INTERRUPT", 0x4208: "LISTEN",
+    0x4209: "PEEKSIGINFO", 0x420A: "GETSIGMASK", 0x420B: "SETSIGMASK",
+    0x420C: "SECCOMP_GET_FILTER", 0x420D: "SECCOMP_GET_METADATA",
+    0x420E: "GET_SYSCALL_INFO", 0x420F: "GET_RSEQ_CONFIGURATION",
+    0x4210: "SET_SYSCALL_USER_DISPATCH_CONFIG",  # 6.2
+    0x4211: "GET_SYSCALL_USER_DISPATCH_CONFIG",  # 6.2
+    0x4212: "SET_SYSCALL_INFO",  # 6.16
+}  # fmt: skip
+# arch/*/include/uapi/asm/ptrace*.h: the numbers below 0x4200 that are
+# not generic mean different requests on different architectures
+_PTRACE_ARCH = {
+    "x86_64": {
+        12: "GETREGS", 13: "SETREGS", 14: "GETFPREGS", 15: "SETFPREGS",
+        18: "GETFPXREGS", 19: "SETFPXREGS", 21: "OLDSETOPTIONS",
+        25: "GET_THREAD_AREA", 26: "SET_THREAD_AREA", 30: "ARCH_PRCTL",
+        31: "SYSEMU", 32: "SYSEMU_SINGLESTEP", 33: "SINGLEBLOCK",
+    },
+    "aarch64": {
+        31: "SYSEMU", 32: "SYSEMU_SINGLESTEP", 33: "PEEKMTETAGS",
+        34: "POKEMTETAGS",
+    },
+}  # fmt: skip
+
+
+def ptrace_request_name(request: int, architecture: str = "") -> str | None:
+    """``PTRACE_ATTACH``: the kernel's name of a ptrace(2) request on
+    ``architecture`` (``platform.machine()``: the generic requests only
+    when it is neither ``x86_64`` nor ``aarch64``), or None."""
+    name = _PTRACE_GENERIC.get(request)
+    if name is None:
+        name = _PTRACE_ARCH.get(architecture, {}).get(request)
+        if name is None:
+            return None
+    return f"PTRACE_{name}"
+
+
+def ptrace_action(request: int, architecture: str = "") -> str:
+    """``ptrace-attach``: the ``event.action`` of a ptrace request;
+    ``ptrace`` for one without a name."""
+    name = ptrace_request_name(request, architecture)
+    if name is None:
+        return PTRACE_ACTION
+    return f"ptrace-{name[7:].lower().replace('_', '-')}"
+
+
+def _hex64(v: int) -> str:
+    return f"0x{v & 0xFFFFFFFFFFFFFFFF:x}"
+
+
+def _ptrace_fields(doc: dict[str, Any], pt: Ptrace, arch: str) -> None:
+    obj: dict[str, Any] = {"child_pid": pt.child_pid, "request": pt.request}
+    name = ptrace_request_name(pt.request, arch)
+    if name is not None:
+        obj["request_name"] = name
+    obj["addr"] = _hex64(pt.addr)
+    obj["data"] = _hex64(pt.data)
+    doc.setdefault("quark", {})["ptrace"] = obj
+
+
+def _module_fields(doc: dict[str, Any], m: ModuleLoad) -> None:
+    obj: dict[str, Any] = {"name": m.name}
+    if m.version is not None:
+        obj["version"] = m.version
+    if m.src_version is not None:
+        obj["src_version"] = m.src_version
+    obj["taints"] = m.taints
+    doc.setdefault("quark", {})["module"] = obj
+
+
 class EcsEncoder:
     """Encodes events as ECS JSON documents (bytes, no newline).
 
@@ -536,7 +717,9 @@ class EcsEncoder:
         # immutable, so the same object encodes the same way
         self._parents: dict[int, tuple[Process, dict[str, Any]]] = {}
         self._groups: dict[int, dict[str, str]] = {}
-        self.host = self._host(host or host_info())
+        info = host or host_info()
+        self.host = self._host(info)
+        self._arch = info.architecture or ""
         self._dumps = dumps or default_dumps
 
     @staticmethod
@@ -657,8 +840,18 @@ class EcsEncoder:
             }
 
     def document(self, ev: Event) -> dict[str, Any]:
-        """The ECS document as a dict."""
+        """The ECS document as a dict.
+
+        Raises:
+            ConfigError: ``ev`` is a bypass event (a raw ring record),
+                which has no ECS form.
+        """
         events = int(ev.events)
+        if ev.bypass is not None or events & EV.BYPASS:
+            raise ConfigError(
+                "a BYPASS event is a raw ring record and has no ECS "
+                "document (quark-mon -B -E prints its time and bytes)"
+            )
         doc: dict[str, Any] = {
             "@timestamp": rfc3339(ev.time + self.mono_offset),
             "event": {
@@ -696,6 +889,26 @@ class EcsEncoder:
             event["type"] = ["info"]
             event["action"] = SHM_ACTION
             _shm_fields(doc, shm)
+        pt = ev.ptrace
+        if pt is not None:
+            event = doc["event"]
+            event["category"] = ["process"]
+            event["type"] = ["access"]
+            event["action"] = ptrace_action(pt.request, self._arch)
+            _ptrace_fields(doc, pt, self._arch)
+        mod = ev.module_load
+        if mod is not None:
+            event = doc["event"]
+            event["category"] = ["driver"]
+            event["type"] = ["start"]
+            event["action"] = MODULE_ACTION
+            _module_fields(doc, mod)
+        tty = ev.tty
+        if tty is not None:
+            event = doc["event"]
+            event["category"] = ["process"]
+            event["type"] = ["info"]
+            event["action"] = TTY_ACTION
         p = ev.process
         if p is not None:
             proc = self._process(p, top=True)
@@ -710,6 +923,8 @@ class EcsEncoder:
                         self._parents[parent.pid] = cached
                     proc["parent"] = cached[1]
             doc["process"] = proc
+        if tty is not None:
+            _tty_fields(doc.setdefault("process", {}), doc, tty)
         return doc
 
     def encode(self, ev: Event) -> str:
