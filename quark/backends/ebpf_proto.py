@@ -523,8 +523,8 @@ def _other_decoders(
             child = v[pi["child"]]  # gone already: its tid is all there is
         else:
             child, parent = owner
-            if parent == pid:
-                return None  # a tracer's own child (as upstream)
+            if parent == pid or child == pid:
+                return None  # its own child, or itself (as upstream)
         payload = Ptrace(child, v[pi["request"]], v[pi["addr"]],
                          v[pi["data"]])  # fmt: skip
         raw = RawEvent(RawKind.PTRACE, t, pid, tid, payload=payload)

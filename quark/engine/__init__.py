@@ -416,6 +416,8 @@ class Engine:
                 mask = EV.TTY
             elif kind == _PTRACE:
                 assert isinstance(payload, Ptrace)
+                if payload.child_pid == raw.pid:
+                    return None  # a tracer's own process (as upstream)
                 child = self.cache.lookup(payload.child_pid)
                 if child is not None and child.ppid == raw.pid:
                     return None  # a tracer's own child (as upstream)

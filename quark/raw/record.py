@@ -288,27 +288,41 @@ def _shm(v: Any, where: str) -> Shm:
     )
 
 
-def _members(
-    v: Any, key: str, where: str, names: tuple[str, ...], optional: bool
-) -> dict[str, Any]:
-    """The integer members ``names`` of the object ``v``."""
+def _required(
+    v: Any, key: str, where: str, names: tuple[str, ...], signed: set[str]
+) -> dict[str, int]:
+    """The integer members ``names`` of the object ``v``, each present and
+    not null; >= 0 unless named in ``signed``."""
     if not isinstance(v, dict):
         raise DecodeError(f"{where}: {key!r} must be an object")
     at = f"{where}: {key}"
-    return {n: _int(v, n, at, None if optional else ...) for n in names}
+    out: dict[str, int] = {}
+    for n in names:
+        if n not in v:
+            raise DecodeError(f"{at}: missing {n!r}")
+        if v[n] is None:
+            raise DecodeError(f"{at}: {n!r} must be an integer, not null")
+        x = _int(v, n, at) if n in signed else _count(v, n, at)
+        assert x is not None
+        out[n] = x
+    return out
 
 
 def _tty(v: Any, where: str) -> Tty:
-    m = _members(v, "tty", where, TTY_MEMBERS, optional=False)
+    m = _required(v, "tty", where, TTY_MEMBERS, set())
+    data = v.get("data")
+    if not isinstance(data, str) or not all(c in _HEX for c in data):
+        raise DecodeError(f"{where}: tty.data must be hex digits")
     try:
-        data = bytes.fromhex(v.get("data", ""))
-    except (TypeError, ValueError):
+        raw = bytes.fromhex(data)
+    except ValueError:
         raise DecodeError(f"{where}: tty.data must be hex") from None
-    return Tty(data=data, **m)
+    return Tty(data=raw, **m)
 
 
 def _ptrace(v: Any, where: str) -> Ptrace:
-    return Ptrace(**_members(v, "ptrace", where, PTRACE_MEMBERS, False))
+    return Ptrace(**_required(v, "ptrace", where, PTRACE_MEMBERS,
+                              {"request"}))  # fmt: skip
 
 
 def _module_load(v: Any, where: str) -> ModuleLoad:
@@ -317,13 +331,20 @@ def _module_load(v: Any, where: str) -> ModuleLoad:
     name = _str(v.get("name"), "module_load.name", where)
     if name is None:
         raise DecodeError(f"{where}: module_load.name is missing")
+    if "taints" in v and v["taints"] is None:
+        raise DecodeError(
+            f"{where}: module_load: 'taints' must be an integer, not null"
+        )
+    taints = _count(v, "taints", f"{where}: module_load")
     return ModuleLoad(
         name,
         _str(v.get("version"), "module_load.version", where),
         _str(v.get("src_version"), "module_load.src_version", where),
-        _int(v, "taints", f"{where}: module_load", 0),
+        taints or 0,
     )
 
+
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 assert MODULE_MEMBERS == ("name", "version", "src_version", "taints")
 
