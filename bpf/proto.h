@@ -191,7 +191,7 @@ enum q_file_change {
 enum q_file_flag {
 	Q_FF_STAT = 1 << 0,       /* the inode's members are valid */
 	Q_FF_PENDING = 1 << 1,    /* done by path: see its Q_RESULT */
-	Q_FF_TMPFS_ROOT = 1 << 2, /* in the root of a tmpfs (shm_open?) */
+	Q_FF_TMPFS_ROOT = 1 << 2, /* in the root of a tmpfs on .../shm */
 	Q_FF_PATH_TRUNC = 1 << 3, /* Q_FV_PATH was cut short */
 	Q_FF_OLD_TRUNC = 1 << 4,  /* Q_FV_OLD_PATH was cut short */
 	Q_FF_CREATED = 1 << 5,    /* the open created the file */

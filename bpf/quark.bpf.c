@@ -1123,6 +1123,32 @@ static __always_inline u32 put_name(struct q_scratch *s, u32 off,
 
 /* --- through an fd: create, write, truncate, chmod, chown --------------- */
 
+/* A mount on a directory named "shm" (/dev/shm, in a container too),
+ * through mounts stacked there: not every tmpfs root's opens (/tmp's,
+ * /run's) are sent to userspace. */
+static __always_inline bool mounted_at_shm(struct vfsmount *vfsmnt)
+{
+	u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct mount *mnt = (void *)vfsmnt - mnt_off;
+	char at[4] = {};
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		struct dentry *mp = BPF_CORE_READ(mnt, mnt_mountpoint);
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+		if (up != mnt && mp == BPF_CORE_READ(up, mnt.mnt_root)) {
+			mnt = up; /* stacked on another mount's root */
+			continue;
+		}
+		if (bpf_probe_read_kernel(at, sizeof(at),
+					  BPF_CORE_READ(mp, d_name.name)))
+			return false;
+		return at[0] == 's' && at[1] == 'h' && at[2] == 'm' && !at[3];
+	}
+	return false;
+}
+
 static __always_inline int open_exit(void *ctx)
 {
 	long ret = ((struct sys_exit_args *)ctx)->ret;
@@ -1146,7 +1172,8 @@ static __always_inline int open_exit(void *ctx)
 
 		shm = BPF_CORE_READ(d, d_parent) == BPF_CORE_READ(m, mnt_root) &&
 		      BPF_CORE_READ(file, f_inode, i_sb, s_magic) ==
-			      TMPFS_MAGIC;
+			      TMPFS_MAGIC &&
+		      mounted_at_shm(m);
 	}
 	if (!created && !shm)
 		return 0;
