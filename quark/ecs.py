@@ -570,6 +570,16 @@ def _change_names(change: int) -> list[str]:
     return out
 
 
+def _classify(
+    doc: dict[str, Any], category: str, type_: str, action: str
+) -> None:
+    """An event of one kind's ECS category, type and action."""
+    event = doc["event"]
+    event["category"] = [category]
+    event["type"] = [type_]
+    event["action"] = action
+
+
 def _shm_fields(doc: dict[str, Any], s: Shm) -> None:
     obj: dict[str, Any] = {}
     if s.kind is not None:
@@ -884,31 +894,20 @@ class EcsEncoder:
             self._file(doc, file)
         shm = ev.shm
         if shm is not None:
-            event = doc["event"]
-            event["category"] = ["process"]
-            event["type"] = ["info"]
-            event["action"] = SHM_ACTION
+            _classify(doc, "process", "info", SHM_ACTION)
             _shm_fields(doc, shm)
         pt = ev.ptrace
         if pt is not None:
-            event = doc["event"]
-            event["category"] = ["process"]
-            event["type"] = ["access"]
-            event["action"] = ptrace_action(pt.request, self._arch)
+            _classify(doc, "process", "access",
+                      ptrace_action(pt.request, self._arch))  # fmt: skip
             _ptrace_fields(doc, pt, self._arch)
         mod = ev.module_load
         if mod is not None:
-            event = doc["event"]
-            event["category"] = ["driver"]
-            event["type"] = ["start"]
-            event["action"] = MODULE_ACTION
+            _classify(doc, "driver", "start", MODULE_ACTION)
             _module_fields(doc, mod)
         tty = ev.tty
         if tty is not None:
-            event = doc["event"]
-            event["category"] = ["process"]
-            event["type"] = ["info"]
-            event["action"] = TTY_ACTION
+            _classify(doc, "process", "info", TTY_ACTION)
         p = ev.process
         if p is not None:
             proc = self._process(p, top=True)

@@ -199,6 +199,8 @@ class EbpfBackend(Backend):
         self._obj: bpf.BpfObject | None = None
         self._ring: RingReader | None = None
         self._skipped: list[str] = []
+        # why an fentry hook cannot load here (None: it can), by function
+        self._fentry: dict[str, str | None] = {}
         self._decode_errors = 0
         self._unresolved = 0
         self._counters_fd = -1
@@ -363,7 +365,10 @@ class EbpfBackend(Backend):
             if p.flavour == "fe" and p.name not in disabled:
                 # probed alone, cheaply, rather than failing the whole
                 # object's load once per hook on a kernel without them
-                why = bpf.fentry_refusal(p.what)
+                if p.what not in self._fentry:
+                    # once per open: reloads and the other flavour ask too
+                    self._fentry[p.what] = bpf.fentry_refusal(p.what)
+                why = self._fentry[p.what]
                 if why is not None:
                     disabled.add(p.name)
                     self._skip(p, why)
