@@ -575,7 +575,10 @@ class Stats:
     decreases. ``length`` is the number of raw events held now,
     ``cache_size`` the number of cached processes, ``dropped_by_rules`` the
     events a ruleset dropped, ``skipped_probes`` the optional kernel hooks
-    that could not attach, each with its reason.
+    that could not attach, each with its reason. ``scrape_skipped`` counts
+    the processes that /proc listed but that vanished (or could not be
+    read) before the scrape at open read them: they are left out of the
+    cache, not an error.
     """
 
     insertions: int = 0
@@ -592,6 +595,7 @@ class Stats:
     dropped_by_rules: int = 0
     late: int = 0
     skipped_probes: tuple[str, ...] = ()
+    scrape_skipped: int = 0
 
 
 @dataclass

@@ -218,13 +218,24 @@ def scrape(
     root: str = "/proc", *, max_env: int = 4096, hz: int | None = None
 ) -> list[Seed]:
     """Every process (thread-group leaders only) under ``root``, by pid."""
+    return scrape_counted(root, max_env=max_env, hz=hz)[0]
+
+
+def scrape_counted(
+    root: str = "/proc", *, max_env: int = 4096, hz: int | None = None
+) -> tuple[list[Seed], int]:
+    """:func:`scrape`, and how many listed pids were skipped: those that
+    vanished (or turned unreadable) between the listing and their read."""
     hz = hz or clock_ticks()
     seeds = []
+    skipped = 0
     for pid in sorted(_pids(root)):
         s = scrape_pid(root, pid, max_env=max_env, hz=hz)
-        if s is not None:
+        if s is None:
+            skipped += 1
+        else:
             seeds.append(s)
-    return seeds
+    return seeds, skipped
 
 
 # -- TCP sockets -------------------------------------------------------------

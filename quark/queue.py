@@ -163,6 +163,7 @@ class Queue:
         self._backend: Backend | None = None
         self._recorder: StreamWriter | None = None
         self._closed = False
+        self._scrape_skipped = 0
         self._held: deque[tuple[int, bytes]] = deque()
         attr = dataclasses.replace(attr) if attr is not None else QueueAttr()
         options = {}
@@ -222,7 +223,9 @@ class Queue:
                 return
             seeds = self._backend.seed()
             if seeds is None:
-                seeds = _procfs.scrape(procfs, max_env=attr.max_env)
+                seeds, self._scrape_skipped = _procfs.scrape_counted(
+                    procfs, max_env=attr.max_env
+                )
             if self._recorder is not None:
                 for s in seeds:
                     self._recorder.seed(s)
@@ -402,6 +405,7 @@ class Queue:
             decode_errors=backend.decode_errors(),
             backend=backend.name,
             skipped_probes=backend.skipped_probes(),
+            scrape_skipped=self._scrape_skipped,
             **c,
         )
 
