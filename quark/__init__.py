@@ -5,6 +5,7 @@ A Python re-implementation of Elastic's quark.
 See ``quark.errors`` for the exception tree and README.md for the API.
 """
 
+from quark.container import Container
 from quark.errors import (
     BackendError,
     BTFError,
@@ -53,6 +54,7 @@ __all__ = [
     "BTFError",
     "BackendError",
     "ConfigError",
+    "Container",
     "DecodeError",
     "Event",
     "File",

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeAlias, TypeVar
 
+from quark.container import Container, container_of
 from quark.fields import Dump, F, Field, Src, table
 
 __all__ = [
@@ -307,6 +308,13 @@ class Process(_Record):
     def exited(self) -> bool:
         """True once the process's exit has been seen."""
         return self.exit_time is not None
+
+    @property
+    def container(self) -> Container | None:
+        """The container the process runs in, derived from ``cgroup``
+        alone (:func:`quark.container.container_of`); ``None`` outside
+        containers and when the cgroup is not known."""
+        return container_of(self.cgroup)
 
 
 Process.TABLE = table(Process)

@@ -116,17 +116,45 @@ def parse_stat(text: str, hz: int) -> dict[str, int]:
     }
 
 
+#: The v1 hierarchies whose path stands for a process's cgroup when no v2
+#: one is mounted (a legacy layout), best first. ``pids``, as upstream: a
+#: runtime puts a container in every controller's hierarchy at the same
+#: path (runc's cgroupfs and systemd drivers), and pids is mounted on
+#: every system where containers run; then systemd's named hierarchy,
+#: which holds every unit; then any.
+CGROUP_V1_ORDER = ("pids", "name=systemd")
+
+
 def parse_cgroup(text: str) -> str | None:
-    """The cgroup v2 path (``0::`` line), else the v1 ``pids`` path."""
-    v1 = None
+    """The path that :attr:`quark.Process.cgroup` holds, from the text of
+    /proc/PID/cgroup.
+
+    - v2 (unified) and hybrid layouts: the ``0::`` line, the unified
+      hierarchy. On a hybrid host the runtimes put containers there too
+      (systemd units are in every hierarchy; runc's cgroupfs driver joins
+      /sys/fs/cgroup/unified), and it is the one the EBPF program reads
+      (``task->cgroups->dfl_cgrp``).
+    - v1 (legacy) layouts, where no cgroup2 is mounted and the kernel
+      shows no ``0::`` line: the first of :data:`CGROUP_V1_ORDER` that is
+      mounted, else the first v1 line.
+    """
+    v1: dict[str, str] = {}
+    first = None
     for line in text.splitlines():
         hid, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if hid == "0" and controllers == "":
             return path
-        if "pids" in controllers.split(","):
-            v1 = path
-    return v1
+        if not controllers:
+            continue
+        if first is None:
+            first = path
+        for c in controllers.split(","):
+            v1.setdefault(c, path)
+    for c in CGROUP_V1_ORDER:
+        if c in v1:
+            return v1[c]
+    return first
 
 
 def _split_nul(data: bytes) -> tuple[str, ...]:
