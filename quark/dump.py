@@ -81,6 +81,11 @@ characters (UTF-8 decoded) as they are, ``\\\\``, ``\\"``, ``\\t``,
 ``\\r``, ``\\n`` escaped, and every other byte as ``\\xNN``. A bypass
 record (no process: its header is the wire's, not read here) shows its
 length and its first 64 bytes in hex.
+
+A process in a container ends with a CONT line (upstream's shows the
+Kubernetes name and image; ours what the cgroup path tells)::
+
+      CONT\tid=f6aa2e3f... runtime=containerd pod_uid=a00e... qos=Burstable
 """
 
 from __future__ import annotations
@@ -182,6 +187,10 @@ def _process_lines(p: Process, out: list[str]) -> None:
             continue
         text = " ".join(f"{label}={fmt(v[i])}" for i, label, fmt in items)
         out.append(f"  {tag}\t{text}\n")
+    c = p.container
+    if c is not None:
+        out.append(f"  CONT\tid={c.id} runtime={c.runtime} "
+                   f"pod_uid={_v(c.pod_uid)} qos={_v(c.qos)}\n")  # fmt: skip
 
 
 def dump_process(p: Process, events: int = 0) -> str:

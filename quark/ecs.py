@@ -8,6 +8,11 @@ objects stand directly under ``process`` (``process.user``,
 ``process.real_user``, ``process.saved_user``, likewise groups), where ECS
 puts them; fractions of seconds are zero-padded.
 
+A process in a container (:attr:`quark.Process.container`) adds
+``container.id`` and ``container.runtime``, and ``orchestrator.type``,
+``orchestrator.resource.type`` (``pod``) and ``orchestrator.resource.id``
+(the pod's uid) when its cgroup path shows a Kubernetes pod.
+
 Network events (``EV.SOCK_CONN_*``, ``EV.PACKET``) get ``event.category:
 ["network"]``, ``source``, ``destination`` and ``network`` objects; which
 end is the source follows who opened the connection, not which side we are:
@@ -143,6 +148,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from quark.container import Container
 from quark.errors import ConfigError
 from quark.events import (
     EV,
@@ -688,6 +694,19 @@ def _ptrace_fields(doc: dict[str, Any], pt: Ptrace, arch: str) -> None:
     doc.setdefault("quark", {})["ptrace"] = obj
 
 
+def _container_fields(doc: dict[str, Any], c: Container) -> None:
+    """``container.{id,runtime}`` and, when the cgroup path shows a
+    Kubernetes pod, ``orchestrator.type: kubernetes`` and
+    ``orchestrator.resource.{type: pod, id: <pod uid>}`` (ECS has no field
+    for the pod's QoS class)."""
+    doc["container"] = {"id": c.id, "runtime": c.runtime}
+    if c.pod_uid is not None:
+        doc["orchestrator"] = {
+            "type": "kubernetes",
+            "resource": {"type": "pod", "id": c.pod_uid},
+        }
+
+
 def _module_fields(doc: dict[str, Any], m: ModuleLoad) -> None:
     obj: dict[str, Any] = {"name": m.name}
     if m.version is not None:
@@ -922,6 +941,9 @@ class EcsEncoder:
                         self._parents[parent.pid] = cached
                     proc["parent"] = cached[1]
             doc["process"] = proc
+            container = p.container
+            if container is not None:
+                _container_fields(doc, container)
         if tty is not None:
             _tty_fields(doc.setdefault("process", {}), doc, tty)
         return doc

@@ -17,6 +17,9 @@
   ``pre*post``; ``*`` matches ``/`` too), ``poison TAG``. ``file.path``
   matches a file event's path (a move's new name, as upstream), never an
   event whose path is unknown nor an event of another kind.
+  ``container.id`` and ``container.runtime`` (string patterns too, the
+  runtime one of :data:`quark.container.RUNTIMES`) match the process's
+  :attr:`quark.Process.container`, never a process outside containers.
 - Rules run in order after aggregation and enrichment. The first matching
   ``pass`` or ``drop`` decides; ``poison`` rules tag the event's process and
   evaluation goes on; no match passes. A tag is inherited by children at
@@ -37,6 +40,7 @@ import enum
 import sys
 from dataclasses import dataclass, field
 
+from quark.container import RUNTIMES
 from quark.errors import RuleError
 from quark.events import Event
 
@@ -128,6 +132,11 @@ class Rule:
                 assert isinstance(v, Pattern)
                 if not v.matches(p.exe):
                     return False
+            elif f in _CONTAINER:
+                assert isinstance(v, Pattern)
+                c = p.container
+                if c is None or not v.matches(getattr(c, _CONTAINER[f])):
+                    return False
             elif getattr(p, _ATTR[f]) != v:
                 return False
         return True
@@ -141,7 +150,9 @@ _ATTR = {
     "process.sid": "sid",
 }
 _INT_FIELDS = {**dict.fromkeys(_ATTR, U32_MAX), "poison": U64_MAX}
-_STR_FIELDS = ("process.exe", "file.path")
+# container.* -> the quark.Container member (a string pattern each)
+_CONTAINER = {"container.id": "id", "container.runtime": "runtime"}
+_STR_FIELDS = ("process.exe", "file.path", *_CONTAINER)
 _KEYWORDS = {"pass", "drop", "poison", "on", "any", *_ATTR, *_STR_FIELDS}
 
 
@@ -292,6 +303,17 @@ def _parse_rule(words: list[_Word]) -> Rule:
         v = words[pos + 1]
         if f.text in _STR_FIELDS:
             value: int | Pattern = Pattern.parse(v.text, v.line, v.col)
+            if (
+                f.text == "container.runtime"
+                and "*" not in v.text
+                and v.text not in RUNTIMES
+            ):
+                raise RuleError(
+                    f"container.runtime {v.text!r} is none of "
+                    f"{', '.join(RUNTIMES)}",
+                    line=v.line,
+                    column=v.col,
+                )
         else:
             value = _number(v, _INT_FIELDS[f.text], f.text)
             if f.text in ("process.pid", "process.ppid") and value == 0:

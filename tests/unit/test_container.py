@@ -36,111 +36,208 @@ UPSTREAM = "elastic/quark quark-test.c t_cgroup_parse"
 # (cgroup or whole /proc/PID/cgroup, expected container, source)
 CASES: list[tuple[str, Container | None, str]] = [
     # docker
-    (f"/system.slice/docker-{ID}.scope", Container(ID, "docker"),
-     DOCKER_DOCS + ": v2, systemd driver"),
-    (f"/docker/{ID}", Container(ID, "docker"),
-     DOCKER_DOCS + ": v2 and v1, cgroupfs driver"),
-    (f"{U1000}/user.slice/docker-{ID}.scope", Container(ID, "docker"),
-     "docs.docker.com/engine/security/rootless/ (rootless, systemd driver)"),
-    (f"/docker/{ID}/docker/{ID2}", Container(ID2, "docker"),
-     "moby/moby hack/dind: docker-in-docker, cgroupfs in cgroupfs"),
-    (f"/system.slice/docker-{ID}.scope/docker/{ID2}",
-     Container(ID2, "docker"),
-     "moby/moby hack/dind: dind on a v2 host, inner cgroupfs driver"),
-    (f"/system.slice/docker-{ID}.scope/init.scope", Container(ID, "docker"),
-     "systemd as a container's init: systemd's init.scope below the "
-     "container (systemd docs/CONTAINER_INTERFACE.md)"),
+    (
+        f"/system.slice/docker-{ID}.scope",
+        Container(ID, "docker"),
+        DOCKER_DOCS + ": v2, systemd driver",
+    ),
+    (
+        f"/docker/{ID}",
+        Container(ID, "docker"),
+        DOCKER_DOCS + ": v2 and v1, cgroupfs driver",
+    ),
+    (
+        f"{U1000}/user.slice/docker-{ID}.scope",
+        Container(ID, "docker"),
+        "docs.docker.com/engine/security/rootless/ (rootless, systemd driver)",
+    ),
+    (
+        f"/docker/{ID}/docker/{ID2}",
+        Container(ID2, "docker"),
+        "moby/moby hack/dind: docker-in-docker, cgroupfs in cgroupfs",
+    ),
+    (
+        f"/system.slice/docker-{ID}.scope/docker/{ID2}",
+        Container(ID2, "docker"),
+        "moby/moby hack/dind: dind on a v2 host, inner cgroupfs driver",
+    ),
+    (
+        f"/system.slice/docker-{ID}.scope/init.scope",
+        Container(ID, "docker"),
+        "systemd as a container's init: systemd's init.scope below the "
+        "container (systemd docs/CONTAINER_INTERFACE.md)",
+    ),
     (f"foo/docker-{ID}.scope", Container(ID, "docker"), UPSTREAM),
-    ("foo/docker-abc123def456.scope", Container("abc123def456", "docker"),
-     UPSTREAM + " (short ids count)"),
+    (
+        "foo/docker-abc123def456.scope",
+        Container("abc123def456", "docker"),
+        UPSTREAM + " (short ids count)",
+    ),
     # containerd
-    (f"{BURST}/cri-containerd-{ID}.scope",
-     Container(ID, "containerd", UID, "Burstable"),
-     K8S_DRIVERS + "; containerd CRI systemd cgroup path "
-     "kubepods-...slice:cri-containerd:<id>, " + RUNC_SYSTEMD),
-    (f"/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope",
-     Container(ID, "containerd", UID, "Guaranteed"),
-     K8S_DRIVERS + ": Guaranteed pods sit right under kubepods"),
-    ("foo/containerd-abc123def456.scope",
-     Container("abc123def456", "containerd"), UPSTREAM),
-    (f"/kubepods/besteffort/pod{UID}/{ID}",
-     Container(ID, "unknown", UID, "BestEffort"),
-     K8S_DRIVERS + ": cgroupfs driver, the container's id as its name"),
-    (f"/kubepods/burstable/pod{UID}/{ID}",
-     Container(ID, "unknown", UID, "Burstable"), K8S_DRIVERS),
-    (f"/kubepods/pod{UID}/{ID}",
-     Container(ID, "unknown", UID, "Guaranteed"), K8S_DRIVERS),
-    (f"/system.slice/docker-{ID2}.scope/kubelet.slice/kubelet-kubepods.slice"
-     f"/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod"
-     f"{UID_}.slice/cri-containerd-{ID}.scope",
-     Container(ID, "containerd", UID, "BestEffort"),
-     "kubernetes-sigs/kind images/base/files/etc/default/kubelet "
-     "(--cgroup-root=/kubelet): Kubernetes nested in a docker container"),
-    (f"/ecs/5a0d5ceddf6c44a1928d9e6d77bb6d3c/{ID}",
-     Container(ID, "unknown"),
-     "aws/amazon-ecs-agent agent/taskresource/cgroup (cgroup parent "
-     "/ecs/<task id>)"),
+    (
+        f"{BURST}/cri-containerd-{ID}.scope",
+        Container(ID, "containerd", UID, "Burstable"),
+        K8S_DRIVERS + "; containerd CRI systemd cgroup path "
+        "kubepods-...slice:cri-containerd:<id>, " + RUNC_SYSTEMD,
+    ),
+    (
+        f"/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope",
+        Container(ID, "containerd", UID, "Guaranteed"),
+        K8S_DRIVERS + ": Guaranteed pods sit right under kubepods",
+    ),
+    (
+        "foo/containerd-abc123def456.scope",
+        Container("abc123def456", "containerd"),
+        UPSTREAM,
+    ),
+    (
+        f"/kubepods/besteffort/pod{UID}/{ID}",
+        Container(ID, "unknown", UID, "BestEffort"),
+        K8S_DRIVERS + ": cgroupfs driver, the container's id as its name",
+    ),
+    (
+        f"/kubepods/burstable/pod{UID}/{ID}",
+        Container(ID, "unknown", UID, "Burstable"),
+        K8S_DRIVERS,
+    ),
+    (
+        f"/kubepods/pod{UID}/{ID}",
+        Container(ID, "unknown", UID, "Guaranteed"),
+        K8S_DRIVERS,
+    ),
+    (
+        f"/system.slice/docker-{ID2}.scope/kubelet.slice/kubelet-kubepods.slice"
+        f"/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod"
+        f"{UID_}.slice/cri-containerd-{ID}.scope",
+        Container(ID, "containerd", UID, "BestEffort"),
+        "kubernetes-sigs/kind images/base/files/etc/default/kubelet "
+        "(--cgroup-root=/kubelet): Kubernetes nested in a docker container",
+    ),
+    (
+        f"/ecs/5a0d5ceddf6c44a1928d9e6d77bb6d3c/{ID}",
+        Container(ID, "unknown"),
+        "aws/amazon-ecs-agent agent/taskresource/cgroup (cgroup parent "
+        "/ecs/<task id>)",
+    ),
     # cri-o
-    (f"{BEST}/crio-{ID}.scope",
-     Container(ID, "cri-o", UID, "BestEffort"), CRIO_CGMGR),
-    (f"{BEST}/crio-conmon-{ID}.scope", None,
-     CRIO_CGMGR + ": conmon, the monitor, is not in the container"),
-    (f"{BURST}/crio-{ID}.scope/container",
-     Container(ID, "cri-o", UID, "Burstable"),
-     "containers/crun crun.1.md run.oci.systemd.subgroup (default "
-     "'container' under the systemd driver on v2)"),
-    (f"/kubepods/burstable/pod{UID}/crio-{ID}",
-     Container(ID, "cri-o", UID, "Burstable"),
-     CRIO_CGMGR + ": cgroupfs driver"),
-    (f"/kubepods/burstable/pod{UID}/crio-conmon-{ID}", None,
-     CRIO_CGMGR + ": cgroupfs driver's conmon"),
-    ("foo/crio-0123456789abcdef.scope",
-     Container("0123456789abcdef", "cri-o"), UPSTREAM),
+    (
+        f"{BEST}/crio-{ID}.scope",
+        Container(ID, "cri-o", UID, "BestEffort"),
+        CRIO_CGMGR,
+    ),
+    (
+        f"{BEST}/crio-conmon-{ID}.scope",
+        None,
+        CRIO_CGMGR + ": conmon, the monitor, is not in the container",
+    ),
+    (
+        f"{BURST}/crio-{ID}.scope/container",
+        Container(ID, "cri-o", UID, "Burstable"),
+        "containers/crun crun.1.md run.oci.systemd.subgroup (default "
+        "'container' under the systemd driver on v2)",
+    ),
+    (
+        f"/kubepods/burstable/pod{UID}/crio-{ID}",
+        Container(ID, "cri-o", UID, "Burstable"),
+        CRIO_CGMGR + ": cgroupfs driver",
+    ),
+    (
+        f"/kubepods/burstable/pod{UID}/crio-conmon-{ID}",
+        None,
+        CRIO_CGMGR + ": cgroupfs driver's conmon",
+    ),
+    (
+        "foo/crio-0123456789abcdef.scope",
+        Container("0123456789abcdef", "cri-o"),
+        UPSTREAM,
+    ),
     # podman
-    (f"/machine.slice/libpod-{ID}.scope", Container(ID, "podman"),
-     PODMAN + ": rootful, systemd driver"),
-    (f"/machine.slice/libpod-conmon-{ID}.scope", None,
-     PODMAN + ": conmon's scope"),
-    (f"{U1000}/user.slice/libpod-{ID}.scope", Container(ID, "podman"),
-     "podman docs/tutorials/rootless_tutorial.md: rootless under "
-     "user.slice"),
-    (f"{U1000}/user.slice/libpod-{ID}.scope/container",
-     Container(ID, "podman"),
-     "containers/crun crun.1.md run.oci.systemd.subgroup"),
-    (f"/libpod_parent/libpod-{ID}", Container(ID, "podman"),
-     PODMAN + ": cgroupfs driver"),
-    (f"/machine.slice/machine-libpod_pod_{ID2}.slice/libpod-{ID}.scope",
-     Container(ID, "podman"), PODMAN + ": a container of a pod"),
-    (f"/machine.slice/machine-libpod_pod_{ID2}.slice", None,
-     PODMAN + ": a pod's slice is not a container"),
+    (
+        f"/machine.slice/libpod-{ID}.scope",
+        Container(ID, "podman"),
+        PODMAN + ": rootful, systemd driver",
+    ),
+    (
+        f"/machine.slice/libpod-conmon-{ID}.scope",
+        None,
+        PODMAN + ": conmon's scope",
+    ),
+    (
+        f"{U1000}/user.slice/libpod-{ID}.scope",
+        Container(ID, "podman"),
+        "podman docs/tutorials/rootless_tutorial.md: rootless under "
+        "user.slice",
+    ),
+    (
+        f"{U1000}/user.slice/libpod-{ID}.scope/container",
+        Container(ID, "podman"),
+        "containers/crun crun.1.md run.oci.systemd.subgroup",
+    ),
+    (
+        f"/libpod_parent/libpod-{ID}",
+        Container(ID, "podman"),
+        PODMAN + ": cgroupfs driver",
+    ),
+    (
+        f"/machine.slice/machine-libpod_pod_{ID2}.slice/libpod-{ID}.scope",
+        Container(ID, "podman"),
+        PODMAN + ": a container of a pod",
+    ),
+    (
+        f"/machine.slice/machine-libpod_pod_{ID2}.slice",
+        None,
+        PODMAN + ": a pod's slice is not a container",
+    ),
     # lxc, LXD, Incus
     ("/lxc.payload.c1", Container("c1", "lxc"), LXC),
     ("/lxc.monitor.c1", None, LXC + ": the monitor"),
-    ("/lxc/101", Container("101", "lxc"),
-     LXC + " (Proxmox VE's /lxc/<vmid>)"),
-    ("/lxc.payload.c1/init.scope", Container("c1", "lxc"),
-     LXC + ": a system container's own init"),
-    (f"/lxc.payload.c1/system.slice/docker-{ID}.scope",
-     Container(ID, "docker"),
-     "docker nested in an LXD container (security.nesting)"),
+    ("/lxc/101", Container("101", "lxc"), LXC + " (Proxmox VE's /lxc/<vmid>)"),
+    (
+        "/lxc.payload.c1/init.scope",
+        Container("c1", "lxc"),
+        LXC + ": a system container's own init",
+    ),
+    (
+        f"/lxc.payload.c1/system.slice/docker-{ID}.scope",
+        Container(ID, "docker"),
+        "docker nested in an LXD container (security.nesting)",
+    ),
     # systemd-nspawn, machined
-    ("/machine.slice/systemd-nspawn@web.service/payload",
-     Container("web", "systemd-nspawn"), NSPAWN),
-    ("/machine.slice/systemd-nspawn@web.service/supervisor", None,
-     NSPAWN + ": nspawn itself"),
-    ("/machine.slice/machine-web.scope", Container("web", "systemd-nspawn"),
-     NSPAWN + " (registered from a shell)"),
-    ("/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator", None,
-     "libvirt docs/cgroups.rst: a virtual machine, not a container"),
+    (
+        "/machine.slice/systemd-nspawn@web.service/payload",
+        Container("web", "systemd-nspawn"),
+        NSPAWN,
+    ),
+    (
+        "/machine.slice/systemd-nspawn@web.service/supervisor",
+        None,
+        NSPAWN + ": nspawn itself",
+    ),
+    (
+        "/machine.slice/machine-web.scope",
+        Container("web", "systemd-nspawn"),
+        NSPAWN + " (registered from a shell)",
+    ),
+    (
+        "/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator",
+        None,
+        "libvirt docs/cgroups.rst: a virtual machine, not a container",
+    ),
     # runc alone
-    (f"{U1000}/user.slice/runc-foo.scope", Container("foo", "unknown"),
-     "opencontainers/runc docs/cgroup-v2.md (rootless, systemd driver)"),
+    (
+        f"{U1000}/user.slice/runc-foo.scope",
+        Container("foo", "unknown"),
+        "opencontainers/runc docs/cgroup-v2.md (rootless, systemd driver)",
+    ),
     # not containers
     ("/", None, "cgroups(7): the root"),
     ("", None, "a cgroup seen but empty"),
     ("/init.scope", None, "systemd docs/CGROUP_DELEGATION.md: PID 1"),
-    ("/user.slice/user-1000.slice/session-2.scope", None,
-     "systemd docs/CGROUP_DELEGATION.md: a login session"),
+    (
+        "/user.slice/user-1000.slice/session-2.scope",
+        None,
+        "systemd docs/CGROUP_DELEGATION.md: a login session",
+    ),
     ("/system.slice/containerd.service", None, "the runtime's daemon"),
     ("/system.slice/docker.service", None, "the runtime's daemon"),
     (f"{BURST}", None, K8S_DRIVERS + ": the pod's own cgroup"),
@@ -149,33 +246,47 @@ CASES: list[tuple[str, Container | None, str]] = [
     ("something-abcdef.scope", None, UPSTREAM + " (negative)"),
     ("docker-abcdef.scopeX", None, UPSTREAM + " (negative)"),
     # whole /proc/PID/cgroup files: v1 (legacy), hybrid, v2
-    ("12:pids:/docker/" + ID + "\n"
-     "11:memory:/docker/" + ID + "\n"
-     "10:cpu,cpuacct:/docker/" + ID + "\n"
-     "1:name=systemd:/docker/" + ID + "\n",
-     Container(ID, "docker"),
-     DOCKER_DOCS + ": v1 (legacy), cgroupfs driver; the pids line"),
-    ("11:pids:/system.slice/docker-" + ID + ".scope\n"
-     "4:memory:/system.slice/docker-" + ID + ".scope\n"
-     "1:name=systemd:/system.slice/docker-" + ID + ".scope\n"
-     "0::/system.slice/docker-" + ID + ".scope\n",
-     Container(ID, "docker"),
-     "systemd docs/CGROUP_DELEGATION.md hybrid layout: the unit in the "
-     "unified hierarchy too"),
-    ("13:pids:/docker/" + ID + "\n"
-     "4:memory:/docker/" + ID + "\n"
-     "0::/docker/" + ID + "\n",
-     Container(ID, "docker"),
-     "opencontainers/runc issue #4047: runc joins "
-     "/sys/fs/cgroup/unified/<path> too on a hybrid host"),
-    ("12:hugetlb:/kubepods/besteffort/pod" + UID + "/" + ID + "\n"
-     "11:pids:/kubepods/besteffort/pod" + UID + "/" + ID + "\n",
-     Container(ID, "unknown", UID, "BestEffort"),
-     K8S_DRIVERS + ": v1, cgroupfs driver"),
-    ("9:name=systemd:/\n8:pids:/\n0::/\n", None,
-     "this CI host (hybrid, every process in the root)"),
-    ("0::/system.slice/docker-" + ID + ".scope\n", Container(ID, "docker"),
-     "cgroups(7): a v2 host, one line"),
+    (
+        "12:pids:/docker/" + ID + "\n"
+        "11:memory:/docker/" + ID + "\n"
+        "10:cpu,cpuacct:/docker/" + ID + "\n"
+        "1:name=systemd:/docker/" + ID + "\n",
+        Container(ID, "docker"),
+        DOCKER_DOCS + ": v1 (legacy), cgroupfs driver; the pids line",
+    ),
+    (
+        "11:pids:/system.slice/docker-" + ID + ".scope\n"
+        "4:memory:/system.slice/docker-" + ID + ".scope\n"
+        "1:name=systemd:/system.slice/docker-" + ID + ".scope\n"
+        "0::/system.slice/docker-" + ID + ".scope\n",
+        Container(ID, "docker"),
+        "systemd docs/CGROUP_DELEGATION.md hybrid layout: the unit in the "
+        "unified hierarchy too",
+    ),
+    (
+        "13:pids:/docker/" + ID + "\n"
+        "4:memory:/docker/" + ID + "\n"
+        "0::/docker/" + ID + "\n",
+        Container(ID, "docker"),
+        "opencontainers/runc issue #4047: runc joins "
+        "/sys/fs/cgroup/unified/<path> too on a hybrid host",
+    ),
+    (
+        "12:hugetlb:/kubepods/besteffort/pod" + UID + "/" + ID + "\n"
+        "11:pids:/kubepods/besteffort/pod" + UID + "/" + ID + "\n",
+        Container(ID, "unknown", UID, "BestEffort"),
+        K8S_DRIVERS + ": v1, cgroupfs driver",
+    ),
+    (
+        "9:name=systemd:/\n8:pids:/\n0::/\n",
+        None,
+        "this CI host (hybrid, every process in the root)",
+    ),
+    (
+        "0::/system.slice/docker-" + ID + ".scope\n",
+        Container(ID, "docker"),
+        "cgroups(7): a v2 host, one line",
+    ),
 ]
 
 
