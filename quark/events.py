@@ -587,6 +587,16 @@ class Stats:
     the processes that /proc listed but that vanished (or could not be
     read) before the scrape at open read them: they are left out of the
     cache, not an error.
+
+    After a loss the process cache is reconciled against /proc:
+    ``repairs`` counts those passes, ``repair_purged`` the cached
+    processes found gone (their exit was lost), ``repair_added`` the ones
+    found missing or replaced (their fork was lost, or their pid reused)
+    and scraped. ``ring_size`` is the kernel ring's size in bytes (KPROBE:
+    the CPUs' perf rings together; 0 for a replay), ``ring_high_water``
+    the most of it ever found in use, ``ring_behind`` the times the
+    consumer was found with the ring over three quarters full: the
+    warning that comes before a loss.
     """
 
     insertions: int = 0
@@ -604,6 +614,12 @@ class Stats:
     late: int = 0
     skipped_probes: tuple[str, ...] = ()
     scrape_skipped: int = 0
+    repairs: int = 0
+    repair_purged: int = 0
+    repair_added: int = 0
+    ring_size: int = 0
+    ring_high_water: int = 0
+    ring_behind: int = 0
 
 
 @dataclass
@@ -611,7 +627,10 @@ class QueueAttr:
     """Queue attributes, with upstream's ``quark_queue_default_attr``.
 
     ``hold_time`` and ``cache_grace_time`` are in milliseconds; ``max_env``
-    in bytes (0: no environment is kept).
+    in bytes (0: no environment is kept). ``ring_size`` is the kernel ring's
+    size in bytes, a power of two multiple of the page size (EBPF: its one
+    ring buffer; KPROBE: shared out among the CPUs' perf rings); 0 sizes it
+    from the number of CPUs (1 MiB each, at least 4 MiB).
     """
 
     flags: QQ = QQ.ALL_BACKENDS
@@ -620,3 +639,4 @@ class QueueAttr:
     hold_time: int = 1000
     max_env: int = 4096
     ruleset: Any = field(default=None, repr=False)
+    ring_size: int = 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
 import select
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -37,12 +38,18 @@ from quark.events import (
 )
 from quark.raw.record import StreamWriter
 from quark.raw.types import RawKind
+from quark.repair import CHECK_NS, Repair
+from quark.sys.ringbuf import ring_bytes
 
 __all__ = ["Queue"]
 
 log = logging.getLogger("quark")
 
 _ATTR_FIELDS = {f.name for f in dataclasses.fields(QueueAttr)}
+#: at most one "falling behind" warning per this many ns
+_BEHIND_LOG_NS = 10_000_000_000
+#: the longest wait (s) while a repair is under way
+_REPAIR_WAIT = 0.02
 _BACKEND_FLAGS = (("ebpf", QQ.EBPF), ("kprobe", QQ.KPROBE))
 
 
@@ -165,6 +172,11 @@ class Queue:
         self._closed = False
         self._scrape_skipped = 0
         self._held: deque[tuple[int, bytes]] = deque()
+        self._repair: Repair | None = None
+        self._next_check = 0  # when loss and ring use are next looked at
+        self._drained_at = 0  # when the ring was last read empty
+        self._behind_seen = 0
+        self._behind_logged = -_BEHIND_LOG_NS
         attr = dataclasses.replace(attr) if attr is not None else QueueAttr()
         options = {}
         for key, value in overrides.items():
@@ -178,6 +190,7 @@ class Queue:
             raise ConfigError(f"invalid flags {attr.flags!r}") from None
         if ruleset is not None:
             attr.ruleset = ruleset
+        ring_bytes(attr.ring_size, 1)  # a bad size is the caller's error
         self.attr = attr
         names = _backend_order(backend, attr.flags)
         self._bypass = bool(attr.flags & QQ.BYPASS)
@@ -230,6 +243,15 @@ class Queue:
                 for s in seeds:
                     self._recorder.seed(s)
             self._engine.seed(seeds)
+            if self._backend.live():
+                hz = _procfs.clock_ticks()
+                self._repair = Repair(
+                    self._engine,
+                    root=procfs,
+                    hz=hz,
+                    tick_ns=1_000_000_000 // hz,
+                    max_env=attr.max_env,
+                )
             if self._backend.kinds() & QQ.SOCK_CONN:
                 socks = self._backend.seed_sockets()
                 if socks is None:
@@ -309,6 +331,8 @@ class Queue:
         if space <= 0:
             return 0
         raws = backend.read(space)
+        if len(raws) < space:
+            self._drained_at = backend.now()
         rec = self._recorder
         if rec is not None and raws:
             for raw in raws:
@@ -326,8 +350,32 @@ class Queue:
             return self._next_bypass(backend)
         engine = self._engine
         self._populate()
+        now = backend.now()
+        if now >= self._next_check:
+            self._check(backend, now)
+        elif self._repair is not None and self._repair.busy:
+            self._repair.step(now, backend.lost, self._drained_at)
         # A full queue never stalls: from 90% of max_length nothing is held.
-        return engine.pop(backend.now())
+        return engine.pop(now)
+
+    def _check(self, backend: Backend, now: int) -> None:
+        """Every CHECK_NS: warn a consumer falling behind, and repair the
+        cache after a loss (:mod:`quark.repair`)."""
+        self._next_check = now + CHECK_NS
+        size, high, behind = backend.ring_stats()
+        if behind > self._behind_seen:
+            if now - self._behind_logged >= _BEHIND_LOG_NS:
+                log.warning(
+                    "falling behind: the %s ring (%d KiB) was found over "
+                    "three quarters full (%d times so far, at most %d KiB "
+                    "waiting); read faster or raise QueueAttr.ring_size, "
+                    "or records will be lost",
+                    backend.name, size >> 10, behind, high >> 10,
+                )  # fmt: skip
+                self._behind_logged = now
+            self._behind_seen = behind
+        if self._repair is not None:
+            self._repair.step(now, backend.lost, self._drained_at)
 
     def _next_bypass(self, backend: Backend) -> Event | None:
         held = self._held
@@ -339,15 +387,36 @@ class Queue:
 
     def block(self, timeout: float | None = None) -> None:
         """Wait until :meth:`get_event` may have work, or ``timeout`` s."""
+        wait = self._wait_time(timeout)
+        if wait is not None and wait <= 0:
+            return
+        ms = None if wait is None else max(1, int(wait * 1000 + 0.999))
+        try:
+            self._poll.poll(ms)
+        except InterruptedError:
+            pass
+
+    def _wait_time(self, timeout: float | None = None) -> float | None:
+        """How long (s) the caller may wait for the fd before get_event may
+        have work anyway (0: it has now; None: only the fd tells)."""
         backend = self._require_open()
         if self._held:
-            return  # records read, not handed over yet
+            return 0  # records read, not handed over yet
         now = backend.now()
         wait: float | None = timeout
+        if self._repair is not None:
+            # the loss counter is looked at every CHECK_NS; a repair under
+            # way goes on a few ms per get_event: come back soon
+            until = (
+                _REPAIR_WAIT
+                if self._repair.busy
+                else max(0.0, (self._next_check - now) / 1e9)
+            )
+            wait = until if wait is None else min(wait, until)
         due = self._engine.next_due()
         if due is not None:
             if due <= now:
-                return  # get_event has work now
+                return 0  # get_event has work now
             # Batch: events are held anyway, so wake a little after the
             # head is due and release everything due by then in one go,
             # rather than waking once per record.
@@ -360,13 +429,7 @@ class Queue:
         interval = backend.poll_interval()
         if interval is not None:
             wait = interval if wait is None else min(wait, interval)
-        if wait is not None and wait <= 0:
-            return
-        ms = None if wait is None else max(1, int(wait * 1000 + 0.999))
-        try:
-            self._poll.poll(ms)
-        except InterruptedError:
-            pass
+        return wait
 
     @property
     def exhausted(self) -> bool:
@@ -389,6 +452,48 @@ class Queue:
         """A descriptor that becomes readable when get_event may have work."""
         return self._require_open().fileno()
 
+    def __aiter__(self) -> AsyncIterator[Event]:
+        """``async for ev in qq``: events forever (a replay ends at its
+        end), from the running event loop's thread, no thread of its own.
+
+        It waits with ``loop.add_reader(qq.fileno())``, and no longer than
+        :meth:`block` would (events held for the hold time, a backend that
+        is polled rather than woken, a repair under way), so that nothing
+        due waits for another record. Other tasks run meanwhile; the queue
+        must not be used from another thread.
+        """
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        while True:
+            ev = self.get_event()
+            if ev is not None:
+                yield ev
+                continue
+            if self.exhausted:
+                return
+            await self._readable(loop, self._wait_time())
+
+    async def _readable(
+        self, loop: asyncio.AbstractEventLoop, timeout: float | None
+    ) -> None:
+        """Until the queue's fd is readable, or ``timeout`` s."""
+        fd = self.fileno()
+        woken = loop.create_future()
+
+        def wake() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        loop.add_reader(fd, wake)
+        try:
+            await asyncio.wait_for(woken, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(fd)
+
     # -- cache and stats ----------------------------------------------------
     def lookup(self, pid: int) -> Process | None:
         return self._engine.lookup(pid)
@@ -400,7 +505,11 @@ class Queue:
     def stats(self) -> Stats:
         backend = self._require_open()
         c = self._engine.counters()
+        size, high, behind = backend.ring_stats()
         return Stats(
+            ring_size=size,
+            ring_high_water=high,
+            ring_behind=behind,
             lost=backend.lost(),
             decode_errors=backend.decode_errors(),
             backend=backend.name,

@@ -107,6 +107,17 @@ class Backend(abc.ABC):
         (included in :meth:`lost`)."""
         return 0
 
+    def ring_stats(self) -> tuple[int, int, int]:
+        """The kernel ring's size in bytes, the most of it ever found in
+        use, and how many times it was found over three quarters full
+        (``Stats.ring_size``, ``ring_high_water``, ``ring_behind``)."""
+        return (0, 0, 0)
+
+    def live(self) -> bool:
+        """True when the records come from this kernel now (not a replay):
+        the process cache can then be checked against /proc."""
+        return self.seed() is None
+
     def now(self) -> int:
         """Current time in ns on the raw events' clock (CLOCK_MONOTONIC)."""
         return time.monotonic_ns()

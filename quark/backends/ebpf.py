@@ -62,7 +62,7 @@ from quark.errors import (
 )
 from quark.events import QQ
 from quark.raw.types import RawEvent
-from quark.sys.ringbuf import RingReader
+from quark.sys.ringbuf import RingReader, ring_bytes
 
 if TYPE_CHECKING:
     from quark.events import QueueAttr
@@ -206,6 +206,7 @@ class EbpfBackend(Backend):
         self._counters_fd = -1
         self._ring_fd = -1
         self._ncpus = 1
+        self._ring_size = 0  # QueueAttr.ring_size, resolved at open
         self._hold_ms = attr.hold_time
         self._misses = 0  # the last recursion-miss count that could be read
         self._programs: dict[str, Program] = {}
@@ -236,7 +237,7 @@ class EbpfBackend(Backend):
         values = {
             "max_env": min(max(attr.max_env, 0), lay.const("Q_ENV_MAX") - 1),
             "thread_events": 1 if attr.flags & QQ.THREAD_EVENTS else 0,
-            "wakeup_bytes": lay.const("Q_RING_SIZE") // 4,
+            "wakeup_bytes": self._ring_size // 4,
             # what the consumer does to files would come back to it
             "self_tgid": os.getpid(),
             # one MODIFY per process and file per hold time: the engine
@@ -254,6 +255,7 @@ class EbpfBackend(Backend):
     def _open(self, attr: QueueAttr) -> None:
         path = object_path()
         self._ncpus = bpf.num_possible_cpus()
+        self._ring_size = ring_bytes(attr.ring_size, self._ncpus)
         errors: list[str] = []
         for flavour in FLAVOURS:
             disabled: set[str] = set()
@@ -367,11 +369,23 @@ class EbpfBackend(Backend):
                 # object's load once per hook on a kernel without them
                 if p.what not in self._fentry:
                     # once per open: reloads and the other flavour ask too
-                    self._fentry[p.what] = bpf.fentry_refusal(p.what)
+                    self._fentry[p.what] = bpf.fentry_refusal(
+                        p.what, _FENTRY_PARAMS.get(p.what)
+                    )
                 why = self._fentry[p.what]
                 if why is not None:
                     disabled.add(p.name)
                     self._skip(p, why)
+        for p in chosen:
+            # a live fentry hook that sees all a role's tracepoints see,
+            # and more, stands in for them: one record per write
+            gone = _REPLACES.get(p.role)
+            if p.flavour == "fe" and p.name not in disabled and gone:
+                disabled.update(
+                    q.name
+                    for q in chosen
+                    if q.role == gone and q.flavour == "tp"
+                )
         self._unserved(chosen, disabled, flavour)
         load = {p.name for p in chosen}
         for name in self._programs:
@@ -379,6 +393,7 @@ class EbpfBackend(Backend):
         obj.set_max_entries(
             "scratch", self._ncpus * self._wire.const("Q_NEST")
         )
+        obj.set_max_entries("ringbuf", self._ring_size)
         obj.write_initial_value(".rodata", self._config(attr))
         mark = bpf.log_mark()
         try:
@@ -420,7 +435,7 @@ class EbpfBackend(Backend):
                 os.close(cgroup_fd)  # the links keep the cgroup
         self._counters_fd = obj.map_fd("counters")
         self._ring_fd = obj.map_fd("ringbuf")
-        self._ring = RingReader(self._ring_fd, self._wire.const("Q_RING_SIZE"))
+        self._ring = RingReader(self._ring_fd, self._ring_size)
         ev = self._wire.record("q_event")
         at = ev.offsets["time"]
         self._header = (at, at + _TIME.size)
@@ -548,6 +563,12 @@ class EbpfBackend(Backend):
     def decode_errors(self) -> int:
         return self._decode_errors
 
+    def ring_stats(self) -> tuple[int, int, int]:
+        ring = self._ring
+        if ring is None:
+            return (self._ring_size, 0, 0)
+        return (ring.size, ring.high_water, ring.behind)
+
     def skipped_probes(self) -> tuple[str, ...]:
         return tuple(self._skipped)
 
@@ -612,6 +633,15 @@ def _kind_refused(
         f"({prog.name}): {reason}"
     )
 
+
+#: fentry hooks whose program reads its function's arguments by one
+#: prototype: the number of arguments of that prototype (tty_write took
+#: (file, buf, count, ppos) before 5.11, (iocb, from) since)
+_FENTRY_PARAMS = {"tty_write": 2}
+#: an optional fentry role, live, replaces the tracepoint programs of
+#: another role: tty_write sees every terminal write the write and writev
+#: syscalls do, and those of io_uring, splice and sendfile
+_REPLACES = {"ttyopt": "tty"}
 
 #: what a kind needs of the kernel, beyond its hooks, said first when the
 #: kind is refused: the file that shows it and what its absence means

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from quark.engine.aggregate import (
@@ -166,6 +166,9 @@ class Engine:
         self.non_aggregations = 0
         self.dropped_by_rules = 0
         self.late = 0
+        self.repairs = 0
+        self.repair_purged = 0
+        self.repair_added = 0
         self._released = -1  # time of the last released head
         self._ages = self._age_table()
 
@@ -264,12 +267,53 @@ class Engine:
         rs = self.ruleset
         if rs is None:
             return
-        for proc in list(self.cache):
+        self._poison(list(self.cache), rs)
+        rs.reset_counters(keep_poison=True)
+
+    def _poison(self, procs: list[Process], rs: Ruleset) -> None:
+        """Run the poison rules over ``procs`` (a fake event, no bits)."""
+        for proc in procs:
             fake = Event._make((EV(0), 0, proc, *_NO_PAYLOADS))
             _, tag = rs.evaluate(fake, proc.poison_tag)
             if tag != proc.poison_tag:
                 self.cache.set_poison(proc.pid, tag)
-        rs.reset_counters(keep_poison=True)
+
+    # -- repair after loss ---------------------------------------------------
+    def cached_starts(self) -> dict[int, int | None]:
+        """pid -> start time of every cached process not marked exited."""
+        return self.cache.live()
+
+    def oldest_held(self) -> int | None:
+        """The time of the oldest raw event held, if any."""
+        heap = self._heap
+        merged = self._merged
+        while heap and heap[0][0] in merged:
+            self._drop_merged(heapq.heappop(heap)[0])
+        return heap[0][0] if heap else None
+
+    def repair(
+        self, gone: Iterable[tuple[int, int | None]], found: Iterable[Seed]
+    ) -> tuple[int, int]:
+        """Reconcile the cache with what /proc showed after a loss: forget
+        the processes ``gone`` ((pid, start time) as cached when the check
+        began: a pid since reused is left alone) and add the ``found`` ones
+        (scraped; a pid cached with the same start time is kept). A pid with
+        raw events still held is left to them. Returns (purged, added)."""
+        held = self._by_pid
+        purged = 0
+        for pid, start in gone:
+            if pid not in held and self.cache.purge(pid, start):
+                purged += 1
+        added = self.cache.seed([s for s in found if s.pid not in held])
+        rs = self.ruleset
+        if rs is not None and added:
+            # the added ones are judged as the scraped ones were at open
+            procs = (self.cache.lookup(pid) for pid in added)
+            self._poison([p for p in procs if p is not None], rs)
+        self.repairs += 1
+        self.repair_purged += purged
+        self.repair_added += len(added)
+        return purged, len(added)
 
     # -- output ---------------------------------------------------------------
     def next_due(self) -> int | None:
@@ -483,6 +527,9 @@ class Engine:
             "cache_size": len(self.cache),
             "dropped_by_rules": self.dropped_by_rules,
             "late": self.late,
+            "repairs": self.repairs,
+            "repair_purged": self.repair_purged,
+            "repair_added": self.repair_added,
         }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from operator import attrgetter
 from typing import Any
 
+from quark.container import container_of
 from quark.events import ELT, EV, Process
 from quark.fields import Src
 from quark.raw.types import RawEvent, RawKind, RawTask, Seed
@@ -48,6 +49,7 @@ _CMDLINE = _F["cmdline"]
 _POISON = _F["poison_tag"]
 _EL = _F["entry_leader"]
 _ELT = _F["entry_leader_type"]
+_CGROUP = _F["cgroup"]
 _SID = _F["sid"]
 _TTY_MAJ = _F["tty_major"]
 _TTY_MIN = _F["tty_minor"]
@@ -245,14 +247,17 @@ class ProcessCache:
         return self._gc[0][0] + self.grace_ns if self._gc else None
 
     # -- seeding -------------------------------------------------------------
-    def seed(self, seeds: list[Seed]) -> None:
+    def seed(self, seeds: list[Seed]) -> list[int]:
         """Add scraped processes; a pid already known with the same start
-        time (to the tick) is kept, one with another start time replaced."""
+        time (to the tick) is kept, one with another start time replaced.
+        Returns the pids added or replaced."""
+        added = []
         for s in seeds:
             old = self._procs.get(s.pid)
             start = s.task.start_time
             if old is not None and self._same_start(old, start):
                 continue
+            added.append(s.pid)
             e = _Entry(s.pid)
             self._apply_task(e, s.task, exiting=False)
             if s.exe is not None:
@@ -260,8 +265,28 @@ class ProcessCache:
             if s.args is not None:
                 e.vals[_CMDLINE] = tuple(s.args)
             self._procs[s.pid] = e
-        if self.entry_leaders:
+        if self.entry_leaders and added:
             self._entry_leaders_from_roots()
+        return added
+
+    # -- repair after loss ---------------------------------------------------
+    def live(self) -> dict[int, int | None]:
+        """The start time of every cached process not marked exited."""
+        return {
+            pid: e.vals[_START]
+            for pid, e in self._procs.items()
+            if e.gc is None
+        }
+
+    def purge(self, pid: int, start: int | None) -> bool:
+        """Forget ``pid``, found gone from /proc, if it is still the process
+        that started at ``start`` and not marked exited (then its exit mark
+        and the grace time will do)."""
+        e = self._procs.get(pid)
+        if e is None or e.gc is not None or e.vals[_START] != start:
+            return False
+        del self._procs[pid]
+        return True
 
     def _same_start(self, e: _Entry, start: int | None) -> bool:
         old = e.vals[_START]
@@ -434,6 +459,13 @@ class ProcessCache:
         parent = self._procs.get(ppid) if ppid is not None else None
         if parent is None:
             return None, None
+        # entering a container: its cgroup names another container than
+        # its parent's (quark.container), whatever runs it
+        container = container_of(vals[_CGROUP])
+        if container is not None and container != container_of(
+            parent.vals[_CGROUP]
+        ):
+            return pid, ELT.CONTAINER
         p_leader = parent.vals[_EL]
         p_kind = parent.vals[_ELT]
         if p_kind is None or p_kind == ELT.UNKNOWN:

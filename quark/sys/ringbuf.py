@@ -18,7 +18,15 @@ from __future__ import annotations
 import mmap
 import struct
 
-__all__ = ["RingReader"]
+from quark.errors import ConfigError
+
+__all__ = ["RingReader", "ring_bytes"]
+
+#: a default ring holds this much per CPU, and never less than the minimum
+PER_CPU = 1 << 20
+MIN_DEFAULT = 4 << 20
+#: a consumer is behind once this share of the ring waits (in 1/4ths)
+_BEHIND_QUARTERS = 3
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
@@ -30,6 +38,27 @@ _u32 = struct.Struct("<I")
 def _check_size(size: int) -> None:
     if size <= 0 or size & (size - 1) or size % mmap.PAGESIZE:
         raise ValueError(f"ring size {size} is not a power-of-2 pages")
+
+
+def ring_bytes(requested: int, ncpus: int) -> int:
+    """The ring size for ``QueueAttr.ring_size``: ``requested`` bytes, which
+    must be a power of two multiple of the page size, or with 0 one MiB per
+    CPU (rounded up to a power of two), at least 4 MiB."""
+    if requested == 0:
+        want = max(MIN_DEFAULT, PER_CPU * max(ncpus, 1))
+        return 1 << (want - 1).bit_length()
+    if (
+        not isinstance(requested, int)
+        or isinstance(requested, bool)
+        or requested < 0
+        or requested & (requested - 1)
+        or requested % mmap.PAGESIZE
+    ):
+        raise ConfigError(
+            f"ring_size={requested!r}: a power of two multiple of the page "
+            f"size ({mmap.PAGESIZE} bytes), or 0 to size it from the CPUs"
+        )
+    return requested
 
 
 class RingReader:
@@ -73,6 +102,12 @@ class RingReader:
         self._prod = prod
         self._data = mmap.PAGESIZE  # data starts after the producer page
         self.discarded = 0
+        # the most bytes ever found waiting at a read, and how many times a
+        # read found more than three quarters of the ring waiting
+        self.high_water = 0
+        self.behind = 0
+        self._behind_at = size * _BEHIND_QUARTERS // 4
+        self._was_behind = False
 
     def read(self, limit: int) -> list[bytes]:
         """Up to ``limit`` records (fewer if the ring has fewer)."""
@@ -82,6 +117,15 @@ class RingReader:
         prod = _u64.unpack_from(prod_mm, 0)[0]
         mask, base = self._mask, self._data
         start = cons
+        waiting = prod - cons
+        if waiting > self.high_water:
+            self.high_water = waiting
+        if waiting > self._behind_at:
+            if not self._was_behind:
+                self.behind += 1  # once per episode, not once per read
+                self._was_behind = True
+        elif waiting <= self._behind_at // 3:
+            self._was_behind = False  # caught up (well below the mark)
         while cons < prod and len(out) < limit:
             off = base + (cons & mask)
             word = _u32.unpack_from(prod_mm, off)[0]

@@ -1,0 +1,176 @@
+"""Repair after loss: the process cache checked against /proc.
+
+When the backend's loss counter moves, records are gone that the cache
+needed: an exit (the process stays cached forever), a fork (a running
+process is unknown). :class:`Repair` then checks the cache against /proc
+and fixes it, in the caller's thread and a few milliseconds per
+:meth:`Repair.step` (the queue calls it from ``get_event``), so that a check
+never stalls the caller:
+
+1. list /proc and read each process's start time (a few hundred pids per
+   step), having noted what the cache held when the listing began;
+2. wait until the ring has been read empty after the listing ended and no
+   raw event older than that is held, so that no record in flight is taken
+   for a loss;
+3. scrape the missing processes (a few at a time) and hand both lists to
+   the engine (:meth:`quark.engine.Engine.repair`), which leaves alone any
+   pid with raw events still held or reused since (the start time tells).
+
+Nothing of it runs while the counter stands still: the queue reads it
+once every :data:`CHECK_NS`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from quark.engine import Engine
+from quark.engine.repair import plan
+from quark.procfs import parse_stat, scrape_pid
+from quark.raw.types import Seed
+
+__all__ = ["CHECK_NS", "Repair", "listed_starts"]
+
+#: how often the loss counter is read (ns)
+CHECK_NS = 250_000_000
+#: how long one step may work on /proc (ns)
+BUDGET_NS = 4_000_000
+
+_IDLE, _LISTING, _SETTLING, _SCRAPING = range(4)
+
+
+def _start_of(root: str, pid: int, hz: int) -> int | None:
+    """The start time (ns since boot) of ``pid``, None if it is gone."""
+    try:
+        with open(f"{root}/{pid}/stat", "rb") as f:
+            text = f.read().decode(errors="replace")
+        return parse_stat(text, hz)["start_time"]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _listed_pids(root: str) -> list[int]:
+    with os.scandir(root) as it:
+        return sorted(int(e.name) for e in it if e.name.isdigit())
+
+
+def listed_starts(root: str, hz: int) -> dict[int, int]:
+    """pid -> start time of every process /proc lists now (whole)."""
+    out = {}
+    for pid in _listed_pids(root):
+        start = _start_of(root, pid, hz)
+        if start is not None:
+            out[pid] = start
+    return out
+
+
+class Repair:
+    """Checks ``engine``'s process cache against ``root`` after losses."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        root: str,
+        hz: int,
+        tick_ns: int,
+        max_env: int,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self._engine = engine
+        self._root = root
+        self._hz = hz
+        self._tick_ns = tick_ns
+        self._max_env = max_env
+        self._clock = clock
+        self._state = _IDLE
+        self._seen = 0  # the loss count last acted on
+        self._todo: list[int] = []
+        self._listed: dict[int, int] = {}
+        self._cached: dict[int, int | None] = {}
+        self._listed_at = 0
+        self._gone: list[tuple[int, int | None]] = []
+        self._found: list[Seed] = []
+
+    @property
+    def busy(self) -> bool:
+        """True while a check is under way (the caller should come back
+        soon rather than sleep long)."""
+        return self._state != _IDLE
+
+    def step(self, now: int, lost: Callable[[], int], drained_at: int) -> None:
+        """Move the check on (idle: begin one if ``lost()``, the backend's
+        loss counter, moved): ``now`` is the backend's clock,
+        ``drained_at`` when (on that clock) the ring was last read empty."""
+        if self._state == _IDLE:
+            count = lost()
+            if count <= self._seen:
+                return
+            self._seen = count
+            self._begin()
+        until = self._clock() + BUDGET_NS
+        if self._state == _LISTING:
+            self._list(until, now)
+        if self._state == _SETTLING:
+            oldest = self._engine.oldest_held()
+            settled = oldest is None or oldest > self._listed_at
+            if drained_at <= self._listed_at or not settled:
+                return
+            self._settle()
+        if self._state == _SCRAPING:
+            self._scrape(until)
+
+    def _begin(self) -> None:
+        # what the cache held before the listing: a process that starts
+        # after this is not cached here, so never taken for gone
+        self._cached = self._engine.cached_starts()
+        self._todo = _listed_pids(self._root)
+        self._todo.reverse()  # popped from the end: ascending pids
+        self._listed = {}
+        self._state = _LISTING
+
+    def _list(self, until: int, now: int) -> None:
+        todo, listed = self._todo, self._listed
+        root, hz, clock = self._root, self._hz, self._clock
+        while todo:
+            pid = todo.pop()
+            start = _start_of(root, pid, hz)
+            if start is not None:
+                listed[pid] = start
+            if not len(todo) & 63 and clock() >= until:
+                return
+        self._listed_at = now
+        self._state = _SETTLING
+
+    def _settle(self) -> None:
+        gone, missing = plan(self._cached, self._listed, self._tick_ns)
+        # a pid /proc did not list may still be there: a thread's (listed
+        # under its process only), or one that started while listing
+        self._gone = [
+            (pid, start)
+            for pid, start in gone
+            if pid in self._listed
+            or start is None
+            or _start_of(self._root, pid, self._hz) != start
+        ]
+        self._todo = missing[::-1]
+        self._found = []
+        self._cached = {}
+        self._listed = {}
+        self._state = _SCRAPING
+
+    def _scrape(self, until: int) -> None:
+        todo, found = self._todo, self._found
+        while todo:
+            seed = scrape_pid(
+                self._root, todo.pop(), max_env=self._max_env, hz=self._hz
+            )
+            if seed is not None:
+                found.append(seed)
+            if not len(todo) & 7 and self._clock() >= until:
+                return
+        self._engine.repair(self._gone, found)
+        self._gone, self._found = [], []
+        self._state = _IDLE
