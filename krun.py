@@ -48,7 +48,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from initramfs import build as initramfs  # noqa: E402
-from kernel_images import manifest  # noqa: E402
+from kernel_images import debian, manifest  # noqa: E402
 
 SENTINEL = re.compile(rb"^quark-init: exit (\d+)\s*$")
 READY = re.compile(rb"^quark-init: \S+ ready\s*$")
@@ -64,6 +64,9 @@ EXIT_FATAL, EXIT_NO_SENTINEL, EXIT_TWO_SENTINELS, EXIT_QEMU = (
     253,
 )
 EXIT_TIMEOUT = 124
+NO_ROOT = b"quark-init: cannot mount the host root"  # initramfs/init
+EXIT_KVM_HUNG = -1  # internal: the KVM probe saw no progress
+EXIT_USAGE = 2  # a kernel krun cannot use, or bad arguments
 PASS_ENV = ("LANG", "TERM", "QUARK_IGNORE_BTF", "QUARK_VERBOSE")
 
 
@@ -103,24 +106,119 @@ def kernel_cmdline() -> str:
     return "console=ttyS0 quiet panic=-1 loglevel=4 rdinit=/init"
 
 
-def _resolve(kernel: str) -> manifest.Fetched:
-    if os.path.exists(kernel):
-        path = pathlib.Path(kernel).resolve()
-        for k in manifest.kernels():
-            fetched = manifest.fetch(k)
-            if fetched.vmlinuz.resolve() == path:
-                return fetched
-        raise SystemExit(
-            f"krun: {kernel} is not a manifest kernel: its modules are unknown"
+class KrunError(Exception):
+    """A kernel krun cannot boot, or bad arguments: one line, no traceback."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The kernel to boot: its image, modules (None: drivers built in)."""
+
+    vmlinuz: pathlib.Path
+    modules: pathlib.Path | None
+    release: str
+    how: str  # one line: where the image, release and modules came from
+
+
+# The drivers the guest needs to mount the host's root over virtio-9p:
+# kernel config option -> the module that provides it when it is =m.
+NEEDED_CONFIG = {
+    "VIRTIO_PCI": "virtio_pci",
+    "NET_9P": "9pnet",
+    "NET_9P_VIRTIO": "9pnet_virtio",
+    "9P_FS": "9p",
+}
+
+
+def _ensure_modules_dep(moddir: pathlib.Path, release: str) -> None:
+    """modules.dep is made at install time, not shipped in the package:
+    make it (``depmod -b`` reads BASE/lib/modules/RELEASE, which holds for
+    both lib/modules and usr/lib/modules layouts)."""
+    if (moddir / "modules.dep").exists():
+        return
+    base = moddir.parent.parent.parent
+    r = subprocess.run(
+        ["depmod", "-b", str(base), release], capture_output=True, text=True
+    )
+    if r.returncode != 0 or not (moddir / "modules.dep").exists():
+        raise KrunError(
+            f"depmod -b {base} {release} failed: "
+            + (r.stderr.strip().splitlines() or ["no modules.dep made"])[-1]
         )
-    return manifest.fetch(manifest.lookup(kernel))
 
 
-def _guest_env(modules: pathlib.Path) -> dict[str, str]:
+def resolve(kernel: str, modules: str | None = None) -> Resolved:
+    """A manifest name (fetched on first use: that kernel only) or a
+    kernel image path, with its modules: ``modules`` if given, else the
+    unpacked package's beside the image, else the manifest kernel of the
+    same release, else none (when its config says the drivers are built
+    in, or there is no config to ask)."""
+    from kernel_images import image as kimage
+
+    if not os.path.exists(kernel):
+        if os.sep in kernel or kernel.startswith("."):
+            raise KrunError(f"{kernel}: no such file")
+        try:
+            fetched = manifest.fetch(manifest.lookup(kernel))
+        except debian.FetchError as e:
+            raise KrunError(str(e)) from None
+        return Resolved(
+            fetched.vmlinuz, fetched.modules, fetched.kernel.release,
+            f"manifest kernel {fetched.kernel.name}",
+        )  # fmt: skip
+    try:
+        img = kimage.inspect(kernel)
+    except kimage.ImageError as e:
+        raise KrunError(str(e)) from None
+    if img.arch != "x86_64":
+        raise KrunError(
+            f"{kernel}: an {img.arch} kernel; krun boots x86_64 guests only"
+        )
+    how = f"release {img.release} (from the {img.release_from})"
+    moddir: pathlib.Path | None = None
+    if modules is not None:
+        moddir = pathlib.Path(modules).resolve()
+        if not moddir.is_dir():
+            raise KrunError(f"--modules {modules}: not a directory")
+        how += f", modules from --modules {moddir}"
+    else:
+        moddir = kimage.modules_beside(img)
+        if moddir is not None:
+            how += f", modules beside it in {moddir}"
+    if moddir is None:
+        same = [k for k in manifest.kernels() if k.release == img.release]
+        if same:
+            try:
+                moddir = manifest.fetch(same[0]).modules
+            except debian.FetchError as e:
+                raise KrunError(str(e)) from None
+            how += f", modules of manifest kernel {same[0].name}"
+    for option, module in NEEDED_CONFIG.items():
+        value = kimage.config_value(img, option)
+        if value == "":
+            raise KrunError(
+                f"{img.release} cannot run krun's guest: CONFIG_{option} is "
+                "not set (krun shares the host's files over virtio-9p)"
+            )
+        if value == "m" and moddir is None:
+            raise KrunError(
+                f"{img.release} needs module {module} (CONFIG_{option}=m) "
+                f"and no modules were found beside {kernel}: pass "
+                "--modules DIR (the package's lib/modules/RELEASE)"
+            )
+    if moddir is not None:
+        _ensure_modules_dep(moddir, img.release)
+    else:
+        how += ", no modules (drivers built in, or no config to tell)"
+    return Resolved(img.path.resolve(), moddir, img.release, how)
+
+
+def _guest_env(modules: pathlib.Path | None) -> dict[str, str]:
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
-    env.update(
+    if modules is not None:
         # the guest kernel's modules, on the host's files (t_module_load)
-        QUARK_GUEST_MODULES=str(modules),
+        env["QUARK_GUEST_MODULES"] = str(modules)
+    env.update(
         PATH=os.pathsep.join(
             [str(pathlib.Path(sys.executable).parent),
              "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
@@ -134,6 +232,61 @@ def _guest_env(modules: pathlib.Path) -> dict[str, str]:
     return env
 
 
+# console output that shows the guest is executing (SeaBIOS handing over
+# to the kernel, a kernel line, our init): a KVM boot that prints none of
+# it within the probe's seconds is hung
+PROGRESS = re.compile(rb"Booting from ROM|^\[\s*\d+\.\d+\]|quark-init:")
+KVM_PROBE_SECONDS = 8.0
+
+
+def _kvm_hung_stamp() -> pathlib.Path:
+    """A file that records a hung KVM probe for this host boot."""
+    try:
+        boot = pathlib.Path("/proc/sys/kernel/random/boot_id").read_text()
+    except OSError:
+        boot = "unknown"
+    return debian.cache_dir() / f"kvm-hung-{boot.strip()}"
+
+
+def choose_accel(asked: str) -> str:
+    """The accelerator, kvm or tcg, for ``--accel auto|kvm|tcg``: auto
+    takes KVM when /dev/kvm opens read-write and KVM has not failed at this
+    host boot."""
+    if asked != "auto":
+        return asked
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    if _kvm_hung_stamp().exists():
+        print(
+            "krun: KVM hung at an earlier probe since this host booted: "
+            "using TCG (--accel kvm to try it again)",
+            file=sys.stderr,
+        )
+        return "tcg"
+    return "kvm"
+
+
+def qemu_argv(
+    accel: str, memory: str, smp: int, vmlinuz: pathlib.Path,
+    initrd: pathlib.Path,
+) -> list[str]:  # fmt: skip
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise KrunError(
+            "qemu-system-x86_64 not found (apt install qemu-system-x86)"
+        )
+    cpu = ["-cpu", "host"] if accel == "kvm" else []
+    return [
+        qemu, "-accel", accel, *cpu, "-m", memory, "-smp", str(smp),
+        "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+        "-kernel", str(vmlinuz), "-initrd", str(initrd),
+        "-append", kernel_cmdline(),
+        "-fsdev",
+        "local,id=r,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device", "virtio-9p-pci,fsdev=r,mount_tag=hostroot",
+    ]  # fmt: skip
+
+
 def run(
     kernel: str,
     argv: list[str],
@@ -142,32 +295,30 @@ def run(
     memory: str = "2G",
     smp: int = 2,
     quiet: bool = False,
+    modules: str | None = None,
+    accel: str = "auto",
+    kvm_probe: float = KVM_PROBE_SECONDS,
 ) -> Outcome:
-    fetched = _resolve(kernel)
-    base = initramfs.base_image(fetched.modules, sys.executable)
-    extra = initramfs.command_archive(
-        argv, os.getcwd(), _guest_env(fetched.modules)
-    )
+    """Boot ``kernel`` and run ``argv``; KrunError for a kernel or set-up
+    that cannot boot at all."""
+    k = resolve(kernel, modules)
+    base = initramfs.base_image(k.modules, sys.executable)
+    extra = initramfs.command_archive(argv, os.getcwd(), _guest_env(k.modules))
+    chosen = choose_accel(accel)
     with tempfile.TemporaryDirectory(prefix="krun-") as d:
         initrd = pathlib.Path(d) / "initrd.cpio"
         initramfs.assemble(base, extra, initrd)
-        qemu = shutil.which("qemu-system-x86_64")
-        if qemu is None:
-            return Outcome(
-                EXIT_QEMU,
-                "qemu-system-x86_64 not found (apt install qemu-system-x86)",
+        cmd = qemu_argv(chosen, memory, smp, k.vmlinuz, initrd)
+        probe = kvm_probe if chosen == "kvm" and accel == "auto" else None
+        outcome = _watch(cmd, timeout, quiet, probe)
+        if outcome.status == EXIT_KVM_HUNG:
+            print(
+                f"krun: {outcome.reason}: falling back to TCG",
+                file=sys.stderr,
             )
-        cmd = [
-            qemu, "-accel", "tcg", "-m", memory, "-smp", str(smp),
-            "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
-            "-kernel", str(fetched.vmlinuz), "-initrd", str(initrd),
-            "-append", kernel_cmdline(),
-            "-fsdev",
-            "local,id=r,path=/,security_model=none,readonly=on,"
-            "multidevs=remap",
-            "-device", "virtio-9p-pci,fsdev=r,mount_tag=hostroot",
-        ]  # fmt: skip
-        outcome = _watch(cmd, timeout, quiet)
+            _kvm_hung_stamp().touch()
+            cmd = qemu_argv("tcg", memory, smp, k.vmlinuz, initrd)
+            outcome = _watch(cmd, timeout, quiet)
         if outcome.status == EXIT_FATAL and not outcome.booted:
             # The kernel died while booting, before init ran anything of
             # ours (seen once with 7.2 under TCG): the command never ran.
@@ -178,10 +329,19 @@ def run(
                 file=sys.stderr,
             )
             outcome = _watch(cmd, timeout, quiet)
+        if any(NO_ROOT in ln for ln in outcome.lines):
+            outcome.reason = (
+                f"the guest could not mount the host's root over virtio-9p "
+                f"({k.how})"
+            )
         return outcome
 
 
-def _watch(cmd: list[str], timeout: float, quiet: bool) -> Outcome:
+def _watch(
+    cmd: list[str], timeout: float, quiet: bool, probe: float | None = None
+) -> Outcome:
+    """Run qemu, stream and parse its console. With ``probe``, a boot that
+    shows no PROGRESS within that many seconds is killed (EXIT_KVM_HUNG)."""
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -190,10 +350,19 @@ def _watch(cmd: list[str], timeout: float, quiet: bool) -> Outcome:
     lines: list[bytes] = []
     buf = b""
     deadline = time.monotonic() + timeout
+    progress_by = None if probe is None else time.monotonic() + probe
     fd = proc.stdout.fileno()
     out = sys.stdout.buffer
     try:
         while True:
+            if progress_by is not None and time.monotonic() > progress_by:
+                proc.kill()
+                proc.wait()
+                return Outcome(
+                    EXIT_KVM_HUNG,
+                    f"KVM boot hung ({probe:.0f} s without console output)",
+                    False,
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 proc.kill()
@@ -209,9 +378,13 @@ def _watch(cmd: list[str], timeout: float, quiet: bool) -> Outcome:
                 break
             buf += chunk
             *complete, buf = buf.split(b"\n")
+            if progress_by is not None and PROGRESS.search(buf):
+                progress_by = None
             for ln in complete:
                 ln = ln.rstrip(b"\r")
                 lines.append(ln)
+                if progress_by is not None and PROGRESS.search(ln):
+                    progress_by = None
                 if not quiet:
                     out.write(ln + b"\n")
                     out.flush()
@@ -229,7 +402,16 @@ def _watch(cmd: list[str], timeout: float, quiet: bool) -> Outcome:
             proc.wait()
     if buf:
         lines.append(buf)
-    return _with_lines(parse_console(lines, proc.wait()), lines)
+    status = proc.wait()
+    if progress_by is not None:  # KVM died before the guest ran at all
+        last = lines[-1].decode(errors="replace").strip() if lines else ""
+        return Outcome(
+            EXIT_KVM_HUNG,
+            f"qemu under KVM exited with {status} before the guest ran"
+            + (f" ({last})" if last else ""),
+            False,
+        )
+    return _with_lines(parse_console(lines, status), lines)
 
 
 def _with_lines(o: Outcome, lines: list[bytes]) -> Outcome:
@@ -449,14 +631,45 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="krun.py",
         description=__doc__.split("\n\n")[0],
+        epilog="Exit status: the command's, or 250 (guest kernel failure), "
+        "251 (no sentinel), 252 (two sentinels), 253 (qemu failed), 124 "
+        "(timeout), 2 (a kernel krun cannot use, or bad arguments).",
     )
-    ap.add_argument("--timeout", type=float, default=900.0)
-    ap.add_argument("--memory", default="2G")
-    ap.add_argument("--smp", type=int, default=2)
+    ap.add_argument(
+        "--timeout", type=float, default=900.0, metavar="SECONDS",
+        help="kill the guest after SECONDS (exit 124; default %(default)s)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--memory", default="2G", help="guest memory (default %(default)s)"
+    )
+    ap.add_argument(
+        "--smp", type=int, default=2, help="guest CPUs (default %(default)s)"
+    )
+    ap.add_argument(
+        "--modules", metavar="DIR",
+        help="the kernel's modules directory (lib/modules/RELEASE); default: "
+        "the unpacked package's beside a KERNEL path, or the manifest's",
+    )  # fmt: skip
+    ap.add_argument(
+        "--accel", choices=("auto", "kvm", "tcg"), default="auto",
+        help="auto (default): KVM when /dev/kvm opens, falling back to TCG "
+        "when the KVM boot shows no console output within --kvm-probe "
+        "seconds; kvm or tcg: that one only",
+    )  # fmt: skip
+    ap.add_argument(
+        "--kvm-probe", type=float, default=KVM_PROBE_SECONDS,
+        metavar="SECONDS",
+        help="with --accel auto: how long a KVM boot may stay silent "
+        "(default %(default)s)",
+    )  # fmt: skip
     ap.add_argument(
         "--quiet", action="store_true", help="do not stream the guest console"
     )
-    ap.add_argument("--matrix", action="store_true")
+    ap.add_argument(
+        "--matrix", action="store_true",
+        help="run quark-test on every manifest kernel and the host, and "
+        "print a kernel x backend table",
+    )  # fmt: skip
     ap.add_argument(
         "--probe-out",
         metavar="FILE",
@@ -476,8 +689,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the command under virtme-ng instead",
     )
-    ap.add_argument("kernel", nargs="?")
-    ap.add_argument("command", nargs=argparse.REMAINDER)
+    ap.add_argument(
+        "kernel", nargs="?",
+        help="a manifest name ("
+        + ", ".join(k.name for k in manifest.kernels())
+        + ") or the path of a vmlinuz/bzImage",
+    )  # fmt: skip
+    ap.add_argument(
+        "command", nargs=argparse.REMAINDER,
+        help="the command to run in the guest, and its arguments",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     if args.matrix:
         return matrix(args.backends.split(","), args.timeout, args.probe_out)
@@ -485,26 +706,27 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--probe-out goes with --matrix")
     if not args.kernel or not args.command:
         ap.error("KERNEL and COMMAND are required (or --matrix)")
-    if args.vng:
-        fetched = _resolve(args.kernel)
-        return subprocess.call(
-            [
-                "vng",
-                "-r",
-                str(fetched.vmlinuz),
-                "--disable-kvm",
-                "--exec",
-                shlex.join(args.command),
-            ]
+    try:
+        if args.vng:
+            k = resolve(args.kernel, args.modules)
+            return subprocess.call(
+                ["vng", "-r", str(k.vmlinuz), "--disable-kvm", "--exec",
+                 shlex.join(args.command)]
+            )  # fmt: skip
+        o = run(
+            args.kernel,
+            args.command,
+            timeout=args.timeout,
+            memory=args.memory,
+            smp=args.smp,
+            quiet=args.quiet,
+            modules=args.modules,
+            accel=args.accel,
+            kvm_probe=args.kvm_probe,
         )
-    o = run(
-        args.kernel,
-        args.command,
-        timeout=args.timeout,
-        memory=args.memory,
-        smp=args.smp,
-        quiet=args.quiet,
-    )
+    except KrunError as e:
+        print(f"krun: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if o.reason:
         print(f"krun: {o.reason}", file=sys.stderr)
     return o.status

@@ -99,10 +99,13 @@ def _cache() -> pathlib.Path:
     return d
 
 
-def base_image(modules_dir: pathlib.Path, python: str) -> pathlib.Path:
-    """The cached base archive for a kernel's modules directory."""
-    deps = parse_modules_dep((modules_dir / "modules.dep").read_text())
-    paths = module_closure(deps, BASE_MODULES)
+def base_image(modules_dir: pathlib.Path | None, python: str) -> pathlib.Path:
+    """The cached base archive for a kernel's modules directory (None: a
+    kernel with the drivers built in, no modules to load)."""
+    paths: list[str] = []
+    if modules_dir is not None:
+        deps = parse_modules_dep((modules_dir / "modules.dep").read_text())
+        paths = module_closure(deps, BASE_MODULES)
     h = hashlib.sha256()
     for name in ("init", "guest.py", "build.py", "cpio.py"):
         h.update((HERE / name).read_bytes())
@@ -122,12 +125,13 @@ def base_image(modules_dir: pathlib.Path, python: str) -> pathlib.Path:
     load = []
     for rel in paths:
         name = _modname(rel) + ".ko"
+        assert modules_dir is not None
         entries.append(
             Entry.file(f"lib/modules/{name}", _decompress(modules_dir / rel))
         )
         load.append(name)
     entries.append(
-        Entry.file("modules.load", ("\n".join(load) + "\n").encode())
+        Entry.file("modules.load", "".join(f"{n}\n" for n in load).encode())
     )
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(write_newc(entries))

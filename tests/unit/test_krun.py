@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import pathlib
+import re
 import shutil
 import stat
+import struct
 import subprocess
+import sys
+import time
 
 import pytest
 
 import krun
 from initramfs.build import module_closure, parse_modules_dep
 from initramfs.cpio import Entry, write_newc
+from kernel_images import image as kimage
 
 
 def _entries() -> list[Entry]:
@@ -145,3 +152,174 @@ def test_one_boot_gives_each_backend_its_own_verdict() -> None:
     v = krun._verdicts(died, ["ebpf", "kprobe"], expected)
     assert v == {"ebpf": (False, 1.5), "kprobe": (False, 0.0)}
     assert krun._expected_cases()["ebpf"] > krun._expected_cases()["kprobe"]
+
+
+# -- kernel images: release, architecture, modules beside -----------------
+
+
+def _bzimage(
+    path: pathlib.Path, version: bytes, *, syssize: int = 0x10
+) -> pathlib.Path:
+    """A file with a bzImage setup header (boot protocol: setup_sects at
+    0x1F1, syssize at 0x1F4, HdrS at 0x202, version pointer at 0x20E)."""
+    data = bytearray(0x200 * 5 + syssize * 16)
+    data[0x1F1] = 4
+    struct.pack_into("<I", data, 0x1F4, syssize)
+    data[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", data, 0x20E, 0x400 - 0x200)
+    data[0x400 : 0x400 + len(version) + 1] = version + b"\0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_release_comes_from_the_bzimage_header(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p = _bzimage(
+        tmp_path / "bzImage",
+        b"6.1.0-54-rt-amd64 (debian-kernel@lists.debian.org) #1 SMP",
+    )
+    img = kimage.inspect(p)
+    assert (img.arch, img.release, img.release_from) == (
+        "x86_64", "6.1.0-54-rt-amd64", "header",
+    )  # fmt: skip
+
+
+def test_a_corrupt_or_truncated_image_is_one_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    p = _bzimage(tmp_path / "vmlinuz-6.1.0-1-amd64", b"6.1.0-1-amd64 x")
+    short = tmp_path / "short"
+    short.write_bytes(p.read_bytes()[:0x600])
+    with pytest.raises(kimage.ImageError, match="truncated bzImage"):
+        kimage.inspect(short)
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\0" * 4096)
+    with pytest.raises(kimage.ImageError, match="not a kernel image"):
+        kimage.inspect(junk)
+    bad = _bzimage(tmp_path / "bad", b"\xff\xfe garbage")
+    with pytest.raises(kimage.ImageError, match="names no release"):
+        kimage.inspect(bad)
+    with pytest.raises(kimage.ImageError, match="No such file"):
+        kimage.inspect(tmp_path / "absent")
+
+
+def test_arm64_release_comes_from_the_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    head = bytearray(0x40)
+    head[0x38:0x3C] = b"ARM\x64"
+    p = tmp_path / "boot" / "vmlinuz-6.12.57+deb13-arm64"
+    p.parent.mkdir()
+    p.write_bytes(gzip.compress(bytes(head) + b"\0" * 1024))
+    img = kimage.inspect(p)
+    assert (img.arch, img.release, img.release_from) == (
+        "arm64", "6.12.57+deb13-arm64", "file name",
+    )  # fmt: skip
+    anon = tmp_path / "Image"
+    anon.write_bytes(bytes(head))
+    with pytest.raises(kimage.ImageError, match="carries no release"):
+        kimage.inspect(anon)
+
+
+def _package(root: pathlib.Path, release: str, config: str) -> pathlib.Path:
+    """An unpacked kernel package: boot/vmlinuz-R, boot/config-R and
+    lib/modules/R/kernel/."""
+    img = _bzimage(root / "boot" / f"vmlinuz-{release}", release.encode())
+    (root / "boot" / f"config-{release}").write_text(config)
+    (root / "lib" / "modules" / release / "kernel").mkdir(parents=True)
+    return img
+
+
+NINE_P_MODULES = "".join(
+    f"CONFIG_{o}=m\n" for o in krun.NEEDED_CONFIG
+)  # fmt: skip
+
+
+def test_modules_are_found_beside_the_image(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    img = kimage.inspect(_package(tmp_path, "6.1.0-99-amd64", NINE_P_MODULES))
+    assert (
+        kimage.modules_beside(img)
+        == (tmp_path / "lib" / "modules" / "6.1.0-99-amd64").resolve()
+    )
+    assert kimage.config_value(img, "NET_9P") == "m"
+    assert kimage.config_value(img, "NO_SUCH_OPTION") == ""
+
+
+def test_a_kernel_without_9p_is_refused_with_the_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    img = _package(
+        tmp_path,
+        "6.1.0-99-cloud-amd64",
+        "CONFIG_VIRTIO_PCI=m\n# CONFIG_NET_9P is not set\n",
+    )
+    with pytest.raises(krun.KrunError, match="CONFIG_NET_9P is not set"):
+        krun.resolve(str(img))
+    r = subprocess.run(
+        [sys.executable, krun.__file__, str(img), "/bin/true"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == krun.EXIT_USAGE
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "CONFIG_NET_9P is not set" in r.stderr
+
+
+def test_modular_drivers_without_modules_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    img = _bzimage(
+        tmp_path / "boot" / "vmlinuz-6.1.0-98-amd64", b"6.1.0-98-amd64"
+    )
+    (tmp_path / "boot" / "config-6.1.0-98-amd64").write_text(NINE_P_MODULES)
+    with pytest.raises(krun.KrunError, match="--modules DIR"):
+        krun.resolve(str(img))
+    with pytest.raises(krun.KrunError, match="not a directory"):
+        krun.resolve(str(img), str(tmp_path / "nowhere"))
+
+
+def test_built_in_drivers_need_no_modules(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    img = _bzimage(
+        tmp_path / "boot" / "vmlinuz-6.1.0-97-amd64", b"6.1.0-97-amd64"
+    )
+    config = "".join(f"CONFIG_{o}=y\n" for o in krun.NEEDED_CONFIG)
+    (tmp_path / "boot" / "config-6.1.0-97-amd64").write_text(config)
+    k = krun.resolve(str(img))
+    assert k.modules is None and k.release == "6.1.0-97-amd64"
+
+
+def test_a_path_kernel_fetches_nothing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Deciding what a path is must not fetch the manifest's kernels."""
+
+    def refuse(kernel: object) -> None:
+        raise AssertionError(f"fetched {kernel}")
+
+    monkeypatch.setattr(krun.manifest, "fetch", refuse)
+    img = _package(tmp_path, "6.1.0-99-amd64", NINE_P_MODULES)
+    moddir = tmp_path / "lib" / "modules" / "6.1.0-99-amd64"
+    (moddir / "modules.dep").write_text("")
+    k = krun.resolve(str(img))
+    assert k.modules == moddir.resolve()
+    assert "from the header" in k.how
+
+
+def test_a_silent_kvm_boot_is_cut_short() -> None:
+    """The probe: a boot that prints nothing within its seconds ends at
+    once (then krun boots again under TCG)."""
+    t0 = time.monotonic()
+    o = krun._watch(["sleep", "30"], 60, True, probe=1.0)
+    assert o.status == krun.EXIT_KVM_HUNG
+    assert time.monotonic() - t0 < 5
+    died = krun._watch(["sh", "-c", "echo oops; exit 1"], 60, True, 5.0)
+    assert died.status == krun.EXIT_KVM_HUNG and "oops" in died.reason
+    # output that shows the guest running ends the probe
+    ok = krun._watch(
+        ["sh", "-c", "echo 'Booting from ROM..'; sleep 2; "
+         "echo 'quark-init: exit 0'"],
+        60, True, probe=1.0,
+    )  # fmt: skip
+    assert ok.status == 0
+
+
+def test_help_explains_every_option() -> None:
+    r = subprocess.run(
+        [sys.executable, krun.__file__, "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    ap_options = re.findall(r"^\s+(--[\w-]+)(.*)$", r.stdout, re.M)
+    assert len(ap_options) >= 10
+    for name, rest in ap_options:
+        # the help text is on the option's line or the next
+        after = r.stdout.split(name + rest, 1)[1].split("\n", 2)
+        assert rest.strip() or after[1].strip(), f"{name} has no help"
