@@ -9,10 +9,17 @@ A malformed line raises :class:`quark.DecodeError` naming the file and line
 from the ``get_event`` that reads it; the line is skipped and the next call
 goes on. With ``errors="count"`` such lines are counted in
 ``Stats.decode_errors`` (and ``lost``) instead.
+
+A stream cut mid-line (its writer was killed, or its disk filled) is read
+up to its last whole line, then ends: the cut line is counted in
+``decode_errors`` (and ``lost``) and logged as a warning naming the file,
+line and byte, never raised, whatever ``errors`` says, so that everything
+before it is delivered. :attr:`ReplayBackend.cut` holds the same message.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -26,6 +33,8 @@ if TYPE_CHECKING:
     from quark.events import QueueAttr
 
 __all__ = ["ReplayBackend"]
+
+log = logging.getLogger("quark.replay")
 
 _END = 1 << 62
 WINDOW = 10_000_000  # ns of stream time per read
@@ -78,6 +87,7 @@ class ReplayBackend(Backend):
         self._window_end: int | None = None
         self._deferred: DecodeError | None = None
         self._done = False
+        self.cut: str | None = None
         self._rfd = self._wfd = -1
         try:
             # Seeds come first: read up to the first raw event. A malformed
@@ -127,9 +137,15 @@ class ReplayBackend(Backend):
 
     def _finish(self) -> None:
         self._done = True
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        reader.close()
+        if reader.cut is not None and self.cut is None:
+            self.cut = reader.cut
+            self._decode_errors += 1
+            self._lost += 1
+            log.warning("%s", reader.cut)
 
     def seed(self) -> list[Seed]:
         return self._seeds

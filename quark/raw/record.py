@@ -54,16 +54,24 @@ Line 1 is the header, every other line one record::
 Strings are JSON strings; bytes that were not UTF-8 are kept as Python's
 surrogate escapes (``\\udcXX``), so they round-trip exactly. Unknown keys are
 ignored (forward compatibility); a wrong version is refused.
+
+Every line ends with a newline, so a recording whose writer was killed
+(SIGKILL, a crash) or whose disk filled ends with a partial line at most:
+the reader reads every complete line and then reports the cut
+(:attr:`StreamReader.cut`: the file, line and byte where it is) instead of
+an error. A write that fails (``ENOSPC``, ``EIO``) stops the recording, not
+the queue: :attr:`StreamWriter.error` says why, and it is logged once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from quark.errors import DecodeError
+from quark.errors import ConfigError, DecodeError
 from quark.events import (
     File,
     FileChange,
@@ -108,6 +116,8 @@ __all__ = [
 
 FORMAT = "raw-stream"
 VERSION = 1
+
+log = logging.getLogger("quark.record")
 
 
 class Lost(int):
@@ -457,7 +467,13 @@ def decode_seed(d: Any, where: str = "seed") -> Seed:
 
 class StreamReader:
     """Reads a recorded stream; iteration yields ``Seed``, ``RawEvent``,
-    :class:`Lost` and :class:`Now` items. Errors name the line."""
+    :class:`Lost` and :class:`Now` items. Errors name the line.
+
+    ``cut`` is None, or once the end is read, where the stream is cut: its
+    last line has no newline and is not a whole record (the writer was
+    killed, or its disk filled, mid-line). That line is not an error: it
+    is where the recording ends.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -471,6 +487,8 @@ class StreamReader:
                 errno=e.errno,
             ) from None
         self.lineno = 0
+        self.offset = 0  # bytes read so far
+        self.cut: str | None = None
         try:
             self.header = self._header()
         except BaseException:
@@ -480,14 +498,26 @@ class StreamReader:
     def _where(self) -> str:
         return f"{self.path}:{self.lineno}"
 
-    def _header(self) -> dict[str, Any]:
+    def _readline(self) -> str:
         line = self._f.readline()
+        # the writer writes ASCII; surrogate escapes are one byte each
+        self.offset += len(line.encode("utf-8", "surrogateescape"))
+        return line
+
+    def _header(self) -> dict[str, Any]:
+        line = self._readline()
         self.lineno = 1
         if not line:
             raise DecodeError(f"{self._where()}: empty file, no header")
         try:
             h = json.loads(line)
         except ValueError as e:
+            if not line.endswith("\n"):
+                raise DecodeError(
+                    f"{self._where()}: the stream is cut in its header "
+                    f"({len(line)} bytes and no newline): the recording "
+                    "ended before its first line was written"
+                ) from None
             raise DecodeError(
                 f"{self._where()}: header is not JSON: {e}"
             ) from None
@@ -512,14 +542,34 @@ class StreamReader:
 
     def next_item(self) -> Seed | Socket | RawEvent | Lost | Now | None:
         """The next item, None at the end. A malformed line raises
-        DecodeError naming it; the line is consumed, so reading can go on."""
+        DecodeError naming it; the line is consumed, so reading can go on.
+        A cut last line ends the stream and sets :attr:`cut`."""
         while True:
-            line = self._f.readline()
+            line = self._readline()
             if not line:
                 return None
             self.lineno += 1
             if line.strip():
                 break
+        if line.endswith("\n"):
+            return self._decode_line(line)
+        # the last line, without its newline: a whole record (only the
+        # newline is missing), or where the recording was cut
+        try:
+            return self._decode_line(line)
+        except DecodeError:
+            size = len(line.encode("utf-8", "surrogateescape"))
+            self.cut = (
+                f"{self._where()}: the stream is cut here, after {size} "
+                f"bytes of this line (it starts at byte {self.offset - size})"
+                ": the recording ended mid-line, as when its writer is "
+                "killed or its disk fills; every line before it was read"
+            )
+            return None
+
+    def _decode_line(
+        self, line: str
+    ) -> Seed | Socket | RawEvent | Lost | Now:
         where = self._where()
         try:
             d = json.loads(line)
@@ -556,13 +606,26 @@ def _dumps(obj: Any) -> str:
 
 
 class StreamWriter:
-    """Writes a recorded stream (the header at open)."""
+    """Writes a recorded stream (the header at open).
+
+    A write that fails (a full disk, an I/O error) stops the recording:
+    :attr:`error` says why, it is logged once, the file is closed with what
+    was written, and every later call does nothing. The caller's work goes
+    on; it is never raised. Each batch ends with :meth:`lost`, which
+    flushes, so a process killed mid-run leaves its batches in the file.
+    """
 
     def __init__(self, path: str | os.PathLike[str], **header: Any) -> None:
         self.path = os.fspath(path)
-        self._f: IO[str] | None = open(  # noqa: SIM115 - closed by close()
-            self.path, "w", encoding="utf-8"
-        )
+        self.error: str | None = None
+        try:
+            self._f: IO[str] | None = open(  # noqa: SIM115 - closed by close()
+                self.path, "w", encoding="utf-8"
+            )
+        except OSError as e:
+            raise ConfigError(
+                f"cannot record to {self.path}: {e.strerror}", errno=e.errno
+            ) from None
         self._last_lost = 0
         self._write(
             {
@@ -573,11 +636,31 @@ class StreamWriter:
             }
         )
 
+    def _fail(self, e: OSError) -> None:
+        f, self._f = self._f, None
+        self.error = (
+            f"recording to {self.path} stopped: {e.strerror or e}; the queue "
+            "goes on without it, and the file keeps what was written (a "
+            "replay reads it up to the cut)"
+        )
+        log.error("%s", self.error)
+        if f is not None:
+            try:
+                f.close()  # flushes what it can, then closes the descriptor
+            except (OSError, ValueError):
+                pass
+
     def _write(self, obj: Any) -> None:
-        if self._f is None:
+        f = self._f
+        if f is None:
+            if self.error is not None:
+                return  # stopped by a failed write
             raise ValueError("stream writer is closed")
-        self._f.write(_dumps(obj))
-        self._f.write("\n")
+        try:
+            f.write(_dumps(obj))
+            f.write("\n")
+        except OSError as e:
+            self._fail(e)
 
     def seed(self, seed: Seed) -> None:
         self._write({"seed": seed.to_dict()})
@@ -590,18 +673,28 @@ class StreamWriter:
         self._write({"raw": raw.to_dict()})
 
     def lost(self, total: int) -> None:
+        """The end of a batch: the lost counter, if it changed, then a
+        flush."""
         if total != self._last_lost:
             self._last_lost = total
             self._write({"lost": total})
+        self.flush()
 
     def now(self, now: int) -> None:
         self._write({"now": now})
 
     def flush(self) -> None:
         if self._f is not None:
-            self._f.flush()
+            try:
+                self._f.flush()
+            except OSError as e:
+                self._fail(e)
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError as e:
+                self._f = f
+                self._fail(e)
