@@ -424,6 +424,7 @@ def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
             continue
         if qq.exhausted:
             return
+        _check_stop()
         if not quiet:
             out.flush()
         timeout = None
@@ -436,8 +437,9 @@ def _run(args: argparse.Namespace, qq: quark.Queue, out: TextIO) -> None:
         qq.block(timeout)
 
 
-class _Terminate(Exception):
-    pass
+class _Terminate(BaseException):
+    """A stop signal: a BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` on the way swallows it."""
 
 
 # quark-mon ends cleanly on each of these, whatever disposition it
@@ -445,10 +447,20 @@ class _Terminate(Exception):
 # ignored, and Python would keep that.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _stopping = False
+# set by the handler too: code that must not let anything through (a
+# callback from C) may swallow the _Terminate it raised; the loop checks
+_stop_asked = False
+
+
+def _check_stop() -> None:
+    if _stop_asked:
+        raise _Terminate
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
+    global _stop_asked
     if not _stopping:
+        _stop_asked = True
         raise _Terminate
     if signum == signal.SIGINT:
         # a second Ctrl-C while shutting down: leave now
@@ -491,20 +503,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe and args.v == 0:
         level = logging.ERROR  # the table tells the hooks skipped
     logging.basicConfig(level=level, format="quark-mon: %(name)s: %(message)s")
-    global _stopping
-    _stopping = False
+    global _stopping, _stop_asked
+    _stopping = _stop_asked = False
     _handle_stop_signals()
     qq: quark.Queue | None = None
     status = 0
     graph: TextIO | None = None
-    if args.probe:
-        doc = probe()
-        if args.E:
-            print(json.dumps(doc))
-        else:
-            sys.stdout.write(format_probe(doc))
-        return 0
     try:
+        if args.probe:
+            doc = probe()
+            if args.E:
+                print(json.dumps(doc))
+            else:
+                sys.stdout.write(format_probe(doc))
+            return 0
         if args.C:
             # opened now: after -D, nobody may not be allowed to create it
             try:
@@ -514,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"-C {args.C}: {e.strerror}", errno=e.errno
                 ) from None
         qq = _open(args)
+        _check_stop()
         _run(args, qq, sys.stdout)
     except (KeyboardInterrupt, _Terminate):
         pass
