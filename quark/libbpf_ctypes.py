@@ -441,6 +441,35 @@ def prog_run_stats(prog_fd: int) -> tuple[int, int, int]:
     return u64(_RUN_TIME_NS), u64(_RUN_CNT), u64(_RECURSION_MISSES)
 
 
+_NR_MAP_IDS, _MAP_IDS = 52, 56  # struct bpf_prog_info
+_MAP_ID = 4  # struct bpf_map_info: id
+
+
+def prog_map_ids(prog_fd: int) -> list[int]:
+    """The ids of the maps a loaded program uses."""
+    buf = (ctypes.c_uint8 * PROG_INFO_SIZE)()
+    size = ctypes.c_uint32(PROG_INFO_SIZE)
+    lib().bpf_obj_get_info_by_fd(prog_fd, buf, ctypes.byref(size))
+    n = int.from_bytes(bytes(buf[_NR_MAP_IDS : _NR_MAP_IDS + 4]), "little")
+    if not n:
+        return []
+    ids = (ctypes.c_uint32 * n)()
+    buf = (ctypes.c_uint8 * PROG_INFO_SIZE)()
+    ctypes.c_uint32.from_buffer(buf, _NR_MAP_IDS).value = n
+    ctypes.c_uint64.from_buffer(buf, _MAP_IDS).value = ctypes.addressof(ids)
+    size = ctypes.c_uint32(PROG_INFO_SIZE)
+    lib().bpf_obj_get_info_by_fd(prog_fd, buf, ctypes.byref(size))
+    return list(ids)
+
+
+def map_id(map_fd: int) -> int:
+    """The kernel's id of a map."""
+    buf = (ctypes.c_uint8 * 64)()
+    size = ctypes.c_uint32(64)
+    lib().bpf_obj_get_info_by_fd(map_fd, buf, ctypes.byref(size))
+    return int.from_bytes(bytes(buf[_MAP_ID : _MAP_ID + 4]), "little")
+
+
 def lookup_percpu_u64(map_fd: int, key: int, ncpus: int) -> list[int]:
     """The per-CPU u64 values of ``key`` in a PERCPU_ARRAY map."""
     k = ctypes.c_uint32(key)

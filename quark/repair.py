@@ -14,7 +14,9 @@ never stalls the caller:
    for a loss;
 3. scrape the missing processes (a few at a time) and hand both lists to
    the engine (:meth:`quark.engine.Engine.repair`), which leaves alone any
-   pid with raw events still held or reused since (the start time tells).
+   pid with raw events still held or reused since (the start time tells);
+4. check again if that changed anything: a process whose fork was still
+   in the ring when the check began is only cached after it.
 
 Nothing of it runs while the counter stands still: the queue reads it
 once every :data:`CHECK_NS`.
@@ -171,6 +173,11 @@ class Repair:
                 found.append(seed)
             if not len(todo) & 7 and self._clock() >= until:
                 return
-        self._engine.repair(self._gone, found)
+        purged, added = self._engine.repair(self._gone, found)
         self._gone, self._found = [], []
         self._state = _IDLE
+        if purged or added:
+            # records that were still in flight when this check began (a
+            # fork read after it) escaped it: check once more, until a
+            # check finds nothing to change
+            self._seen = -1

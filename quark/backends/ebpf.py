@@ -211,6 +211,7 @@ class EbpfBackend(Backend):
         self._misses = 0  # the last recursion-miss count that could be read
         self._programs: dict[str, Program] = {}
         self._fds: list[tuple[Program, int]] | None = None
+        self._writing: list[tuple[Program, int]] | None = None
         self._layout: Layout | None = None
         self._decode: Callable[[bytes], Decoded] | None = None
         # records read at a syscall's entry, waiting for its result, by tid
@@ -436,6 +437,8 @@ class EbpfBackend(Backend):
         self._counters_fd = obj.map_fd("counters")
         self._ring_fd = obj.map_fd("ringbuf")
         self._ring = RingReader(self._ring_fd, self._ring_size)
+        self._fds = self._writing = None
+        self._writers()  # now, while privileged (quark-mon -D drops them)
         ev = self._wire.record("q_event")
         at = ev.offsets["time"]
         self._header = (at, at + _TIME.size)
@@ -537,20 +540,52 @@ class EbpfBackend(Backend):
         )
 
     def recursion_misses(self) -> int:
-        """Runs of our programs the kernel skipped because the program was
-        already running on that CPU (a preempted handler): lost events."""
-        total = -self._counter("Q_CNT_RECOVERED")
-        for prog, fd in self._prog_fds():
-            if prog.role == "backup":
-                continue  # a backup's skip is its primary's (counted) run
+        """Records lost to runs the kernel skipped because the program was
+        already running on that CPU (a preempted handler).
+
+        A core hook's skipped run is handled by its backup, attached after
+        it: an event is lost only when the backup's run was skipped too, so
+        what the backups did not recover counts, up to the backups' own
+        skipped runs (a skipped primary run whose event the backup found
+        not to be one, a kernel thread's fork, loses nothing). Any other
+        program's skipped run counts when the program writes records at
+        all: one that only keeps state (the exec markers) loses none.
+        """
+        primary = backup = total = 0
+        for prog, fd in self._writers():
             try:
-                total += bpf.prog_run_stats(fd)[2]
+                misses = bpf.prog_run_stats(fd)[2]
             except LibbpfError as e:
                 if e.errno not in (_errno.EPERM, _errno.EACCES):
                     raise
                 return self._misses  # privileges dropped: the last known
-        self._misses = max(total, 0)
-        return self._misses
+            if prog.role == "core":
+                primary += misses
+            elif prog.role == "backup":
+                backup += misses
+            else:
+                total += misses
+        unrecovered = primary - self._counter("Q_CNT_RECOVERED")
+        total += max(0, min(unrecovered, backup))
+        self._misses = total
+        return total
+
+    def _writers(self) -> list[tuple[Program, int]]:
+        """(program, fd) of the loaded programs that write to the ring."""
+        fds = self._prog_fds()
+        if not fds:
+            return []
+        if self._writing is None:
+            try:
+                ring = bpf.map_id(self._ring_fd)
+                self._writing = [
+                    (p, fd) for p, fd in fds if ring in bpf.prog_map_ids(fd)
+                ]
+            except LibbpfError as e:
+                if e.errno not in (_errno.EPERM, _errno.EACCES):
+                    raise
+                return []  # privileges dropped before the first look
+        return self._writing
 
     def lost(self) -> int:
         return (
@@ -567,6 +602,7 @@ class EbpfBackend(Backend):
         ring = self._ring
         if ring is None:
             return (self._ring_size, 0, 0)
+        ring.sample()  # a consumer that reads seldom is seen filling up
         return (ring.size, ring.high_water, ring.behind)
 
     def skipped_probes(self) -> tuple[str, ...]:
@@ -593,7 +629,7 @@ class EbpfBackend(Backend):
         if self._obj is not None:
             self._obj.close()
             self._obj = None
-        self._fds = None
+        self._fds = self._writing = None
         self._counters_fd = self._ring_fd = -1
 
 

@@ -117,15 +117,7 @@ class RingReader:
         prod = _u64.unpack_from(prod_mm, 0)[0]
         mask, base = self._mask, self._data
         start = cons
-        waiting = prod - cons
-        if waiting > self.high_water:
-            self.high_water = waiting
-        if waiting > self._behind_at:
-            if not self._was_behind:
-                self.behind += 1  # once per episode, not once per read
-                self._was_behind = True
-        elif waiting <= self._behind_at // 3:
-            self._was_behind = False  # caught up (well below the mark)
+        self._note(prod - cons)
         while cons < prod and len(out) < limit:
             off = base + (cons & mask)
             word = _u32.unpack_from(prod_mm, off)[0]
@@ -140,6 +132,24 @@ class RingReader:
         if cons != start:
             _u64.pack_into(cons_mm, 0, cons)
         return out
+
+    def sample(self) -> int:
+        """The bytes waiting now (noted in ``high_water`` and ``behind``, as
+        at a read)."""
+        waiting = _u64.unpack_from(self._prod, 0)[0]
+        waiting -= _u64.unpack_from(self._cons, 0)[0]
+        self._note(waiting)
+        return int(waiting)
+
+    def _note(self, waiting: int) -> None:
+        if waiting > self.high_water:
+            self.high_water = waiting
+        if waiting > self._behind_at:
+            if not self._was_behind:
+                self.behind += 1  # once per episode, not once per read
+                self._was_behind = True
+        elif waiting <= self._behind_at // 3:
+            self._was_behind = False  # caught up (well below the mark)
 
     def close(self) -> None:
         for m in (self._cons, self._prod):

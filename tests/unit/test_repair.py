@@ -210,9 +210,20 @@ def test_repair_waits_for_the_ring_and_held_events() -> None:
     _run(r, 3)
     assert e.lookup(dead) is None
     assert e.counters()["repairs"] == 1
-    # the counter has not moved since: no second pass
+    # it changed something: once more (a fork read after the check began
+    # would have escaped it), until a check finds nothing to change (the
+    # host's processes all cached, unless some start or end meanwhile)
+    for _ in range(10):
+        n = e.counters()["repairs"]
+        _run(r, 3)
+        if e.counters()["repairs"] == n:
+            break
+    else:
+        raise AssertionError("every check found something to change")
+    assert e.counters()["repairs"] >= 2
+    # the counter has not moved since: no further check
     r.step(20, lambda: 3, drained_at=1 << 62)
-    assert not r.busy and e.counters()["repairs"] == 1
+    assert not r.busy
 
 
 def test_repair_steps_are_bounded_in_time() -> None:

@@ -1,0 +1,79 @@
+"""QueueAttr.ring_size: its validation and default, and the ring's
+high-water mark and falling-behind count (over memory laid out as the
+kernel's, see test_ringbuf)."""
+
+from __future__ import annotations
+
+import mmap
+
+import pytest
+
+import quark
+from quark.sys.ringbuf import MIN_DEFAULT, PER_CPU, ring_bytes
+
+from .test_ringbuf import PAGE, FakeKernel, padded
+
+
+@pytest.mark.parametrize("bad", [-PAGE, 1, PAGE + 1, 3 * PAGE, PAGE // 2])
+def test_a_bad_ring_size_is_a_config_error(bad: int) -> None:
+    with pytest.raises(quark.ConfigError, match="ring_size"):
+        ring_bytes(bad, 4)
+
+
+@pytest.mark.parametrize("bad", [3 * PAGE, 12345, "big", True, 2.0])
+def test_queue_refuses_a_bad_ring_size_before_any_backend(bad: object) -> None:
+    # refused as the caller's error, not taken for the backend failing (and
+    # falling back to another backend)
+    with pytest.raises(quark.ConfigError, match="ring_size"):
+        quark.Queue(backend="auto", ring_size=bad)
+
+
+@pytest.mark.parametrize("size", [PAGE, 2 * PAGE, 1 << 20, 64 << 20])
+def test_a_power_of_two_of_pages_is_kept(size: int) -> None:
+    assert ring_bytes(size, 64) == size
+
+
+@pytest.mark.parametrize(
+    ("ncpus", "want"),
+    [(1, MIN_DEFAULT), (2, MIN_DEFAULT), (4, 4 << 20), (5, 8 << 20),
+     (16, 16 << 20), (96, 128 << 20)],
+)  # fmt: skip
+def test_the_default_follows_the_cpus(ncpus: int, want: int) -> None:
+    got = ring_bytes(0, ncpus)
+    assert got == want
+    assert got >= max(MIN_DEFAULT, ncpus * PER_CPU)
+    assert got % mmap.PAGESIZE == 0 and not got & (got - 1)
+
+
+def test_the_attribute_defaults_to_sized_from_the_cpus() -> None:
+    assert quark.QueueAttr().ring_size == 0
+
+
+def test_high_water_and_behind_are_noted_at_reads() -> None:
+    size = 4 * PAGE
+    k = FakeKernel(size=size)
+    r = k.reader
+    body = bytes(120)
+    rec = padded(len(body))
+    # a quarter full: no warning
+    for _ in range(size // 4 // rec):
+        k.write(body)
+    r.read(1)
+    assert r.behind == 0
+    assert r.high_water == (size // 4 // rec) * rec
+    r.read(1 << 20)
+    # over three quarters: one episode, however many reads see it
+    for _ in range(size * 7 // 8 // rec):
+        k.write(body)
+    assert r.sample() > size * 3 // 4
+    r.read(1)
+    r.read(1)
+    assert r.behind == 1
+    assert r.high_water >= size * 3 // 4
+    # caught up, then behind again: a second episode
+    r.read(1 << 20)
+    assert r.sample() == 0
+    for _ in range(size * 7 // 8 // rec):
+        k.write(body)
+    r.read(1)
+    assert r.behind == 2
