@@ -46,6 +46,7 @@ from quark.errors import (
 )
 from quark.events import QQ
 from quark.sys import perf
+from quark.sys.ringbuf import ring_bytes
 
 if TYPE_CHECKING:
     from quark.events import QueueAttr
@@ -56,6 +57,17 @@ __all__ = ["KprobeBackend", "MountTable", "PathResolver"]
 log = logging.getLogger("quark.kprobe")
 
 RING_PAGES = 256  # 1 MiB of data per CPU
+
+
+def _ring_pages(ring_size: int) -> int:
+    """Data pages per CPU for ``QueueAttr.ring_size`` (0: RING_PAGES): the
+    size shared out among the online CPUs, rounded down to a power of two,
+    one page at least."""
+    if not ring_size:
+        return RING_PAGES
+    page = os.sysconf("SC_PAGE_SIZE")
+    share = ring_bytes(ring_size, 1) // max(len(online_cpus()), 1) // page
+    return 1 << max(share, 1).bit_length() - 1
 EXEC_TP = ("sched", "sched_process_exec")
 
 
@@ -257,7 +269,9 @@ class KprobeBackend(Backend):
         ignore_btf = options.pop("ignore_btf", None)
         # it serves no kind yet: nothing to ask for, nothing to refuse
         options.pop("probe_kinds", None)
-        ring_pages = options.pop("ring_pages", RING_PAGES)
+        ring_pages = options.pop("ring_pages", None)
+        if ring_pages is None:  # QueueAttr.ring_size, shared out by CPU
+            ring_pages = _ring_pages(attr.ring_size)
         if options:
             raise ConfigError(
                 f"unknown option(s) for the kprobe backend: {sorted(options)}"
@@ -270,6 +284,7 @@ class KprobeBackend(Backend):
             raise ConfigError(f"ring_pages={ring_pages!r}: a power of 2")
         self._probes: KprobeEvents | None = None
         self._rings: list[_Ring] = []
+        self._ring_pages = ring_pages
         self._epoll: select.epoll | None = None
         self._skipped: list[str] = []
         self._decode_errors = 0
@@ -485,6 +500,11 @@ class KprobeBackend(Backend):
             if r.ring is not None:
                 total += r.ring.corrupt
         return total
+
+    def ring_stats(self) -> tuple[int, int, int]:
+        # the perf rings' fill is not sampled (yet): their size only
+        page = os.sysconf("SC_PAGE_SIZE")
+        return (len(self._rings) * self._ring_pages * page, 0, 0)
 
     def decode_errors(self) -> int:
         return self._decode_errors

@@ -77,3 +77,17 @@ def test_high_water_and_behind_are_noted_at_reads() -> None:
         k.write(body)
     r.read(1)
     assert r.behind == 2
+
+
+def test_kprobe_shares_the_ring_size_out_among_the_cpus() -> None:
+    from quark.backends.kprobe import RING_PAGES, _ring_pages, online_cpus
+
+    n = len(online_cpus())
+    assert _ring_pages(0) == RING_PAGES
+    assert _ring_pages(PAGE) == 1  # one page per CPU at least
+    for size in (1 << 20, 8 << 20):
+        pages = _ring_pages(size)
+        assert not pages & (pages - 1)
+        assert pages * PAGE * n <= size < 2 * pages * PAGE * n
+    with pytest.raises(quark.ConfigError, match="ring_size"):
+        _ring_pages(3 * PAGE)
