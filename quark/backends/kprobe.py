@@ -12,14 +12,29 @@ is not an exec's becomes SETPROCTITLE). Every kprobe event is opened on the
 same CPU in that group, and its output redirected into the leader's ring
 (``PERF_EVENT_IOC_SET_OUTPUT``). Records are read from the mmap'd rings;
 ``PERF_RECORD_LOST`` adds to :meth:`KprobeBackend.lost`, and a record that is
-impossible or cannot be decoded is counted and skipped.
+impossible or cannot be decoded is counted and skipped. The
+``cgroup:cgroup_attach_task`` tracepoint joins each CPU's group too: it
+gives the processes' cgroup paths (see :mod:`quark.backends.kprobe_decode`).
+
+Waking the reader (:meth:`KprobeBackend.fileno`, an epoll descriptor). The
+data rings wake it only at a watermark (1/8 of a ring), never per record.
+What tells it that records came after it drained the rings is a *sentinel*
+per CPU: a second group on the same events (exec, fork, exit, ID_CHANGE
+and rename), with its own one-page ring and a wakeup at every record. A
+CPU's sentinel is enabled only while that CPU's data ring is drained, and
+disabled by the first read after it fired, so it costs one small record
+and one wakeup per CPU each time the reader goes idle, and nothing per
+record while the reader is busy. A timerfd in the same epoll brings the
+reader back once the hold time of what it read has passed, when the engine
+has those events due, since no kernel wakeup would come for them.
 
 Options: ``ignore_btf=True`` (offsets from the table even when the kernel
 has BTF), ``ring_pages=N`` (data pages per CPU, a power of 2),
 ``probe_kinds=True`` (see :mod:`quark.backends`; this backend serves no
 event kind beyond process events, so it changes nothing).
 
-Not available on this backend (``None``): the cgroup path, ID_CHANGE events.
+ID_CHANGE comes from the process connector's hooks (see
+:mod:`quark.backends.kprobe_probes`).
 """
 
 from __future__ import annotations
@@ -32,7 +47,13 @@ import time
 from typing import TYPE_CHECKING
 
 from quark.backends import Backend
-from quark.backends.kprobe_decode import Decoder, path_in_fs
+from quark.backends.kprobe_decode import (
+    CGROUP_FIELDS,
+    CGROUP_TP,
+    CgroupMoves,
+    Decoder,
+    path_in_fs,
+)
 from quark.backends.kprobe_probes import ProbeSpec, probe_specs
 from quark.backends.tracefs import KprobeEvents, ensure_mounted, find_tracefs
 from quark.backends.tracefs_format import EventFormat, parse_format
@@ -47,6 +68,7 @@ from quark.errors import (
 from quark.events import QQ
 from quark.sys import perf
 from quark.sys.ringbuf import ring_bytes
+from quark.sys.timerfd import Timer
 
 if TYPE_CHECKING:
     from quark.events import QueueAttr
@@ -69,6 +91,11 @@ def _ring_pages(ring_size: int) -> int:
     share = ring_bytes(ring_size, 1) // max(len(online_cpus()), 1) // page
     return 1 << max(share, 1).bit_length() - 1
 EXEC_TP = ("sched", "sched_process_exec")
+RENAME_TP = ("task", "task_rename")
+# the probes whose records a sentinel watches (see the module's docs): one
+# of each process's events, so that any process activity wakes the reader
+SENTINEL_PROBES = ("fork", "exit", "setid", "setsid")
+SENTINEL_PAGES = 1
 
 
 def online_cpus(path: str = "/sys/devices/system/cpu/online") -> list[int]:
@@ -222,7 +249,10 @@ def _join(point: str, rel: str) -> str:
 
 
 class _Ring:
-    __slots__ = ("cpu", "decoder", "fds", "leader", "ring")
+    __slots__ = (
+        "armed", "cpu", "decoder", "fds", "leader", "ring", "sentinel",
+        "sentinel_fds", "sentinel_ring",
+    )  # fmt: skip
 
     def __init__(self, cpu: int) -> None:
         self.cpu = cpu
@@ -230,6 +260,10 @@ class _Ring:
         self.fds: list[int] = []
         self.ring: perf.PerfRing | None = None
         self.decoder: Decoder | None = None
+        self.sentinel = -1  # the sentinel group's leader
+        self.sentinel_fds: list[int] = []
+        self.sentinel_ring: perf.PerfRing | None = None
+        self.armed = False
 
 
 class KprobeBackend(Backend):
@@ -286,10 +320,16 @@ class KprobeBackend(Backend):
         self._rings: list[_Ring] = []
         self._ring_pages = ring_pages
         self._epoll: select.epoll | None = None
+        self._timer: Timer | None = None
+        self._deadline: int | None = None  # the timer's, monotonic ns
+        self._last_records = 0  # when read() last got records
+        self._cgroups = CgroupMoves()
         self._skipped: list[str] = []
         self._decode_errors = 0
         self._next = 0
         self._hold_ns = attr.hold_time * 1_000_000
+        # after the hold time, a little more: what is due then goes at once
+        self._due_ns = self._hold_ns + 2_000_000 + self._hold_ns // 50
         self.offsets: OffsetTable | None = None
         try:
             self._open(attr, ignore_btf, ring_pages)
@@ -340,16 +380,31 @@ class KprobeBackend(Backend):
             ) from None
         tp.compile(("filename",))
         formats[tp.id] = (EXEC_TP[1], tp)
+        cg = self._tracepoint(root, CGROUP_TP, "the cgroup paths")
+        if cg is not None:
+            cg.compile(CGROUP_FIELDS)
+            formats[cg.id] = (CGROUP_TP[1], cg)
+            ids.append(cg.id)
+        rename = self._tracepoint(root, RENAME_TP, "waking at a rename")
+        watched = [tp.id] + [
+            eid for eid, (name, _) in formats.items()
+            if name in SENTINEL_PROBES
+        ]  # fmt: skip
+        if rename is not None:
+            watched.append(rename.id)
         resolver = PathResolver(MountTable())
         installed = {name for name, _ in formats.values()}
         parts = tuple(
             p for p in installed if p == "exec" or p.startswith("args")
         )
         self._epoll = select.epoll()
+        self._timer = Timer()
+        self._epoll.register(self._timer.fd, select.EPOLLIN)
         for cpu in online_cpus():
             r = _Ring(cpu)
             try:
                 self._open_cpu(r, tp.id, ids, ring_pages)
+                self._open_sentinel(r, watched)
             except OSError as e:
                 self._close_ring(r)
                 if e.errno == _errno.ENODEV:
@@ -359,20 +414,40 @@ class KprobeBackend(Backend):
                 formats, depths, resolver,
                 thread_events=bool(attr.flags & QQ.THREAD_EVENTS),
                 max_env=attr.max_env, exec_parts=parts,
+                cgroups=self._cgroups,
             )  # fmt: skip
             self._rings.append(r)
             self._epoll.register(r.leader, select.EPOLLIN)
+            self._epoll.register(r.sentinel, select.EPOLLIN)
         if not self._rings:
             raise NotSupportedError("no online CPU could be opened")
         for r in self._rings:
             perf.ioctl(
                 r.leader, perf.PERF_EVENT_IOC_ENABLE, perf.PERF_IOC_FLAG_GROUP
             )
+            self._arm(r)
         log.info(
             "kprobe backend: %d CPUs, offsets from %s, cwd depth %d, exe "
             "depth %d",
             len(self._rings), self.offsets.source, depths.cwd, depths.exe,
         )  # fmt: skip
+
+    def _tracepoint(
+        self, root: str, tp: tuple[str, str], what: str
+    ) -> EventFormat | None:
+        """An optional tracepoint's format; None (and a skipped probe)
+        where the kernel has none."""
+        path = os.path.join(root, "events", *tp, "format")
+        try:
+            with open(path) as f:
+                return parse_format(f.read())
+        except OSError as e:
+            entry = f"{what} ({':'.join(tp)}): {e.strerror}"
+        except DecodeError as e:
+            entry = f"{what} ({':'.join(tp)}): {e}"
+        self._skipped.append(entry)
+        log.warning("optional probe skipped: %s", entry)
+        return None
 
     def _install(self, spec: ProbeSpec) -> int | None:
         assert self._probes is not None
@@ -429,6 +504,78 @@ class KprobeBackend(Backend):
             r.fds.append(fd)
             perf.ioctl(fd, perf.PERF_EVENT_IOC_SET_OUTPUT, r.leader)
 
+    def _open_sentinel(self, r: _Ring, ids: list[int]) -> None:
+        """The CPU's sentinel group on ``ids``: every record wakes (the
+        shared word is wakeup_events without ATTR_WATERMARK)."""
+        for i, eid in enumerate(ids):
+            attr = perf.PerfEventAttr(
+                type=perf.PERF_TYPE_TRACEPOINT,
+                config=eid,
+                sample_period=1,
+                sample_type=perf.PERF_SAMPLE_TIME,
+                flags=perf.ATTR_DISABLED,
+                wakeup_watermark=1,
+            )
+            if i == 0:
+                r.sentinel = perf.perf_event_open(attr, -1, r.cpu)
+                _, r.sentinel_ring = perf.map_ring(r.sentinel, SENTINEL_PAGES)
+                continue
+            fd = perf.perf_event_open(attr, -1, r.cpu, r.sentinel)
+            r.sentinel_fds.append(fd)
+            perf.ioctl(fd, perf.PERF_EVENT_IOC_SET_OUTPUT, r.sentinel)
+
+    @staticmethod
+    def _arm(r: _Ring) -> None:
+        """Enable the CPU's sentinel, its ring emptied of what it saw."""
+        assert r.sentinel_ring is not None
+        r.sentinel_ring.skip()
+        perf.ioctl(
+            r.sentinel, perf.PERF_EVENT_IOC_ENABLE, perf.PERF_IOC_FLAG_GROUP
+        )
+        r.armed = True
+
+    def _watch(self, now: int, got: bool) -> None:
+        """After a read: disable the sentinels that fired; while the
+        engine may hold what was read, the timer brings the reader back
+        when it is due (and reads what came meanwhile); once nothing is
+        held, the drained rings' sentinels are enabled again."""
+        if got:
+            self._last_records = now
+        due = self._last_records + self._due_ns
+        held = due > now
+        soon = False
+        for r in self._rings:
+            ring, sent = r.ring, r.sentinel_ring
+            if ring is None or sent is None:
+                continue
+            if r.armed and not sent.empty():
+                perf.ioctl(
+                    r.sentinel,
+                    perf.PERF_EVENT_IOC_DISABLE,
+                    perf.PERF_IOC_FLAG_GROUP,
+                )
+                r.armed = False
+            if not held and not r.armed and ring.empty():
+                self._arm(r)
+                # a record that came between the read and the arming
+                # woke nobody: come back for it
+                soon = soon or not ring.empty()
+        timer = self._timer
+        if timer is None:
+            return
+        if soon:
+            timer.arm(1)
+            self._deadline = now
+        elif held:
+            # set once per batch of reads: when it fires, read() comes
+            # here again and sets it to the latest due time
+            if self._deadline is None or self._deadline <= now:
+                timer.arm(due - now)
+                self._deadline = due
+        elif self._deadline is not None:
+            timer.disarm()  # fired, and nothing read since: quiet
+            self._deadline = None
+
     @staticmethod
     def _perf_error(e: OSError) -> QuarkError:
         if e.errno in (_errno.EACCES, _errno.EPERM):
@@ -465,6 +612,7 @@ class KprobeBackend(Backend):
         start = self._next
         self._next = (start + 1) % n
         now = time.monotonic_ns()
+        pending = False
         stale = now - max(self._hold_ns // 4, 5_000_000)
         for k in range(n):
             r = rings[(start + k) % n]
@@ -490,6 +638,10 @@ class KprobeBackend(Backend):
             since = dec.pending_since()
             if since is not None and since < stale:
                 dec.flush(out)  # a part never came: deliver what did
+                since = None
+            pending = pending or since is not None
+        self._cgroups.apply(out)
+        self._watch(now, bool(out) or pending)
         return out
 
     def lost(self) -> int:
@@ -515,9 +667,16 @@ class KprobeBackend(Backend):
     # -- lifetime -----------------------------------------------------------
     @staticmethod
     def _close_ring(r: _Ring) -> None:
-        for fd in r.fds:
+        for fd in r.fds + r.sentinel_fds:
             os.close(fd)  # closing an event disables it
         r.fds = []
+        r.sentinel_fds = []
+        if r.sentinel_ring is not None:
+            r.sentinel_ring.close()
+            r.sentinel_ring = None
+        if r.sentinel >= 0:
+            os.close(r.sentinel)
+            r.sentinel = -1
         if r.ring is not None:
             r.ring.close()
             r.ring = None
@@ -532,6 +691,9 @@ class KprobeBackend(Backend):
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
         if self._probes is not None:
             self._probes.close()
             self._probes = None

@@ -3,6 +3,14 @@
 The records are laid out as the probes' tracefs ``format`` files say
 (:mod:`quark.backends.tracefs_format`); the probes and what they fetch are
 described in :mod:`quark.backends.kprobe_probes`. Pure code: no syscalls.
+
+The cgroup path. A task record carries no cgroup (its path is a walk of
+kernfs names that fetch arguments cannot make), so the path comes from the
+``cgroup:cgroup_attach_task`` tracepoint, which reports every move with the
+destination's whole path. :class:`CgroupMoves` keeps the last move of each
+process on the cgroup v2 hierarchy and gives it to that process's later
+events (a fork's child takes its parent's); a process never moved since the
+queue opened keeps what the /proc scrape and fork inheritance gave it.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from dataclasses import dataclass
 from quark.backends.kprobe_probes import MAX_DEPTH, SLOTS_PER_PROBE, Depths
 from quark.backends.tracefs_format import EventFormat, Rec
 from quark.errors import DecodeError
+from quark.events import ID_CHANGE
 from quark.raw.types import RawEvent, RawKind, RawTask
 from quark.raw.types import fsdecode as _fsdecode
 from quark.sys.perf import (
@@ -23,10 +32,27 @@ from quark.sys.perf import (
     PERF_RECORD_SAMPLE,
 )
 
-__all__ = ["Decoder", "PathResolver", "path_in_fs", "task_of"]
+__all__ = [
+    "CGROUP_TP",
+    "CgroupMoves",
+    "Decoder",
+    "PathResolver",
+    "path_in_fs",
+    "task_of",
+]
 
 PF_KTHREAD = 0x00200000
 SIGNAL_GROUP_EXIT = 0x00000004
+# include/uapi/linux/cn_proc.h: proc_id_connector's which_id
+PROC_EVENT_UID = 0x00000004
+PROC_EVENT_GID = 0x00000040
+_ID_OF_WHICH = {
+    PROC_EVENT_UID: ID_CHANGE.SETUID,
+    PROC_EVENT_GID: ID_CHANGE.SETGID,
+}
+CGROUP_TP = ("cgroup", "cgroup_attach_task")
+CGROUP_FIELDS = ("dst_root", "pid", "dst_path")
+CGROUP2_HIERARCHY = 0  # cgrp_dfl_root's hierarchy id: cgroup v2
 
 # PERF_SAMPLE_TID | TIME | CPU | RAW: pid, tid, time, cpu, res, raw size
 SAMPLE = struct.Struct("<IIQIII")
@@ -103,6 +129,55 @@ def stack_strings(
     return argv, env
 
 
+class CgroupMoves:
+    """The last cgroup v2 move of each process, shared by the rings'
+    decoders, and handed to that process's events in time order."""
+
+    MAX = 8192  # moves of threads (threaded cgroups) are never claimed
+
+    def __init__(self) -> None:
+        self._moves: dict[int, tuple[int, str]] = {}
+        self._new = False
+
+    def note(self, pid: int, time: int, path: str) -> None:
+        moves = self._moves
+        moves.pop(pid, None)
+        moves[pid] = (time, path)
+        if len(moves) > self.MAX:
+            del moves[next(iter(moves))]
+        self._new = True
+
+    def apply(self, events: list[RawEvent]) -> None:
+        """Give each task event the cgroup of the last move before it
+        (a fork's child: its own, else its parent's); a process's exit
+        forgets it."""
+        moves = self._moves
+        if not moves:
+            return
+        if self._new:  # moves read from other rings after these events
+            events.sort(key=_time_of)
+            self._new = False
+        for ev in events:
+            task = ev.task
+            if task is None:
+                continue
+            m = moves.get(ev.pid)
+            if m is None and ev.kind == RawKind.WAKE_UP_NEW_TASK:
+                parent = task.ppid
+                m = moves.get(parent) if parent is not None else None
+            if m is not None and m[0] <= ev.time:
+                task.cgroup = m[1]
+            if ev.kind == RawKind.EXIT_THREAD and ev.tid == ev.pid:
+                moves.pop(ev.pid, None)
+
+    def __len__(self) -> int:
+        return len(self._moves)
+
+
+def _time_of(ev: RawEvent) -> int:
+    return ev.time
+
+
 @dataclass
 class _Pending:
     tid: int
@@ -126,6 +201,7 @@ class Decoder:
         thread_events: bool = False,
         max_env: int = 4096,
         exec_parts: tuple[str, ...] = ("exec", "args0", "args1"),
+        cgroups: CgroupMoves | None = None,
     ) -> None:
         self.formats = formats
         self.depths = depths
@@ -138,6 +214,7 @@ class Decoder:
         self.lost = 0
         self.unpaired = 0  # execs delivered without all their parts
         self._pending: _Pending | None = None
+        self.cgroups = cgroups if cgroups is not None else CgroupMoves()
 
     # -- records ---------------------------------------------------------
     def record(
@@ -209,6 +286,19 @@ class Decoder:
                 out.append(ev)
         elif probe == "exit":
             self._exit(rec, time, cpu, out)
+        elif probe == "setid":
+            which = _ID_OF_WHICH.get(rec["which"])
+            ev = self._task_event(RawKind.ID_CHANGE, rec, time, cpu)
+            if ev is not None and which is not None:
+                ev.id_change = int(which)
+                out.append(ev)
+        elif probe == "setsid":
+            ev = self._task_event(RawKind.ID_CHANGE, rec, time, cpu)
+            if ev is not None:
+                ev.id_change = int(ID_CHANGE.SETSID)
+                out.append(ev)
+        elif probe == CGROUP_TP[1] and rec["dst_root"] == CGROUP2_HIERARCHY:
+            self.cgroups.note(rec["pid"], time, _fsdecode(rec["dst_path"]))
 
     def _task_event(
         self, kind: RawKind, rec: Rec, time: int, cpu: int

@@ -13,6 +13,13 @@ Probes (all entry kprobes, the task in the first argument register):
 ``exec``  on ``proc_exec_connector(task)``, right after the
           ``sched_process_exec`` tracepoint: task fields, cwd and the
           executable's path.
+``setid``  on ``proc_id_connector(task, which)``, which the set*id calls
+          run after committing the new credentials (``which`` is
+          PROC_EVENT_UID or PROC_EVENT_GID): the task with its new ids.
+``setsid`` on ``proc_sid_connector(task)``, which setsid runs once the
+          new session is set: the task with its new sid and pgid.
+          Both are ID_CHANGE; a kernel without the process connector
+          (CONFIG_PROC_EVENTS off) lists them in the skipped probes.
 ``args0`` .. ``args3`` on the same function: the new stack's pointer
           slots after ``argc`` (argv's pointers, a NULL, the environment's
           pointers, a NULL), 16 per probe, each with the string it points
@@ -60,6 +67,7 @@ SLOT_PROBES = 4
 SLOTS = SLOTS_PER_PROBE * SLOT_PROBES
 
 FIRST_ARG = {"x86_64": "%di", "aarch64": "%x0"}  # the task, in every probe
+SECOND_ARG = {"x86_64": "%si", "aarch64": "%x1"}
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,12 @@ def probe_specs(
     exe.cwd()
     depths.exe = exe.exe()
 
+    idc = _Builder(offsets, reg)
+    idc.task()
+    idc.add("which", SECOND_ARG[arch], "u32")
+    sid = _Builder(offsets, reg)
+    sid.task()
+
     specs = [
         ProbeSpec("fork", ("wake_up_new_task",), tuple(fork.args),
                   what="fork (wake_up_new_task)"),
@@ -272,4 +286,12 @@ def probe_specs(
                       what=f"argv and environment, part {part} "
                       "(proc_exec_connector)")
         )  # fmt: skip
+    specs += [
+        ProbeSpec("setid", ("proc_id_connector",), tuple(idc.args),
+                  required=False,
+                  what="ID_CHANGE of set*id (proc_id_connector)"),
+        ProbeSpec("setsid", ("proc_sid_connector",), tuple(sid.args),
+                  required=False,
+                  what="ID_CHANGE of setsid (proc_sid_connector)"),
+    ]  # fmt: skip
     return specs, depths

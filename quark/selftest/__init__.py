@@ -61,6 +61,7 @@ def load_cases() -> dict[str, Case]:
     import quark.selftest.container_cases
     import quark.selftest.file_cases
     import quark.selftest.kind_cases
-    import quark.selftest.net_cases  # noqa: F401
+    import quark.selftest.net_cases
+    import quark.selftest.wake_cases  # noqa: F401
 
     return CASES

@@ -212,7 +212,7 @@ def t_comm(backend: str) -> None:
         assert evs[-1].process.comm == "quark-comm"
 
 
-@case(backends=("ebpf",))
+@case()
 def t_id_change(backend: str) -> None:
     """setresgid/setresuid/setsid yield ID_CHANGE with the new ids; the exec
     after them stays a separate event."""
@@ -377,15 +377,74 @@ def t_env(backend: str) -> None:
         assert "IM_A_QUARK_TEST_CHILD=OHYES" in p.env
 
 
-@case(backends=("ebpf",))
+@case()
 def t_cgroup(backend: str) -> None:
-    """The cgroup v2 path is captured (not by KPROBE: see its docs)."""
+    """The cgroup v2 path is captured."""
     with _queue(backend) as q:
         child = subprocess.Popen([TRUE])
         child.wait()
         p = _drain(q, [child.pid])[child.pid][-1].process
         assert p is not None
         assert p.cgroup == _cgroup_v2()
+
+
+CGROUP2_MOUNT = "/run/quark-test-cgroup2"
+
+
+def _cgroup2_mount() -> str:
+    """Where cgroup v2 is mounted; mounted for the test where it is not
+    (the hierarchy exists whether mounted or not)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            if post.split(" ", 1)[0] == "cgroup2":
+                return pre.split()[4]
+    os.makedirs(CGROUP2_MOUNT, exist_ok=True)
+    from quark.sys.libc import mount
+
+    mount("cgroup2", CGROUP2_MOUNT, "cgroup2")
+    return CGROUP2_MOUNT
+
+
+@case()
+def t_cgroup_move(backend: str) -> None:
+    """A process that moves itself into another cgroup (as a container's
+    first process is moved) shows the new path at its exec, and so does
+    the child it forks after the move."""
+    if os.geteuid() != 0:
+        raise AssertionError("t_cgroup_move needs root")
+    here = _cgroup_v2()
+    assert here is not None, "no cgroup v2 line in /proc/self/cgroup"
+    rel = f"{here.rstrip('/')}/quark-test-{os.getpid()}"
+    path = _cgroup2_mount() + rel
+    os.mkdir(path)
+    code = (
+        "import os, subprocess, sys\n"
+        f"open({path + '/cgroup.procs'!r}, 'w').write(str(os.getpid()))\n"
+        f"g = subprocess.Popen([{TRUE!r}]); g.wait()\n"
+        "print(g.pid, flush=True)\n"
+        f"os.execv({TRUE!r}, [{TRUE!r}])\n"
+    )
+    try:
+        with _queue(backend) as q:
+            child = _py(code, stdout=subprocess.PIPE)
+            assert child.stdout is not None
+            grandchild = int(child.stdout.readline())
+            assert child.wait() == 0
+            got = _drain(q, [child.pid, grandchild])
+    finally:
+        for _ in range(50):  # the cgroup empties once its tasks are reaped
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                time.sleep(0.1)
+    execs = [e for e in got[child.pid] if e.events & EV.EXEC]
+    assert execs, [str(e.events) for e in got[child.pid]]
+    p = execs[-1].process
+    assert p is not None and p.cgroup == rel, (p and p.cgroup, rel)
+    g = got[grandchild][-1].process
+    assert g is not None and g.cgroup == rel, (g and g.cgroup, rel)
 
 
 def _fds() -> set[str]:

@@ -52,6 +52,9 @@ ATTR_SAMPLE_ID_ALL = 1 << 18
 ATTR_COMM_EXEC = 1 << 24
 ATTR_USE_CLOCKID = 1 << 25
 
+# attr.wakeup_events and attr.wakeup_watermark share one word: events
+# without ATTR_WATERMARK, bytes with it.
+
 # ioctls: _IO('$', n) and _IOW('$', 6, u32)
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_DISABLE = 0x2401
@@ -155,6 +158,15 @@ class PerfRing:
         m, self._mapping = self._mapping, None
         if m is not None:
             m.close()
+
+    def empty(self) -> bool:
+        """Nothing left to read (the head is where we stopped)."""
+        return self._u64_at(_HEAD) == self._u64_at(_TAIL)
+
+    def skip(self) -> None:
+        """Drop whatever is in the ring, unread."""
+        if self._write_tail is not None:
+            self._write_tail(self._u64_at(_HEAD))
 
     def _u64_at(self, off: int) -> int:
         return int(_u64.unpack_from(bytes(self._buf[off : off + 8]))[0])

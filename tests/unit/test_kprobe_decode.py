@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quark.backends.kprobe_decode import Decoder, path_in_fs, task_of
+from quark import ID_CHANGE
+from quark.backends.kprobe_decode import (
+    CGROUP_FIELDS,
+    CGROUP_TP,
+    Decoder,
+    path_in_fs,
+    task_of,
+)
 from quark.backends.kprobe_probes import SLOTS, Depths, ProbeSpec, probe_specs
 from quark.backends.tracefs_format import parse_format
 from quark.errors import DecodeError
@@ -409,3 +416,77 @@ def test_random_records_never_raise_anything_but_decode_errors(
         dec.record(9, 0, body, [])
     except DecodeError:
         pass
+
+
+def test_set_id_and_setsid_are_id_changes_with_the_new_task(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    out: list = []
+    new = {**TASK, "uid": 0, "euid": 0, "suid": 0, "sid": 500, "pgid": 500}
+    for which in (0x4, 0x40, 0x80):  # UID, GID, then one that is neither
+        raw = ev["setid"].raw(**new, which=which)
+        dec.record(9, 0, _sample(raw, 500, 500, 10 + which), out)
+    dec.record(9, 0, _sample(ev["setsid"].raw(**new), 500, 500, 300), out)
+    # a thread's change is not the process's (without THREAD_EVENTS)
+    raw = ev["setid"].raw(**{**new, "tid": 501}, which=0x4)
+    dec.record(9, 0, _sample(raw, 500, 501, 400), out)
+    assert [(e.kind, e.id_change) for e in out] == [
+        (RawKind.ID_CHANGE, ID_CHANGE.SETUID),
+        (RawKind.ID_CHANGE, ID_CHANGE.SETGID),
+        (RawKind.ID_CHANGE, ID_CHANGE.SETSID),
+    ]
+    t = out[0].task
+    assert (t.uid, t.euid, t.suid, t.gid) == (0, 0, 0, 1000)
+    assert (out[2].task.sid, out[2].task.pgid) == (500, 500)
+
+
+CGROUP_FORMAT = (
+    "name: cgroup_attach_task\nID: 538\nformat:\n" + COMMON
+    + "\tfield:int dst_root;\toffset:8;\tsize:4;\tsigned:1;\n"
+    "\tfield:int dst_level;\toffset:12;\tsize:4;\tsigned:1;\n"
+    "\tfield:u64 dst_id;\toffset:16;\tsize:8;\tsigned:0;\n"
+    "\tfield:int pid;\toffset:24;\tsize:4;\tsigned:1;\n"
+    "\tfield:__data_loc char[] dst_path;\toffset:28;\tsize:4;\tsigned:0;\n"
+    "\tfield:__data_loc char[] comm;\toffset:32;\tsize:4;\tsigned:0;\n"
+)  # fmt: skip
+
+
+def _attach(root: int, pid: int, path: bytes) -> bytes:
+    """A cgroup_attach_task record as the host's kernel lays it out."""
+    p = path + b"\0"
+    comm = b"sh\0"
+    head = struct.pack("<HBBiiiQi", 538, 0, 0, 1, root, 2, 77, pid)
+    fixed = len(head) + 8
+    locs = struct.pack(
+        "<II", (len(p) << 16) | fixed, (len(comm) << 16) | (fixed + len(p))
+    )
+    return head + locs + p + comm
+
+
+def test_cgroup_moves_reach_the_moved_processes_later_events(world) -> None:  # type: ignore[no-untyped-def]
+    dec, ev, _ = world
+    tp = parse_format(CGROUP_FORMAT)
+    tp.compile(CGROUP_FIELDS)
+    dec.formats[tp.id] = (CGROUP_TP[1], tp)
+    other = Decoder(dec.formats, dec.depths, dec.resolve,
+                    cgroups=dec.cgroups)  # another CPU's ring  # fmt: skip
+    out: list = []
+    # process 500 forks before its move, 600 is moved on a v1 hierarchy
+    dec.record(9, 0, _sample(ev["fork"].raw(**TASK, **CWD), 400, 400, 5), out)
+    dec.record(9, 0, _sample(_attach(3, 600, b"/v1"), 1, 1, 8), out)
+    # the exit of 500 comes first in this ring, read before the other
+    raw = ev["exit"].raw(**TASK, live=0, exit_code=0)
+    dec.record(9, 0, _sample(raw, 500, 500, 30), out)
+    # on the other CPU: 500 moved at time 10 (before its exit)
+    other.record(9, 0, _sample(_attach(0, 500, b"/box/a"), 1, 1, 10), out)
+    assert out[0].kind == RawKind.WAKE_UP_NEW_TASK
+    # a child forked (at 20) by the moved process inherits its move
+    child = {**TASK, "tgid": 501, "tid": 501, "ppid": 500}
+    other.record(9, 0, _sample(ev["fork"].raw(**child, **CWD), 500, 500, 20),
+                 out)  # fmt: skip
+    dec.cgroups.apply(out)
+    assert [(e.pid, e.time, e.task.cgroup) for e in out] == [
+        (500, 5, None),  # before the move: what the cache knew
+        (501, 20, "/box/a"),
+        (500, 30, "/box/a"),
+    ]
+    assert len(dec.cgroups) == 0  # the exit forgot the move

@@ -37,6 +37,7 @@ def test_every_fetch_argument_fits_the_kernels_limits() -> None:
     names = [s.name for s in specs]
     assert names == [
         "fork", "exit", "exec", "args0", "args1", "args2", "args3",
+        "setid", "setsid",
     ]  # fmt: skip
     for spec in specs:
         assert len(spec.args) <= MAX_TRACE_ARGS
@@ -121,3 +122,20 @@ def test_without_its_offsets_the_exe_inode_is_not_fetched(
         del offsets[key]
     specs, _ = probe_specs(offsets, machine="x86_64")
     assert not [s.name for s in specs if "exe_ino" in {a.name for a in s.args}]
+
+
+def test_id_change_probes_read_the_task_and_which_id() -> None:
+    """setid and setsid fetch the same task fields as fork (the task in
+    the first argument); setid also the connector's which_id, the second
+    argument; both are optional (CONFIG_PROC_EVENTS may be off)."""
+    specs = {s.name: s for s in _specs()[0]}
+    task = [a for a in specs["fork"].args if not a.name.startswith("cwd")]
+    setid, setsid = specs["setid"], specs["setsid"]
+    assert setid.targets == ("proc_id_connector",)
+    assert setsid.targets == ("proc_sid_connector",)
+    assert not setid.required and not setsid.required
+    assert list(setsid.args) == task
+    assert list(setid.args[:-1]) == task
+    assert setid.args[-1].text() == "which=%si:u32"
+    arm = {s.name: s for s in probe_specs(OFFSETS, machine="aarch64")[0]}
+    assert arm["setid"].args[-1].fetch == "%x1"
