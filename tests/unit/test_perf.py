@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import select
 import struct
+import time
 
 from quark.sys.perf import (
     PERF_RECORD_LOST,
     PERF_RECORD_SAMPLE,
     PerfRing,
 )
+from quark.sys.timerfd import Timer
 
 PAGE = 4096
 SIZE = 256
@@ -60,3 +63,37 @@ def test_a_corrupt_record_is_counted_and_skipped_not_fatal() -> None:
     struct.pack_into("<IHH", buf, PAGE, PERF_RECORD_SAMPLE, 0, 4096)
     ring = PerfRing(buf, page_size=PAGE)
     assert ring.read(10) == [] and ring.corrupt == 1
+
+
+def test_empty_and_skip_follow_the_head() -> None:
+    recs = [(PERF_RECORD_SAMPLE, 0, b"a" * 8)] * 2
+    buf = _ring(recs, start=16)
+
+    def write_tail(tail: int) -> None:
+        struct.pack_into("<Q", buf, 1032, tail)
+
+    ring = PerfRing(buf, page_size=PAGE, write_tail=write_tail)
+    assert not ring.empty()
+    ring.skip()
+    assert ring.empty() and ring.read(10) == []
+
+
+def test_the_timer_is_readable_once_expired_until_set_again() -> None:
+    """The real timerfd: readable after its delay, and no longer once
+    disarmed (a past expiry is cleared without reading it)."""
+    timer = Timer()
+    try:
+        assert select.select([timer.fd], [], [], 0)[0] == []
+        t0 = time.monotonic()
+        timer.arm(20_000_000)
+        assert select.select([timer.fd], [], [], 2)[0] == [timer.fd]
+        assert time.monotonic() - t0 >= 0.019
+        timer.disarm()
+        assert select.select([timer.fd], [], [], 0.05)[0] == []
+        timer.arm(1)
+        assert select.select([timer.fd], [], [], 2)[0] == [timer.fd]
+        timer.arm(10**12)  # set again, far away: the expiry is cleared
+        assert select.select([timer.fd], [], [], 0.05)[0] == []
+    finally:
+        timer.close()
+        timer.close()  # idempotent
