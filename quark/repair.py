@@ -7,16 +7,16 @@ and fixes it, in the caller's thread and a few milliseconds per
 :meth:`Repair.step` (the queue calls it from ``get_event``), so that a check
 never stalls the caller:
 
-1. list /proc and read each process's start time (a few hundred pids per
+1. wait until what the ring held when the loss was seen is in the cache:
+   the ring read empty since, and no raw event older than that held;
+2. list /proc and read each process's start time (a few hundred pids per
    step), having noted what the cache held when the listing began;
-2. wait until the ring has been read empty after the listing ended and no
-   raw event older than that is held, so that no record in flight is taken
-   for a loss;
-3. scrape the missing processes (a few at a time) and hand both lists to
+3. wait likewise until the records of the listing's time are in the
+   cache, so that no record in flight is taken for a loss;
+4. scrape the missing processes (a few at a time) and hand both lists to
    the engine (:meth:`quark.engine.Engine.repair`), which leaves alone any
    pid with raw events still held or reused since (the start time tells);
-4. check again if that changed anything: a process whose fork was still
-   in the ring when the check began is only cached after it.
+5. check again if that changed anything, until a check finds nothing.
 
 Nothing of it runs while the counter stands still: the queue reads it
 once every :data:`CHECK_NS`.
@@ -40,7 +40,7 @@ CHECK_NS = 250_000_000
 #: how long one step may work on /proc (ns)
 BUDGET_NS = 4_000_000
 
-_IDLE, _LISTING, _SETTLING, _SCRAPING = range(4)
+_IDLE, _WAITING, _LISTING, _SETTLING, _SCRAPING = range(5)
 
 
 def _start_of(root: str, pid: int, hz: int) -> int | None:
@@ -93,6 +93,7 @@ class Repair:
         self._listed: dict[int, int] = {}
         self._cached: dict[int, int | None] = {}
         self._listed_at = 0
+        self._seen_at = 0  # when the loss counter was seen to move
         self._gone: list[tuple[int, int | None]] = []
         self._found: list[Seed] = []
 
@@ -111,18 +112,29 @@ class Repair:
             if count <= self._seen:
                 return
             self._seen = count
+            self._seen_at = now
+            self._state = _WAITING
+        if self._state == _WAITING:
+            if not self._caught_up(self._seen_at, drained_at):
+                return
             self._begin()
         until = self._clock() + BUDGET_NS
         if self._state == _LISTING:
             self._list(until, now)
         if self._state == _SETTLING:
-            oldest = self._engine.oldest_held()
-            settled = oldest is None or oldest > self._listed_at
-            if drained_at <= self._listed_at or not settled:
+            if not self._caught_up(self._listed_at, drained_at):
                 return
             self._settle()
         if self._state == _SCRAPING:
             self._scrape(until)
+
+    def _caught_up(self, since: int, drained_at: int) -> bool:
+        """True once the records written before ``since`` are in the cache:
+        the ring was read empty after it, and none older is held."""
+        if drained_at <= since:
+            return False
+        oldest = self._engine.oldest_held()
+        return oldest is None or oldest > since
 
     def _begin(self) -> None:
         # what the cache held before the listing: a process that starts
