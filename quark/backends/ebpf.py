@@ -565,10 +565,9 @@ class EbpfBackend(Backend):
                 backup += misses
             else:
                 total += misses
-        unrecovered = primary - self._counter("Q_CNT_RECOVERED")
-        total += max(0, min(unrecovered, backup))
-        self._misses = total
-        return total
+        recovered = self._counter("Q_CNT_RECOVERED")
+        self._misses = skipped_losses(primary, backup, recovered, total)
+        return self._misses
 
     def _writers(self) -> list[tuple[Program, int]]:
         """(program, fd) of the loaded programs that write to the ring."""
@@ -631,6 +630,19 @@ class EbpfBackend(Backend):
             self._obj = None
         self._fds = self._writing = None
         self._counters_fd = self._ring_fd = -1
+
+
+def skipped_losses(
+    primary: int, backup: int, recovered: int, other: int
+) -> int:
+    """The records lost to skipped runs: ``primary`` and ``backup`` are the
+    core hooks' skipped runs, ``recovered`` the events the backups handled
+    for a skipped primary, ``other`` the skipped runs of the other programs
+    that write records. A skipped primary run the backup did not recover
+    was either no event for it (a kernel thread's fork) or skipped by the
+    backup too: only the latter are lost, and there are no more of them
+    than the backups' skipped runs."""
+    return other + max(0, min(primary - recovered, backup))
 
 
 def load_failure(e: LibbpfError, lines: list[str]) -> QuarkError:

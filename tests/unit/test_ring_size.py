@@ -1,6 +1,7 @@
 """QueueAttr.ring_size: its validation and default, and the ring's
 high-water mark and falling-behind count (over memory laid out as the
-kernel's, see test_ringbuf)."""
+kernel's, see test_ringbuf); what the BPF programs' skipped runs add to
+Stats.lost."""
 
 from __future__ import annotations
 
@@ -91,3 +92,29 @@ def test_kprobe_shares_the_ring_size_out_among_the_cpus() -> None:
         assert pages * PAGE * n <= size < 2 * pages * PAGE * n
     with pytest.raises(quark.ConfigError, match="ring_size"):
         _ring_pages(3 * PAGE)
+
+
+# -- what the skipped runs of the BPF programs lose -------------------------
+@pytest.mark.parametrize(
+    ("primary", "backup", "recovered", "other", "lost"),
+    [
+        (0, 0, 0, 0, 0),
+        # every skipped primary run recovered by its backup: nothing lost
+        (9, 0, 9, 0, 0),
+        # skipped primary runs that were no event (a kernel thread's
+        # fork, which the backup ignores too): nothing lost
+        (9, 0, 2, 0, 0),
+        # the backup skipped too: lost, at most as many as it skipped
+        (9, 3, 2, 0, 3),
+        (5, 7, 2, 0, 3),
+        # a writing program's skipped runs count as they are
+        (0, 0, 0, 4, 4),
+        (9, 3, 2, 4, 7),
+    ],
+)  # fmt: skip
+def test_skipped_runs_count_only_what_no_program_wrote(
+    primary: int, backup: int, recovered: int, other: int, lost: int
+) -> None:
+    from quark.backends.ebpf import skipped_losses
+
+    assert skipped_losses(primary, backup, recovered, other) == lost
