@@ -21,12 +21,13 @@ data rings wake it only at a watermark (1/8 of a ring), never per record.
 What tells it that records came after it drained the rings is a *sentinel*
 per CPU: a second group on the same events (exec, fork, exit, ID_CHANGE
 and rename), with its own one-page ring and a wakeup at every record. A
-CPU's sentinel is enabled only while that CPU's data ring is drained, and
-disabled by the first read after it fired, so it costs one small record
-and one wakeup per CPU each time the reader goes idle, and nothing per
-record while the reader is busy. A timerfd in the same epoll brings the
-reader back once the hold time of what it read has passed, when the engine
-has those events due, since no kernel wakeup would come for them.
+CPU's sentinel is enabled only while that CPU's data ring is drained and
+nothing read is held, and all are disabled by the first read that finds
+records, so they cost at most one small record and one wakeup per CPU each
+time the reader goes idle, and nothing per record while it is busy. A
+timerfd in the same epoll brings the reader back once the hold time of
+what it read has passed, when the engine has those events due, since no
+kernel wakeup would come for them.
 
 Options: ``ignore_btf=True`` (offsets from the table even when the kernel
 has BTF), ``ring_pages=N`` (data pages per CPU, a power of 2),
@@ -90,6 +91,8 @@ def _ring_pages(ring_size: int) -> int:
     page = os.sysconf("SC_PAGE_SIZE")
     share = ring_bytes(ring_size, 1) // max(len(online_cpus()), 1) // page
     return 1 << max(share, 1).bit_length() - 1
+
+
 EXEC_TP = ("sched", "sched_process_exec")
 RENAME_TP = ("task", "task_rename")
 # the probes whose records a sentinel watches (see the module's docs): one
@@ -535,31 +538,29 @@ class KprobeBackend(Backend):
         r.armed = True
 
     def _watch(self, now: int, got: bool) -> None:
-        """After a read: disable the sentinels that fired; while the
-        engine may hold what was read, the timer brings the reader back
-        when it is due (and reads what came meanwhile); once nothing is
-        held, the drained rings' sentinels are enabled again."""
+        """After a read (``got``: it found records): while the engine may
+        hold what was read, the sentinels are off and the timer brings the
+        reader back when that is due (reading what came meanwhile); once
+        nothing is held, the drained rings' sentinels are on again."""
         if got:
             self._last_records = now
         due = self._last_records + self._due_ns
         held = due > now
         soon = False
         for r in self._rings:
-            ring, sent = r.ring, r.sentinel_ring
-            if ring is None or sent is None:
-                continue
-            if r.armed and not sent.empty():
-                perf.ioctl(
-                    r.sentinel,
-                    perf.PERF_EVENT_IOC_DISABLE,
-                    perf.PERF_IOC_FLAG_GROUP,
-                )
-                r.armed = False
-            if not held and not r.armed and ring.empty():
+            if held:
+                if r.armed:
+                    perf.ioctl(
+                        r.sentinel,
+                        perf.PERF_EVENT_IOC_DISABLE,
+                        perf.PERF_IOC_FLAG_GROUP,
+                    )
+                    r.armed = False
+            elif not r.armed and r.ring is not None and r.ring.empty():
                 self._arm(r)
                 # a record that came between the read and the arming
                 # woke nobody: come back for it
-                soon = soon or not ring.empty()
+                soon = soon or not r.ring.empty()
         timer = self._timer
         if timer is None:
             return
@@ -613,6 +614,7 @@ class KprobeBackend(Backend):
         self._next = (start + 1) % n
         now = time.monotonic_ns()
         pending = False
+        got = 0
         stale = now - max(self._hold_ns // 4, 5_000_000)
         for k in range(n):
             r = rings[(start + k) % n]
@@ -623,7 +625,9 @@ class KprobeBackend(Backend):
             if room <= 0:
                 break
             corrupt = ring.corrupt
-            for rtype, misc, body in ring.read(room):
+            records = ring.read(room)
+            got += len(records)
+            for rtype, misc, body in records:
                 try:
                     dec.record(rtype, misc, body, out)
                 except DecodeError as e:
@@ -641,7 +645,7 @@ class KprobeBackend(Backend):
                 since = None
             pending = pending or since is not None
         self._cgroups.apply(out)
-        self._watch(now, bool(out) or pending)
+        self._watch(now, got > 0 or pending)
         return out
 
     def lost(self) -> int:

@@ -67,6 +67,7 @@ _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 _HEAD, _TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048
 _HDR = struct.Struct("<IHH")
 _u64 = struct.Struct("<Q")
+_HEAD_TAIL = struct.Struct("<QQ")  # data_head, then data_tail
 
 
 class PerfEventAttr(ctypes.Structure):
@@ -161,7 +162,8 @@ class PerfRing:
 
     def empty(self) -> bool:
         """Nothing left to read (the head is where we stopped)."""
-        return self._u64_at(_HEAD) == self._u64_at(_TAIL)
+        head, tail = _HEAD_TAIL.unpack_from(self._buf, _HEAD)  # type: ignore[arg-type]
+        return bool(head == tail)
 
     def skip(self) -> None:
         """Drop whatever is in the ring, unread."""
