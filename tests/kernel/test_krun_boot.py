@@ -40,3 +40,32 @@ def test_a_hung_command_hits_the_timeout() -> None:
     r = _krun("--timeout", "25", "6.1", "/bin/sleep", "600")
     assert r.returncode == 124
     assert "timed out" in r.stderr
+
+
+# a flavour the manifest does not hold (rt: another config, another
+# task_struct), fetched through the system's configured Debian source
+OTHER_FLAVOUR = "linux-image-6.1.0-50-rt-amd64-unsigned"
+
+
+def test_any_kernel_image_with_its_modules_beside_it() -> None:
+    """An unpacked package's vmlinuz: release from its header, modules
+    from lib/modules/RELEASE beside it, and nothing else fetched."""
+    sys.path.insert(0, ROOT)
+    from kernel_images import debian, manifest
+
+    assert OTHER_FLAVOUR not in {
+        p for k in manifest.kernels() for p in k.packages
+    }
+    root = debian.extract(debian.download(OTHER_FLAVOUR))
+    (vmlinuz,) = (root / "boot").glob("vmlinuz-*")
+    r = _krun(str(vmlinuz), "/bin/sh", "-c", "exit 3")
+    assert r.returncode == 3, r.stderr
+    assert "downloading" not in r.stderr, r.stderr
+
+
+def test_a_corrupt_image_is_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "vmlinuz-6.1.0-50-amd64"
+    bad.write_bytes(b"\0" * 0x202 + b"HdrS" + b"\0" * 4096)
+    r = _krun(str(bad), "/bin/true")
+    assert r.returncode == 2
+    assert r.stderr.startswith("krun: ") and r.stderr.count("\n") == 1
