@@ -122,9 +122,10 @@ class Queue:
     ``Queue(attr=None, *, backend=None, record=None, ruleset=None,
     procfs="/proc", **overrides)``: ``overrides`` name :class:`QueueAttr`
     fields (``flags``, ``max_length``, ``cache_grace_time``, ``hold_time``,
-    ``max_env``); any other keyword is an option of the backend (``path=``
-    for ``backend="replay"``; ``ignore_btf=True`` and ``ring_pages=N`` for
-    ``backend="kprobe"``, and ``ignore_btf`` makes EBPF decline).
+    ``max_env``, ``ring_size``); any other keyword is an option of the
+    backend (``path=`` for ``backend="replay"``; ``ignore_btf=True`` and
+    ``ring_pages=N`` for ``backend="kprobe"``, and ``ignore_btf`` makes
+    EBPF decline).
     ``backend`` is ``"auto"`` (EBPF, then KPROBE, logging the fallback), a
     backend name, or None to follow the backend bits of ``flags``.
     ``record=FILE`` writes everything the backend delivers (and the scraped
@@ -133,7 +134,10 @@ class Queue:
     Opening starts the backend listening first, then scrapes /proc, so no
     process started in between is missed. With ``QQ.SOCK_CONN`` the TCP
     connections and listeners of /proc/net/tcp and tcp6 seed the socket
-    cache the same way.
+    cache the same way. After a loss (``Stats.lost`` moved) the process
+    cache is checked against /proc again, a few ms per :meth:`get_event`
+    (:mod:`quark.repair`; ``Stats.repairs``). Iterate with ``for ev in
+    qq``, or ``async for ev in qq`` (:meth:`__aiter__`).
 
     Event kinds beyond process events are asked for with their ``QQ``
     bits; one that cannot be served here (by the backend, or on this
