@@ -181,7 +181,9 @@ def kernel_offsets(
         btf = load_kernel_btf()
         return OffsetTable(btf.offsets(wanted), f"btf:{KERNEL_BTF}")
     rel = release or os.uname().release
-    name, offsets = _table.lookup(rel)
+    # the running kernel's machine stands for an architecture its release
+    # does not name; a release given by the caller stands alone
+    name, offsets = _table.lookup(rel, None if release else os.uname().machine)
     missing = [
         t
         for t in wanted

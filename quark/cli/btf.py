@@ -1,7 +1,8 @@
 """quark-btf: the struct offsets quark needs, from BTF or the offset table.
 
     quark-btf [-b] [-f FILE] [PATH...]   PATH OFFSET lines (-b: and bits)
-    quark-btf -l RELEASE [-v]            the table entry serving a release
+    quark-btf -l RELEASE [-v]            the table entry serving a release,
+                                         and how close a match it is
     quark-btf -g FILE...                 table entries (JSON) from BTF files
 
 Without -f: the running kernel's BTF, else the offset table entry for this
@@ -70,8 +71,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _lookup(release: str, verbose: bool) -> int:
-    name, offsets = offset_table.lookup(release)
-    print(name)
+    """The entry's name, then ``match: HOW`` (exact, or which kind of
+    kernel it shares and how far its build is)."""
+    table = offset_table.load()
+    m = offset_table.match(release, list(table["kernels"]))
+    offsets = table["sets"][table["kernels"][m.entry]]
+    print(m.entry)
+    print("match: " + m.describe(release).split(": ", 1)[1])
     if verbose:
         for path in sorted(offsets):
             print(f"{path} {offsets[path]}")

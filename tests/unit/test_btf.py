@@ -6,6 +6,7 @@ import json
 import lzma
 import os
 import pathlib
+import re
 import struct
 import subprocess
 import sys
@@ -100,20 +101,130 @@ def test_debian_kernels_match_the_oracle(name: str) -> None:
     assert table == ours
 
 
-def test_table_best_match() -> None:
+SYNTHETIC = [
+    "6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-50-rt-amd64",
+    "6.1.0-50-cloud-amd64", "6.1.0-50-arm64", "6.12.107+deb13-amd64",
+    "6.12.117+deb13-amd64", "6.12.117+deb13-arm64", "5.10.0-46-amd64",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("release", "entry"),
+    [
+        ("6.1.0-50-amd64", "6.1.0-50-amd64"),  # exact
+        ("6.1.0-54-amd64", "6.1.0-50-amd64"),  # newer ABI: the nearest
+        ("6.1.0-48-amd64", "6.1.0-47-amd64"),  # nearer the older one
+        ("6.1.0-54-rt-amd64", "6.1.0-50-rt-amd64"),  # rt serves rt
+        ("6.1.0-54-cloud-amd64", "6.1.0-50-cloud-amd64"),
+        ("6.1.0-54-arm64", "6.1.0-50-arm64"),  # arm64 serves arm64
+        ("6.12.130+deb13-amd64", "6.12.117+deb13-amd64"),  # newer point
+        ("6.12.110+deb13-amd64", "6.12.107+deb13-amd64"),
+        ("6.12.130+deb13-arm64", "6.12.117+deb13-arm64"),
+        ("5.10.0-12-amd64", "5.10.0-46-amd64"),  # older: still the series
+    ],
+)
+def test_table_serves_only_the_same_kind(release: str, entry: str) -> None:
+    m = offset_table.match(release, SYNTHETIC)
+    assert m.entry == entry
+    assert m.exact == (release == entry)
+
+
+@pytest.mark.parametrize(
+    ("release", "why"),
+    [
+        ("6.12.117+deb13-rt-amd64", r"6\.12 rt x86_64"),  # no rt of 6.12
+        ("6.12.117+deb13-cloud-amd64", r"6\.12 cloud x86_64"),
+        ("5.10.0-46-arm64", r"5\.10 plain arm64"),  # no arm64 of 5.10
+        ("6.6.0-1-amd64", r"6\.6 plain x86_64"),  # no such series
+        ("6.1.0-50-rt-arm64", r"6\.1 rt arm64"),
+    ],
+)
+def test_table_refuses_another_kind(release: str, why: str) -> None:
+    with pytest.raises(quark.NotSupportedError, match=why) as e:
+        offset_table.match(release, SYNTHETIC)
+    assert "must all match" in str(e.value)
+    assert offset_table.best_match(release, SYNTHETIC) is None
+
+
+def test_table_ties_go_to_the_newer_build() -> None:
+    cands = ["6.1.0-48-amd64", "6.1.0-52-amd64"]
+    assert offset_table.match("6.1.0-50-amd64", cands).entry == (
+        "6.1.0-52-amd64"
+    )
+
+
+def test_a_release_without_an_architecture_needs_the_machine() -> None:
+    cands = ["6.8.0-40-generic-x86_64", "6.8.0-40-generic-aarch64"]
+    with pytest.raises(quark.NotSupportedError, match="no architecture"):
+        offset_table.match("6.8.0-45-generic", cands)
+    arm = offset_table.match("6.8.0-45-generic", cands, machine="aarch64")
+    assert arm.entry == "6.8.0-40-generic-aarch64"
+    with pytest.raises(quark.ConfigError, match="not a kernel release"):
+        offset_table.match("zzz", cands)
+
+
+def test_parse_release_reads_debian_and_other_releases() -> None:
+    r = offset_table.parse_release("6.12.117+deb13-rt-amd64")
+    assert (r.series, r.arch, r.flavour, r.build) == (
+        (6, 12), "x86_64", ("rt",), (117, 13),
+    )  # fmt: skip
+    r = offset_table.parse_release("5.14.0-362.8.1.el9_3.x86_64")
+    assert (r.series, r.arch, r.flavour) == ((5, 14), "x86_64", ())
+    r = offset_table.parse_release("6.1.0-50-cloud-amd64")
+    assert r.kind == "6.1 cloud x86_64"
+
+
+def _kinds_around(entry: str) -> list[str]:
+    """Releases near a table entry: a newer build, and its twins of every
+    other flavour and architecture."""
+    out = [
+        re.sub(
+            r"^(\d+\.\d+\.)(\d+)",
+            lambda m: m.group(1) + str(int(m.group(2)) + 3),
+            entry,
+        )
+    ]
+    base = re.sub(r"-(rt-|cloud-)?(amd64|arm64)$", "", entry)
+    for flavour in ("", "rt-", "cloud-"):
+        for arch in ("amd64", "arm64"):
+            out.append(f"{base}-{flavour}{arch}")
+    return out  # fmt: skip
+
+
+def test_the_shipped_table_never_serves_another_kind() -> None:
+    """Every entry's neighbours: served by an entry of their own kind,
+    or refused; never by another kind's."""
     kernels = list(offset_table.load()["kernels"])
-    assert offset_table.best_match("6.1.0-50-amd64", kernels) == (
-        "6.1.0-50-amd64"
-    )
-    assert offset_table.best_match("6.1.0-99-amd64", kernels).startswith(
-        "6.1.0-"
-    )
-    assert offset_table.best_match("5.10.0-46-cloud-amd64", kernels) == (
-        "5.10.0-46-amd64"
-    )
-    assert offset_table.best_match("zzz", kernels) is None
-    with pytest.raises(quark.NotSupportedError, match="no offset table"):
-        offset_table.lookup("zzz")
+    for entry in kernels:
+        for release in _kinds_around(entry):
+            want = offset_table.parse_release(release).kind
+            try:
+                m = offset_table.match(release, kernels)
+            except quark.NotSupportedError as e:
+                assert want in str(e)
+                continue
+            assert offset_table.parse_release(m.entry).kind == want, release
+
+
+def test_quark_btf_l_says_which_entry_and_how_close() -> None:
+    def run(release: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "quark.cli.btf", "-l", release],
+            capture_output=True, text=True,
+        )  # fmt: skip
+
+    r = run("6.1.0-50-amd64")
+    assert r.returncode == 0
+    assert r.stdout.splitlines() == ["6.1.0-50-amd64", "match: exact"]
+    r = run("6.1.0-99-amd64")
+    entry, how = r.stdout.splitlines()
+    assert entry.startswith("6.1.0-") and entry.endswith("-amd64")
+    assert how.startswith("match: nearest build of the same kind (6.1 "
+                          "plain x86_64)")  # fmt: skip
+    r = run("6.1.0-50-rt-sparc64")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("quark-btf: no offset table entry")
+    assert r.stderr.count("\n") == 1
 
 
 def test_kernel_offsets_from_the_table_when_told_to_ignore_btf() -> None:
@@ -128,7 +239,8 @@ def test_quark_btf_exit_status_counts_failures() -> None:
         [sys.executable, "-m", "quark.cli.btf", "-b", "-l", "5.10.0-46-amd64"],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert r.returncode == 0 and r.stdout.strip() == "5.10.0-46-amd64"
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[0] == "5.10.0-46-amd64"
     with lzma.open(FIXTURE) as f, open("/tmp/q510.btf", "wb") as out:
         out.write(f.read())
     r = subprocess.run(
