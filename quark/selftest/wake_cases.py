@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import select
 import subprocess
+import threading
 import time
 
 import quark
@@ -36,10 +37,24 @@ def _exited(evs: list[Event], pid: int) -> bool:
     )
 
 
+def _quiet(q: quark.Queue, within: float = 10.0) -> None:
+    """Drain until the descriptor stays quiet for the hold time and a
+    little more (a busy host may never be: ``within`` s at most): what
+    the queue read before is delivered, and a reader sleeping from now
+    on is one that the kernel must wake."""
+    end = time.monotonic() + within
+    quiet = HOLD_MS / 1000 + 0.3
+    while time.monotonic() < end:
+        _drain_now(q)
+        if not select.select([q.fileno()], [], [], quiet)[0]:
+            return
+
+
 @case()
 def t_fileno_wakes(backend: str) -> None:
-    """After one short process, select() on fileno() reports readable
-    within the hold time."""
+    """select() on fileno() reports readable within the hold time after
+    one short process: one that ran before the select, and one started
+    while the reader sleeps in select."""
     with _queue(backend) as q:
         _drain_now(q)
         child = subprocess.Popen(["/bin/true"])
@@ -48,6 +63,26 @@ def t_fileno_wakes(backend: str) -> None:
         ready, _, _ = select.select([q.fileno()], [], [], HOLD_MS / 1000)
         waited = time.monotonic() - t0
         assert ready, f"fileno() not readable {waited:.2f}s after a process"
+        _quiet(q)
+        started: list[float] = []
+
+        def spawn() -> None:
+            started.append(time.monotonic())
+            subprocess.run(["/bin/true"], check=True)
+
+        spawner = threading.Timer(0.3, spawn)
+        spawner.start()
+        try:
+            ready, _, _ = select.select(
+                [q.fileno()], [], [], 0.3 + HOLD_MS / 1000 + SLACK
+            )
+        finally:
+            spawner.join()
+        assert ready and started, "fileno() slept through a process"
+        waited = time.monotonic() - started[0]
+        assert waited <= HOLD_MS / 1000, (
+            f"fileno() readable only {waited:.2f}s after the process started"
+        )
 
 
 @case()
@@ -101,3 +136,28 @@ def t_fileno_asyncio(backend: str) -> None:
     with _queue(backend) as q:
         _drain_now(q)
         asyncio.run(run(q))
+
+
+@case()
+def t_async_for(backend: str) -> None:
+    """``async for ev in qq`` gets one short process's exit within the
+    hold time (and a slow guest's slack)."""
+
+    async def run(q: quark.Queue) -> int:
+        child = subprocess.Popen(["/bin/true"])
+        try:
+            async for ev in q:
+                p = ev.process
+                if (
+                    p is not None
+                    and p.pid == child.pid
+                    and ev.events & EV.EXIT
+                ):
+                    return child.pid
+        finally:
+            child.wait()
+        raise AssertionError("the queue's iteration ended")
+
+    with _queue(backend) as q:
+        _drain_now(q)
+        asyncio.run(asyncio.wait_for(run(q), HOLD_MS / 1000 + SLACK))
