@@ -157,21 +157,30 @@ class CgroupMoves:
         if self._new:  # moves read from other rings after these events
             events.sort(key=_time_of)
             self._new = False
+        get = moves.get
         for ev in events:
             task = ev.task
             if task is None:
                 continue
-            m = moves.get(ev.pid)
-            if m is None and ev.kind == RawKind.WAKE_UP_NEW_TASK:
-                parent = task.ppid
-                m = moves.get(parent) if parent is not None else None
-            if m is not None and m[0] <= ev.time:
+            pid = ev.pid
+            m = get(pid)
+            if m is None:
+                if ev.kind is not _FORK or task.ppid is None:
+                    continue
+                m = get(task.ppid)
+                if m is None:
+                    continue
+            if m[0] <= ev.time:
                 task.cgroup = m[1]
-            if ev.kind == RawKind.EXIT_THREAD and ev.tid == ev.pid:
-                moves.pop(ev.pid, None)
+            if ev.kind is _EXIT and ev.tid == pid:
+                del moves[pid]
 
     def __len__(self) -> int:
         return len(self._moves)
+
+
+_FORK = RawKind.WAKE_UP_NEW_TASK
+_EXIT = RawKind.EXIT_THREAD
 
 
 def _time_of(ev: RawEvent) -> int:
