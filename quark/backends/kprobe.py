@@ -600,9 +600,10 @@ class KprobeBackend(Backend):
         assert self._epoll is not None
         return self._epoll.fileno()
 
-    def poll_interval(self) -> float:
-        # Rings wake the reader at a watermark, not per record.
-        return min(0.1, max(0.005, self._hold_ns / 4e12))
+    def poll_interval(self) -> None:
+        # the descriptor wakes whenever there is work (the sentinels and
+        # the timer): nothing to poll
+        return None
 
     def read(self, limit: int) -> list[RawEvent]:
         out: list[RawEvent] = []
