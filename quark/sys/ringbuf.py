@@ -102,6 +102,7 @@ class RingReader:
         self._prod = prod
         self._data = mmap.PAGESIZE  # data starts after the producer page
         self.discarded = 0
+        self.corrupt = 0  # times a header was impossible: the rest skipped
         # the most bytes ever found waiting at a read, and how many times a
         # read found more than three quarters of the ring waiting
         self.high_water = 0
@@ -124,6 +125,12 @@ class RingReader:
             if word & _BUSY:
                 break  # being written: the rest comes next time
             length = word & ~(_BUSY | _DISCARD)
+            if cons + ((length + _HDR + 7) & ~7) > prod:
+                # impossible (the kernel reserved less): skip what is
+                # there rather than trust it, or pass the producer
+                self.corrupt += 1
+                cons = prod
+                break
             if word & _DISCARD:
                 self.discarded += 1
             else:
