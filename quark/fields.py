@@ -22,6 +22,13 @@ derives from that table (:func:`table`):
 
 Adding a field is one line here plus the code that fills it (a backend, the
 scraper); nothing else lists the names.
+
+A member computed from another one alone is a property of
+:class:`quark.Process`, not a row: ``container`` is read from ``cgroup``
+(:mod:`quark.container`), so the cache keeps one fact and the two can never
+disagree; quark-mon's dump (its ``CONT`` line), the ECS document
+(``container``, ``orchestrator``) and the rules (``container.*``) ask the
+property.
 """
 
 from __future__ import annotations
