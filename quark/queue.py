@@ -384,6 +384,9 @@ class Queue:
     def _next_bypass(self, backend: Backend) -> Event | None:
         held = self._held
         if not held:
+            now = backend.now()
+            if now >= self._next_check:
+                self._check(backend, now)  # the warning (no cache to mend)
             held.extend(backend.read_bypass(self.attr.max_length))
             if not held:
                 return None

@@ -228,3 +228,18 @@ def test_a_tiny_ring_under_a_storm_is_repaired(
             assert "time.sleep(60)" in " ".join(proc.cmdline)
         assert stats.repair_purged >= len(doomed)
         assert stats.repair_added >= len(born)
+
+
+def test_a_bypass_queue_is_told_too(caplog: pytest.LogCaptureFixture) -> None:
+    require("ebpf")
+    with quark.Queue(
+        backend="ebpf", flags=QQ.EBPF | QQ.BYPASS, ring_size=16 * PAGE
+    ) as q:
+        _drain_records(q)
+        _spawn(300)  # stalled: the ring fills (and overflows)
+        with caplog.at_level(logging.WARNING, logger="quark"):
+            time.sleep(0.3)
+            q.get_event()
+        s = q.stats()
+    assert s.ring_behind >= 1 and s.repairs == 0
+    assert any("falling behind" in r.message for r in caplog.records)
