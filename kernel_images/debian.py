@@ -27,13 +27,17 @@ __all__ = [
     "FetchError",
     "cache_dir",
     "download",
+    "download_many",
     "extract",
     "search",
     "system_uris",
 ]
 
 SUITES = ("bullseye", "bookworm", "trixie", "sid")
-SECURITY_SUITES = ("bullseye-security",)
+SECURITY_SUITES = ("bullseye-security", "bookworm-security", "trixie-security")
+# the architectures whose packages the private configuration lists: the
+# offset table covers arm64 kernels too
+ARCHES = ("amd64", "arm64")
 REFRESH_SECONDS = 24 * 3600
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
@@ -117,9 +121,13 @@ class _Apt:
         for sub in ("lists/partial", "archives/partial", "etc", "debs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         status = self.root / "status"
-        status.touch()
+        if not status.exists():  # its mtime would void apt's cache
+            status.touch()
         main, security = system_uris()
-        signed = f"[signed-by={KEYRING}]" if os.path.exists(KEYRING) else ""
+        opts = [f"arch={','.join(ARCHES)}"]
+        if os.path.exists(KEYRING):
+            opts.append(f"signed-by={KEYRING}")
+        signed = f"[{' '.join(opts)}]"
         lines = [f"deb {signed} {main} {s} main" for s in SUITES]
         lines += [f"deb {signed} {security} {s} main" for s in SECURITY_SUITES]
         self.sources = self.root / "etc" / "sources.list"
@@ -136,8 +144,11 @@ class _Apt:
             f"-oDir::State::Lists={r / 'lists'}",
             f"-oDir::State::Status={r / 'status'}",
             f"-oDir::Cache={r}",
+            f"-oDir::Cache::pkgcache={r / 'pkgcache.bin'}",
+            f"-oDir::Cache::srcpkgcache={r / 'srcpkgcache.bin'}",
             f"-oDir::Cache::Archives={r / 'archives'}",
             "-oAPT::Get::List-Cleanup=0",
+            *(f"-oAPT::Architectures::={a}" for a in ARCHES),
             "-oAcquire::Languages=none",
             "-qq",
         ]
@@ -187,26 +198,47 @@ def search(regex: str, suites: Sequence[str] = SUITES) -> list[str]:
     return sorted({line.split(" - ", 1)[0] for line in r.stdout.splitlines()})
 
 
-def download(package: str, suites: Sequence[str] = SUITES) -> pathlib.Path:
-    """The package's .deb (downloaded once, then from the cache)."""
+def download(
+    package: str, suites: Sequence[str] = SUITES, arch: str | None = None
+) -> pathlib.Path:
+    """The package's .deb (downloaded once, then from the cache); ``arch``
+    for another architecture's package (``arm64``)."""
+    return download_many([(package, arch)])[package]
+
+
+def download_many(
+    packages: Sequence[tuple[str, str | None]],
+) -> dict[str, pathlib.Path]:
+    """Each (package, architecture or None)'s .deb, the missing ones
+    fetched by one ``apt-get download`` (each run loads every suite's
+    package lists: some seconds)."""
     with _locked() as apt:
         debs = apt.root / "debs"
-        found = sorted(debs.glob(f"{package}_*.deb"))
-        if found:
-            return found[-1]
-        _log(f"downloading {package}")
-        r = subprocess.run(
-            ["apt-get", *apt.options()[:-1], "download", package],
-            cwd=debs, text=True, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        if r.returncode != 0:
-            raise FetchError(
-                f"apt-get download {package} failed: {r.stderr.strip()}"
-            )
-        found = sorted(debs.glob(f"{package}_*.deb"))
-        if not found:
-            raise FetchError(f"apt-get download {package} left no .deb")
-        return found[-1]
+
+        def cached(name: str) -> pathlib.Path | None:
+            found = sorted(debs.glob(f"{name}_*.deb"))
+            return found[-1] if found else None
+
+        missing = [(p, a) for p, a in packages if cached(p) is None]
+        if missing:
+            _log(f"downloading {', '.join(p for p, _ in missing)}")
+            r = subprocess.run(
+                ["apt-get", *apt.options()[:-1], "download",
+                 *(f"{p}:{a}" if a else p for p, a in missing)],
+                cwd=debs, text=True, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            if r.returncode != 0:
+                names = " ".join(p for p, _ in missing)
+                raise FetchError(
+                    f"apt-get download {names} failed: {r.stderr.strip()}"
+                )
+        out = {}
+        for p, _ in packages:
+            deb = cached(p)
+            if deb is None:
+                raise FetchError(f"apt-get download {p} left no .deb")
+            out[p] = deb
+        return out
 
 
 def extract(deb: pathlib.Path) -> pathlib.Path:

@@ -345,3 +345,46 @@ def test_a_corrupt_compressed_kernel_is_a_btf_error(magic: bytes) -> None:
 def test_wrong_magic_names_it() -> None:
     with pytest.raises(quark.BTFError, match="wrong magic"):
         RawBtf(b"\x00\x01" + VALID[2:])
+
+
+# -- images without an ELF: lz4 payloads (cloud-amd64), arm64 Images ----------
+
+
+def test_lz4_legacy_payload_with_overlapping_matches() -> None:
+    from quark.btf.sources import LZ4_LEGACY, _decompress_lz4
+
+    # "abcd", then 8 bytes from 4 back (overlapping), then "xy" alone
+    block = b"\x44abcd\x04\x00" + b"\x20xy"
+    frame = LZ4_LEGACY + struct.pack("<I", len(block)) + block
+    # the kernel's build appends the decompressed size: not a block
+    out = _decompress_lz4(frame + struct.pack("<I", 14))
+    assert out == b"abcdabcdabcdxy"
+    # long literal and match lengths (15 + extension bytes)
+    lit = bytes(range(256)) * 2  # 512 literals: 15 + 255 + 242
+    block = b"\xff" + b"\xff\xf2" + lit + b"\x00\x02" + b"\xff\x0a"
+    block += b"\x10z"
+    out = _decompress_lz4(LZ4_LEGACY + struct.pack("<I", len(block)) + block)
+    assert out == lit + (lit[-512:] * 2)[: 4 + 15 + 255 + 10] + b"z"
+    with pytest.raises(ValueError, match="outside"):
+        _decompress_lz4(
+            LZ4_LEGACY + struct.pack("<I", 4) + b"\x04\x09\x00\x00"
+        )
+
+
+def test_arm64_image_btf_is_found_by_its_header(deb510) -> None:  # type: ignore[no-untyped-def]
+    import gzip
+
+    from quark.btf.sources import btf_bytes
+
+    raw = lzma.decompress(FIXTURE.read_bytes())
+    head = bytearray(0x1000)
+    head[0x38:0x3C] = b"ARM\x64"
+    # a stray header-like pattern before the real one must not win
+    decoy = b"\x9f\xeb\x01\x00\x18\x00\x00\x00" + b"\xff" * 16
+    image = bytes(head) + decoy + b"\0" * 64 + raw + b"\0" * 4096
+    assert btf_bytes(image, "Image") == raw
+    assert btf_bytes(gzip.compress(image, 1), "vmlinuz") == raw
+    got = load_btf_bytes(btf_bytes(image, "Image"), "arm64")
+    assert got.offsets() == deb510.offsets()
+    with pytest.raises(quark.BTFError, match="no BTF in the kernel image"):
+        btf_bytes(bytes(head) + b"\0" * 4096, "Image")
