@@ -143,12 +143,18 @@ def test_a_failed_write_stops_the_recording_not_the_queue(
         ) as q,
     ):  # fmt: skip
         n = len(list(q))
-        rec = q._recorder
-        assert rec is not None and rec.error is not None
-        assert "recording to /dev/full stopped: No space left" in rec.error
     assert n == len(want.splitlines()) - 1
     errors = [r.getMessage() for r in caplog.records]
-    assert len(errors) == 1 and "/dev/full stopped" in errors[0]
+    assert len(errors) == 1, errors
+    assert "recording to /dev/full stopped: No space left" in errors[0]
+
+
+def test_a_writer_says_why_it_stopped() -> None:
+    w = StreamWriter("/dev/full")
+    for i in range(2000):  # more than a buffer: a write reaches the disk
+        w.now(i)
+    w.close()
+    assert w.error is not None and "No space left on device" in w.error
 
 
 def test_an_unwritable_record_path_is_a_config_error(
