@@ -16,7 +16,8 @@ never stalls the caller:
 4. scrape the missing processes (a few at a time) and hand both lists to
    the engine (:meth:`quark.engine.Engine.repair`), which leaves alone any
    pid with raw events still held or reused since (the start time tells);
-5. check again if that changed anything, until a check finds nothing.
+5. check again if that changed anything, until a check finds nothing
+   (:data:`RECHECKS` times at most).
 
 Nothing of it runs while the counter stands still: the queue reads it
 once every :data:`CHECK_NS`.
@@ -33,24 +34,35 @@ from quark.engine.repair import plan
 from quark.procfs import parse_stat, scrape_pid
 from quark.raw.types import Seed
 
-__all__ = ["CHECK_NS", "Repair", "listed_starts"]
+__all__ = ["CHECK_NS", "Repair", "listed_starts", "stale"]
 
 #: how often the loss counter is read (ns)
 CHECK_NS = 250_000_000
 #: how long one step may work on /proc (ns)
 BUDGET_NS = 4_000_000
 
+#: checks in a row, after the one a loss began, while each changes something
+RECHECKS = 2
+
 _IDLE, _WAITING, _LISTING, _SETTLING, _SCRAPING = range(5)
+_PF_KTHREAD = 0x00200000  # task flags (field 9 of /proc/PID/stat)
 
 
-def _start_of(root: str, pid: int, hz: int) -> int | None:
-    """The start time (ns since boot) of ``pid``, None if it is gone."""
+def _stat_of(root: str, pid: int, hz: int) -> tuple[int, bool] | None:
+    """The start time (ns since boot) of ``pid`` and whether it is a kernel
+    thread, None if it is gone."""
     try:
         with open(f"{root}/{pid}/stat", "rb") as f:
             text = f.read().decode(errors="replace")
-        return parse_stat(text, hz)["start_time"]
+        flags = int(text[text.rindex(")") + 2 :].split()[6])
+        return parse_stat(text, hz)["start_time"], bool(flags & _PF_KTHREAD)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _start_of(root: str, pid: int, hz: int) -> int | None:
+    st = _stat_of(root, pid, hz)
+    return None if st is None else st[0]
 
 
 def _listed_pids(root: str) -> list[int]:
@@ -66,6 +78,25 @@ def listed_starts(root: str, hz: int) -> dict[int, int]:
         if start is not None:
             out[pid] = start
     return out
+
+
+def stale(
+    cached: dict[int, int | None], root: str, hz: int
+) -> tuple[list[int], list[int]]:
+    """What a cache of ``cached`` (pid -> start time, the processes not
+    marked exited) gets wrong against /proc now: the pids it holds that are
+    gone (or reused), and the ones it lacks. Kernel threads started since
+    the open are not lacked: no event ever adds them."""
+    listed: dict[int, int] = {}
+    kthreads = set()
+    for pid in _listed_pids(root):
+        st = _stat_of(root, pid, hz)
+        if st is not None:
+            listed[pid] = st[0]
+            if st[1]:
+                kthreads.add(pid)
+    gone, missing = plan(cached, listed, 1_000_000_000 // hz)
+    return [pid for pid, _ in gone], [p for p in missing if p not in kthreads]
 
 
 class Repair:
@@ -91,6 +122,8 @@ class Repair:
         self._seen = 0  # the loss count last acted on
         self._todo: list[int] = []
         self._listed: dict[int, int] = {}
+        self._kthreads: set[int] = set()
+        self._rechecks = 0
         self._cached: dict[int, int | None] = {}
         self._listed_at = 0
         self._seen_at = 0  # when the loss counter was seen to move
@@ -111,6 +144,8 @@ class Repair:
             count = lost()
             if count <= self._seen:
                 return
+            if count > self._seen >= 0:
+                self._rechecks = 0  # a new loss, not a check again
             self._seen = count
             self._seen_at = now
             self._state = _WAITING
@@ -143,6 +178,7 @@ class Repair:
         self._todo = _listed_pids(self._root)
         self._todo.reverse()  # popped from the end: ascending pids
         self._listed = {}
+        self._kthreads = set()
         self._state = _LISTING
 
     def _list(self, until: int, now: int) -> None:
@@ -150,9 +186,11 @@ class Repair:
         root, hz, clock = self._root, self._hz, self._clock
         while todo:
             pid = todo.pop()
-            start = _start_of(root, pid, hz)
-            if start is not None:
-                listed[pid] = start
+            st = _stat_of(root, pid, hz)
+            if st is not None:
+                listed[pid] = st[0]
+                if st[1]:
+                    self._kthreads.add(pid)
             if not len(todo) & 63 and clock() >= until:
                 return
         self._listed_at = now
@@ -167,13 +205,19 @@ class Repair:
             for pid, start in gone
             if pid in self._listed
             or start is None
-            or _start_of(self._root, pid, self._hz) != start
+            or not self._same(_start_of(self._root, pid, self._hz), start)
         ]
-        self._todo = missing[::-1]
+        # no event adds a kernel thread: one missing is no loss's doing
+        kthreads = self._kthreads
+        self._todo = [pid for pid in reversed(missing) if pid not in kthreads]
         self._found = []
         self._cached = {}
         self._listed = {}
+        self._kthreads = set()
         self._state = _SCRAPING
+
+    def _same(self, a: int | None, b: int) -> bool:
+        return a is not None and abs(a - b) < self._tick_ns
 
     def _scrape(self, until: int) -> None:
         todo, found = self._todo, self._found
@@ -188,8 +232,10 @@ class Repair:
         purged, added = self._engine.repair(self._gone, found)
         self._gone, self._found = [], []
         self._state = _IDLE
-        if purged or added:
+        if (purged or added) and self._rechecks < RECHECKS:
             # records that were still in flight when this check began (a
             # fork read after it) escaped it: check once more, until a
-            # check finds nothing to change
+            # check finds nothing to change (a few times at most: a host
+            # whose processes come and go fast may never hold still)
+            self._rechecks += 1
             self._seen = -1

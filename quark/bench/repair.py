@@ -24,8 +24,7 @@ import time
 
 import quark
 from quark import procfs
-from quark.engine.repair import plan
-from quark.repair import listed_starts
+from quark.repair import stale
 
 __all__ = ["main"]
 
@@ -46,9 +45,7 @@ SLEEPER = ["sleep", "3600"]
 
 def _stale(q: quark.Queue, hz: int) -> int:
     cached = {p.pid: p.start_time for p in q.processes() if not p.exited}
-    gone, missing = plan(
-        cached, listed_starts("/proc", hz), 1_000_000_000 // hz
-    )
+    gone, missing = stale(cached, "/proc", hz)
     return len(gone) + len(missing)
 
 

@@ -21,9 +21,8 @@ import pytest
 import quark
 from quark import QQ, procfs
 from quark.backends.ebpf import EbpfBackend
-from quark.engine.repair import plan
 from quark.raw.types import RawEvent
-from quark.repair import listed_starts
+from quark.repair import stale
 
 from .conftest import require
 
@@ -31,7 +30,6 @@ pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 
 PAGE = 4096
 HZ = procfs.clock_ticks()
-TICK = 1_000_000_000 // HZ
 
 
 def _spawn(n: int) -> list[int]:
@@ -154,11 +152,11 @@ def sleepers() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _stale(q: quark.Queue) -> tuple[list[int], list[int]]:
-    """(cached processes not marked exited that /proc does not show, as
-    cached; processes /proc shows that the cache lacks)."""
+    """(cached processes not marked exited that /proc does not show, or
+    shows with another start time; processes /proc shows that the cache
+    lacks, kernel threads started since the open aside)."""
     cached = {p.pid: p.start_time for p in q.processes() if not p.exited}
-    gone, missing = plan(cached, listed_starts("/proc", HZ), TICK)
-    return [pid for pid, _ in gone], missing
+    return stale(cached, "/proc", HZ)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from quark import procfs
 from quark.engine import Engine
 from quark.engine.repair import plan
 from quark.raw.types import RawEvent, RawKind, RawTask, Seed
-from quark.repair import Repair, listed_starts
+from quark.repair import RECHECKS, Repair, listed_starts, stale
 
 TICK = 10_000_000
 HZ = procfs.clock_ticks()
@@ -247,3 +247,36 @@ def test_repair_steps_are_bounded_in_time() -> None:
     n = len(listed_starts("/proc", HZ))
     assert steps >= n // 64 - 1
     assert e.counters()["repairs"] == 1
+
+
+def test_rechecks_are_bounded() -> None:
+    # a cache that every check finds wrong (a pid that is always missing,
+    # put back after each check): a few checks again, then none until the
+    # next loss
+    e = Engine(hold_time=10, tick_ns=REAL_TICK)
+    e.seed(procfs.scrape("/proc"))
+    r = _repair(e)
+    me = os.getpid()
+
+    def forget_me() -> None:
+        p = e.lookup(me)
+        if p is not None:
+            e.cache.purge(me, p.start_time)
+
+    forget_me()
+    _run(r, 1)
+    for _ in range(10):
+        forget_me()
+        _run(r, 1)
+    assert e.counters()["repairs"] == 1 + RECHECKS
+    forget_me()
+    _run(r, 2)  # a new loss: checked again
+    assert e.counters()["repairs"] == 2 + RECHECKS
+
+
+def test_stale_leaves_new_kernel_threads_aside() -> None:
+    # kthreadd (pid 2) and its threads: never added by an event
+    gone, missing = stale({}, "/proc", HZ)
+    assert 2 not in missing
+    assert os.getpid() in missing
+    assert gone == []
