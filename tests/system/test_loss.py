@@ -241,3 +241,20 @@ def test_a_bypass_queue_is_told_too(caplog: pytest.LogCaptureFixture) -> None:
         s = q.stats()
     assert s.ring_behind >= 1 and s.repairs == 0
     assert any("falling behind" in r.message for r in caplog.records)
+
+
+def test_only_the_programs_that_write_records_count_skipped_runs() -> None:
+    # a skipped run of a program that writes no record loses none: the
+    # exec markers (which only note a thread inside execve) are left out
+    require("ebpf")
+    with quark.Queue(backend="ebpf") as q:
+        b = q._backend
+        assert isinstance(b, EbpfBackend)
+        loaded = {p.name: p for p, _ in b._prog_fds()}
+        writers = {p.name for p, _ in b._writers()}
+    assert writers < set(loaded)
+    for name, p in loaded.items():
+        if p.role in ("core", "backup"):
+            assert name in writers, name
+    left_out = {loaded[n].what for n in set(loaded) - writers}
+    assert {"sys_enter_execve", "sys_exit_execve"} <= left_out, left_out
