@@ -31,6 +31,7 @@ __all__ = [
     "extract",
     "search",
     "system_uris",
+    "unpacked",
 ]
 
 SUITES = ("bullseye", "bookworm", "trixie", "sid")
@@ -256,3 +257,12 @@ def extract(deb: pathlib.Path) -> pathlib.Path:
         raise FetchError(f"dpkg-deb -x {deb} failed: {r.stderr.strip()}")
     done.touch()
     return out
+
+
+def unpacked(package: str, arch: str | None = None) -> pathlib.Path:
+    """The package unpacked in the cache: the tree kept from an earlier
+    extraction (its .deb may be gone), else downloaded and extracted."""
+    for tree in sorted((cache_dir() / "extracted").glob(f"{package}_*")):
+        if (tree / ".complete").exists():
+            return tree
+    return extract(download(package, arch=arch))

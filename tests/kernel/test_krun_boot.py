@@ -56,7 +56,7 @@ def test_any_kernel_image_with_its_modules_beside_it() -> None:
     assert OTHER_FLAVOUR not in {
         p for k in manifest.kernels() for p in k.packages
     }
-    root = debian.extract(debian.download(OTHER_FLAVOUR))
+    root = debian.unpacked(OTHER_FLAVOUR)
     (vmlinuz,) = (root / "boot").glob("vmlinuz-*")
     r = _krun(str(vmlinuz), "/bin/sh", "-c", "exit 3")
     assert r.returncode == 3, r.stderr
