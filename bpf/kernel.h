@@ -229,6 +229,34 @@ struct iovec {
 	unsigned long iov_len;
 };
 
+struct kiocb {
+	struct file *ki_filp;
+};
+
+/* 5.14 on; 6.4 renamed iov to __iov (struct iov_iter___v60). The pointers
+ * and counts sit in anonymous unions, which CO-RE looks through. */
+enum iter_type {
+	ITER_UBUF,
+	ITER_IOVEC,
+};
+
+struct iov_iter {
+	u8 iter_type;
+	unsigned long count;
+	const struct iovec *__iov;
+	void *ubuf;
+	unsigned long nr_segs;
+};
+
+struct iov_iter___v60 {
+	const struct iovec *iov;
+};
+
+/* before 5.14: the type and the direction (bit 0) in one int */
+struct iov_iter___v510 {
+	unsigned int type;
+};
+
 struct signal_struct {
 	atomic_t live;
 	int group_exit_code;

@@ -25,7 +25,7 @@
 #define QUARK_PROTO_H
 
 enum q_proto {
-	Q_PROTO_VERSION = 5,
+	Q_PROTO_VERSION = 6,
 };
 
 enum q_kind {
@@ -42,6 +42,7 @@ enum q_kind {
 	Q_TTY = 11,        /* a struct q_tty_event, then the bytes */
 	Q_PTRACE = 12,     /* a struct q_ptrace_event */
 	Q_MODULE = 13,     /* a struct q_module_event */
+	Q_GETPID = 14,     /* a task record: getpid(2) returned */
 };
 
 enum q_var {

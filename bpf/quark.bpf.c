@@ -601,6 +601,29 @@ static __always_inline int on_id_change(void *ctx, u32 what)
 	return 0;
 }
 
+/* --- getpid(2) (QQ.GETPID) ---------------------------------------------- */
+
+/*
+ * A task record per getpid(2), for benchmarks: the cheapest syscall there
+ * is, so the figure is the cost of a record end to end. The queue's own
+ * calls are skipped, as they would feed themselves.
+ */
+static __always_inline int on_getpid(void *ctx)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct q_scratch *s;
+	u32 *level;
+
+	if ((u32)(pid_tgid >> 32) == cfg.self_tgid)
+		return 0;
+	s = begin(Q_GETPID, task, &level);
+	if (!s)
+		return 0;
+	finish(s, 0, level);
+	return 0;
+}
+
 /* --- TCP connections (QQ.SOCK_CONN) ------------------------------------ */
 
 /*
@@ -1541,10 +1564,19 @@ static __always_inline void tty_copy(struct q_scratch *s,
 	e->truncated += n - take;
 }
 
-/* write(fd, buf, count) or writev(fd, iov, iovcnt) to a terminal */
-static __always_inline int tty_enter(void *ctx, bool vec)
+/* How tty_out finds the bytes at src */
+enum tty_src {
+	TTY_BUF,        /* n bytes of user memory */
+	TTY_USER_IOV,   /* n iovecs in user memory (writev's argument) */
+	TTY_KERNEL_IOV, /* n iovecs in kernel memory (an ITER_IOVEC's) */
+};
+
+/* What a process writes to file, when file is a terminal's: the bytes at
+ * src, and unread bytes more that are counted but not read (kernel memory:
+ * a splice or sendfile). */
+static __always_inline int tty_out(struct file *file, const void *src, u64 n,
+				   enum tty_src how, u64 unread)
 {
-	struct sys_enter_args *a = ctx;
 	struct tty_struct *tty, *shown;
 	struct q_tty_event *e;
 	struct q_scratch *s;
@@ -1554,7 +1586,7 @@ static __always_inline int tty_enter(void *ctx, bool vec)
 
 	if ((u32)(pid_tgid >> 32) == cfg.self_tgid)
 		return 0; /* the consumer's own output */
-	tty = file_tty(fd_file(a->args[0]));
+	tty = file_tty(file);
 	if (!tty)
 		return 0;
 	shown = tty;
@@ -1586,18 +1618,23 @@ static __always_inline int tty_enter(void *ctx, bool vec)
 	e->oflag = BPF_CORE_READ(shown, termios.c_oflag);
 	e->cflag = BPF_CORE_READ(shown, termios.c_cflag);
 	e->lflag = lflag;
-	if (!vec) {
-		tty_copy(s, e, &off, (const void *)a->args[1], a->args[2]);
+	e->truncated = unread;
+	if (how == TTY_BUF) {
+		tty_copy(s, e, &off, src, n);
 	} else {
-		const struct iovec *iov = (const void *)a->args[1];
-		u64 cnt = a->args[2];
+		const struct iovec *iov = src;
 		struct iovec v;
+		long err;
 
 #pragma unroll
 		for (int i = 0; i < Q_TTY_IOV; i++) {
-			if (i >= cnt)
+			if (i >= n)
 				break;
-			if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			if (how == TTY_USER_IOV)
+				err = bpf_probe_read_user(&v, sizeof(v), &iov[i]);
+			else
+				err = bpf_probe_read_kernel(&v, sizeof(v), &iov[i]);
+			if (err)
 				break;
 			tty_copy(s, e, &off, v.iov_base, v.iov_len);
 		}
@@ -1612,6 +1649,50 @@ static __always_inline int tty_enter(void *ctx, bool vec)
 		count(Q_CNT_SENT);
 	scratch_put(level);
 	return 0;
+}
+
+/* write(fd, buf, count) or writev(fd, iov, iovcnt) to a terminal, at the
+ * syscall's entry: where tty_write cannot be hooked */
+static __always_inline int tty_enter(void *ctx, bool vec)
+{
+	struct sys_enter_args *a = ctx;
+
+	return tty_out(fd_file(a->args[0]), (const void *)a->args[1],
+		       a->args[2], vec ? TTY_USER_IOV : TTY_BUF, 0);
+}
+
+/*
+ * tty_write(iocb, from), from 5.11 (and Debian's 5.10) on, where the kernel
+ * has trampolines (Python checks the prototype): every write to a terminal
+ * whatever its path, io_uring, sendfile and splice too. User memory
+ * (ITER_UBUF, 6.0 on, and ITER_IOVEC) is read as the syscall hooks read
+ * it; kernel memory (a pipe's pages for splice and sendfile) is counted in
+ * truncated, not read.
+ */
+static __always_inline int tty_write_fe(u64 *ctx)
+{
+	struct iov_iter *from = (void *)ctx[1];
+	struct file *file = BPF_CORE_READ((struct kiocb *)ctx[0], ki_filp);
+	const struct iovec *iov;
+	u64 n = BPF_CORE_READ(from, count);
+	u32 type;
+
+	if (bpf_core_field_exists(from->iter_type))
+		type = BPF_CORE_READ(from, iter_type);
+	else /* without the direction bit */
+		type = BPF_CORE_READ((struct iov_iter___v510 *)from, type) & ~1u;
+	if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF) &&
+	    type == bpf_core_enum_value(enum iter_type, ITER_UBUF))
+		return tty_out(file, BPF_CORE_READ(from, ubuf), n, TTY_BUF, 0);
+	if (type == bpf_core_enum_value(enum iter_type, ITER_IOVEC)) {
+		if (bpf_core_field_exists(from->__iov))
+			iov = BPF_CORE_READ(from, __iov);
+		else
+			iov = BPF_CORE_READ((struct iov_iter___v60 *)from, iov);
+		return tty_out(file, iov, BPF_CORE_READ(from, nr_segs),
+			       TTY_KERNEL_IOV, 0);
+	}
+	return tty_out(file, NULL, 0, TTY_BUF, n);
 }
 
 /* ptrace(request, pid, addr, data): a tracer's own children and
@@ -1817,8 +1898,10 @@ Q_FENTRY(vfsopt, file_permission, security_file_permission, vfs_permission)
 Q_FENTRY(vfsopt, mmap_file, security_mmap_file, vfs_mmap)
 Q_FENTRY(vfsopt, path_truncate, security_path_truncate, vfs_path_truncate)
 Q_FENTRY(vfsopt, file_truncate, security_file_truncate, vfs_file_truncate)
+Q_FENTRY(ttyopt, tty_write, tty_write, tty_write_fe)
 Q_KIND_SYSCALL(tty, write_enter, sys_enter_write, tty_enter, false)
 Q_KIND_SYSCALL(tty, writev_enter, sys_enter_writev, tty_enter, true)
 Q_KIND_SYSCALL(ptrace, ptrace_enter, sys_enter_ptrace, ptrace_enter)
 Q_KIND_SYSCALL(ptrace, ptrace, sys_exit_ptrace, path_exit)
 Q_KIND(module, module_load, module_load, on_module_load)
+Q_KIND_SYSCALL(getpid, getpid, sys_exit_getpid, on_getpid)

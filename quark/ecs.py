@@ -203,6 +203,9 @@ SHM_ACTION = "shared-memory-created"
 TTY_ACTION = "text_output"
 MODULE_ACTION = "module-loaded"
 PTRACE_ACTION = "ptrace"
+#: a getpid(2) returned (QQ.GETPID, for benchmarks): a process event of
+#: type info
+GETPID_ACTION = "getpid"
 _SOCK_CONN = EV.SOCK_CONN_ESTABLISHED | EV.SOCK_CONN_CLOSED
 
 
@@ -222,7 +225,8 @@ def event_action(events: int) -> str:
     """Upstream's ``event.action``: ``process-forked-executed-exited``,
     ``connection-established``, ``connection-closed``, ``packet``, and
     ours for the kinds upstream has none for (``text_output``,
-    ``ptrace``, ``module-loaded``, ``shared-memory-created``)."""
+    ``ptrace``, ``module-loaded``, ``shared-memory-created``,
+    ``getpid``)."""
     if not events & (EV.FORK | EV.EXEC | EV.EXIT | _PROCESS_CHANGE):
         if events & _SOCK_CONN:
             out = "connection"
@@ -243,6 +247,8 @@ def event_action(events: int) -> str:
             return PTRACE_ACTION
         if events & EV.MODULE_LOAD:
             return MODULE_ACTION
+        if events & EV.GETPID:
+            return GETPID_ACTION
         return "unknown" if events else "process"
     out = "process"
     if events & EV.FORK:

@@ -78,6 +78,7 @@ class EV(enum.IntFlag):
     MODULE_LOAD = 1 << 11
     SHM = 1 << 12
     TTY = 1 << 13
+    GETPID = 1 << 14  # a getpid(2) returned (QQ.GETPID): for benchmarks
 
 
 class ID_CHANGE(enum.IntFlag):

@@ -119,6 +119,10 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
     ),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], "int"),
     "libbpf_find_vmlinux_btf_id": (c_int, [c_char_p, c_int], "int"),
+    "btf__load_vmlinux_btf": (c_void_p, [], "ptr"),
+    "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint], "int"),
+    "btf__type_by_id": (c_void_p, [c_void_p, c_uint], "ptr"),
+    "btf__free": (None, [c_void_p], "raw"),
     "bpf_prog_load": (
         c_int,
         [c_int, c_char_p, c_char_p, c_void_p, c_size_t, c_void_p],
@@ -501,12 +505,43 @@ class _ProgLoadOpts(ctypes.Structure):
     ]
 
 
-def fentry_refusal(func: str) -> str | None:
+_BTF_KIND_FUNC = 12
+
+
+def _func_params(func: str) -> int | None:
+    """How many arguments kernel function ``func`` takes, by the running
+    kernel's BTF (None when that cannot be read)."""
+    lb = lib()
+    try:
+        btf = lb.btf__load_vmlinux_btf()
+    except LibbpfError:
+        return None
+    try:
+        fid = lb.btf__find_by_name_kind(btf, func.encode(), _BTF_KIND_FUNC)
+        # struct btf_type: name_off, info, then size or type (u32 each)
+        _, _, proto = _btf_type(lb, btf, fid)
+        _, info, _ = _btf_type(lb, btf, proto)
+        return info & 0xFFFF  # vlen: a FUNC_PROTO's parameters
+    except LibbpfError:
+        return None
+    finally:
+        lb.btf__free(btf)
+
+
+def _btf_type(lb: Any, btf: int, tid: int) -> tuple[int, int, int]:
+    t = lb.btf__type_by_id(btf, tid)
+    name_off, info, size_or_type = (ctypes.c_uint32 * 3).from_address(t)
+    return name_off, info, size_or_type
+
+
+def fentry_refusal(func: str, params: int | None = None) -> str | None:
     """Why an ``fentry`` program on kernel function ``func`` cannot load
-    here, or None when it can: the function is not in the kernel's BTF, or
-    the kernel refuses tracing programs (no BPF trampolines: EPERM, or
-    ENOTSUPP). Loads a two-instruction program, at once closed, instead of
-    failing a whole object's load."""
+    here, or None when it can: the function is not in the kernel's BTF,
+    takes another number of arguments than ``params`` (when given: a
+    program written for another prototype), or the kernel refuses tracing
+    programs (no BPF trampolines: EPERM, or ENOTSUPP). Loads a
+    two-instruction program, at once closed, instead of failing a whole
+    object's load."""
     lb = lib()
     try:
         btf_id = lb.libbpf_find_vmlinux_btf_id(
@@ -520,6 +555,13 @@ def fentry_refusal(func: str) -> str | None:
         expected_attach_type=_BPF_TRACE_FENTRY,
         attach_btf_id=btf_id,
     )
+    if params is not None:
+        have = _func_params(func)
+        if have is not None and have != params:
+            return (
+                f"this kernel's {func} takes {have} arguments, not the "
+                f"{params} the program reads"
+            )
     try:
         fd = lb.bpf_prog_load(
             _BPF_PROG_TYPE_TRACING, b"quark_probe", b"Dual BSD/GPL",

@@ -41,8 +41,10 @@ KIND_ROLES = {
     "fs": QQ.FILE | QQ.SHM,
     "vfsopt": QQ.FILE,
     "tty": QQ.TTY,
+    "ttyopt": QQ.TTY,
     "ptrace": QQ.PTRACE,
     "module": QQ.MODULE_LOAD,
+    "getpid": QQ.GETPID,
 }
 _ROLES = ("core", "backup", "opt", *KIND_ROLES)
 _SECTION_OF = {

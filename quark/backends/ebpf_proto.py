@@ -50,7 +50,7 @@ from quark.raw.types import fsdecode as _fsdecode
 __all__ = ["PROTO_VERSION", "Decoder", "Pending", "Result"]
 
 #: The version of bpf/proto.h that this decoder speaks.
-PROTO_VERSION = 5
+PROTO_VERSION = 6
 
 
 class Pending:
@@ -96,6 +96,7 @@ _KINDS = {
     "Q_EXIT": RawKind.EXIT_THREAD,
     "Q_COMM": RawKind.COMM,
     "Q_ID_CHANGE": RawKind.ID_CHANGE,
+    "Q_GETPID": RawKind.GETPID,
 }
 # the task fields a record carries by name, but only for some kinds
 _SPECIAL = frozenset({"comm", "exit_code"})

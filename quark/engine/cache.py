@@ -102,6 +102,7 @@ EV_OF_KIND: dict[int, int] = {
     RawKind.MODULE_LOAD: int(EV.MODULE_LOAD),
     RawKind.SHM: int(EV.SHM),
     RawKind.TTY: int(EV.TTY),
+    RawKind.GETPID: int(EV.GETPID),
 }
 
 _EV_CACHE: dict[int, EV] = {}

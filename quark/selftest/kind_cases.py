@@ -1,6 +1,6 @@
-"""Self-test cases of the terminal, ptrace and module kinds (QQ.TTY,
-QQ.PTRACE, QQ.MODULE_LOAD), run by ``quark-test`` on the host and in
-every guest of the kernel matrix.
+"""Self-test cases of the terminal, ptrace, module and getpid kinds
+(QQ.TTY, QQ.PTRACE, QQ.MODULE_LOAD, QQ.GETPID), run by ``quark-test`` on
+the host and in every guest of the kernel matrix.
 
 Each case starts its own processes and waits, with a deadline, for their
 events: a queue sees the whole system, and only the case's processes are
@@ -96,17 +96,38 @@ def _set_echo(fd: int, on: bool) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
+def _tty_write_hook(q: quark.Queue) -> bool:
+    """Whether TTY is served by tty_write (fentry) rather than the write
+    syscalls: it must be in a guest, unless that kernel's tty_write has
+    the pre-5.11 prototype; elsewhere the skip must say which of the two
+    is missing (trampolines or the prototype), not fail for another
+    reason."""
+    skipped = [
+        s for s in q.stats().skipped_probes if s.startswith("tty_write:")
+    ]
+    for s in skipped:
+        assert "arguments" in s or (
+            "refuses fentry" in s and os.environ.get("QUARK_IN_GUEST") != "1"
+        ), s
+    return not skipped
+
+
 @case(backends=("ebpf",))
 def t_tty(backend: str) -> None:
-    """Terminal output through os.openpty(): a child's write to the slave
+    """Terminal output through os.openpty(): a child's writev to the slave
     arrives with major 136, the minor of its name and the exact bytes; a
     write of 10,000 bytes keeps 8,192 and says 1,808 were truncated; with
     ECHO off on both sides nothing is reported, and the queue's own writes
-    never are."""
+    never are. Where tty_write serves (fentry), a sendfile(2) to the
+    terminal, which no write syscall shows, is reported too: its 100 bytes
+    are in kernel memory, counted in truncated and not read."""
     master, slave = os.openpty()
     minor = int(os.ttyname(slave).rsplit("/", 1)[1])
+    src = os.memfd_create("quark-tty-src")
+    os.write(src, b"y" * 100)
     try:
         with _queue(backend, QQ.TTY) as q:
+            hooked = _tty_write_hook(q)
             os.write(slave, b"the consumer's own\n")  # never reported
 
             def writer() -> None:
@@ -114,17 +135,22 @@ def t_tty(backend: str) -> None:
                 os.write(slave, b"silent to the slave\n")
                 os.write(master, b"silent to the master\n")
                 _set_echo(slave, True)
-                os.write(slave, b"hello quark\n")
+                os.writev(slave, [b"hello ", b"quark\n"])
                 os.write(slave, b"x" * 10_000)
+                if hooked:
+                    assert os.sendfile(slave, src, 0, 100) == 100
 
             pid = _child(writer)
             _drain_until_exit(master, pid)
             evs = _until(
                 q,
                 lambda e: e.tty is not None and e.pid == pid,
-                lambda got: sum(len(e.tty.data) for e in got if e.tty) >= 8204,
+                lambda got: sum(
+                    len(e.tty.data) + e.tty.truncated for e in got if e.tty
+                ) >= 10_012 + 100 * hooked,
             )
     finally:
+        os.close(src)
         os.close(master)
         os.close(slave)
     ttys = [e.tty for e in evs if e.tty is not None]
@@ -137,7 +163,11 @@ def t_tty(backend: str) -> None:
     assert big.data == b"x" * 8192 and big.truncated == 1808, (
         len(big.data), big.truncated,
     )  # fmt: skip
-    assert len(ttys) == 2, ttys
+    if hooked:
+        sent = ttys[2]
+        assert (sent.major, sent.minor) == (136, minor), sent
+        assert (sent.data, sent.truncated) == (b"", 100), sent
+    assert len(ttys) == 2 + hooked, ttys
 
 
 @case(backends=("ebpf",))
@@ -268,3 +298,51 @@ def t_module_load(backend: str) -> None:
     hang = next(e.module_load for e in evs if e.pid is not None
                 and pids[e.pid] == "hangcheck_timer")  # fmt: skip
     assert hang is not None and hang.src_version, hang
+
+
+@case(backends=("ebpf",))
+def t_getpid(backend: str) -> None:
+    """QQ.GETPID: one event per getpid(2) of another process, each a
+    process event of that process and nothing else; the queue's own calls
+    give none (they would feed themselves). The child makes its calls
+    between two pipe handshakes, so that whatever the runtime calls at
+    fork is counted apart."""
+    n = 7
+    me = os.getpid()
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    with _queue(backend, QQ.GETPID) as q:
+
+        def calls() -> None:
+            os.read(go_r, 1)
+            for _ in range(n):
+                os.getpid()
+            os.write(done_w, b"x")
+
+        pid = _child(calls)
+        got: list[tuple[int, int, EV]] = []
+
+        def drain(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                q.block(0.05)
+                while (e := q.get_event()) is not None:
+                    p = e.process
+                    if p and p.pid in (pid, me) and e.events & EV.GETPID:
+                        got.append((p.pid, p.ppid or 0, e.events))
+
+        for _ in range(n):
+            os.getpid()  # the queue's own: never an event
+        drain(1.0)  # the hold time, many times over
+        before = len(got)
+        os.write(go_w, b"x")
+        assert os.read(done_r, 1) == b"x"
+        _wait_ok(pid)
+        end = time.monotonic() + _DEADLINE
+        while len(got) < before + n and time.monotonic() < end:
+            drain(0.1)
+        drain(0.5)  # any extra would have arrived by now
+    for fd in (go_r, go_w, done_r, done_w):
+        os.close(fd)
+    assert all(g == (pid, me, EV.GETPID) for g in got), got
+    assert len(got) - before == n, (before, got)

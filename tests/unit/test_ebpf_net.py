@@ -301,11 +301,6 @@ def test_kprobe_refuses_network_kinds_before_touching_the_kernel() -> None:
             quark.Queue(backend="kprobe", flags=kind)
 
 
-def test_ebpf_refuses_kinds_it_does_not_implement() -> None:
-    with pytest.raises(quark.NotSupportedError, match=r"QQ\.GETPID"):
-        quark.Queue(backend="ebpf", flags=QQ.GETPID)
-
-
 def test_auto_never_falls_back_to_a_backend_without_the_kind() -> None:
     # EBPF declines (told to ignore BTF), and KPROBE cannot serve
     # SOCK_CONN: the error names the kind, it is not a queue without it
