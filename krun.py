@@ -535,19 +535,28 @@ def _verdicts(
     }
 
 
-def matrix(
-    backends: list[str], timeout: float, probe_out: str | None = None
-) -> int:
-    rows: list[tuple[str, str, str, str]] = []
-    probes: dict[str, dict[str, Any]] = {}
-    expected = _expected_cases()
+@dataclass(frozen=True)
+class _Boot:
+    """One boot of the matrix: a kernel, the backends it judges, the
+    command, and whether the probe rides along."""
+
+    kernel: str
+    group: tuple[str, ...]
+    argv: list[str]
+    probing: bool
+
+
+def _boots(backends: list[str], kernels: list[str] | None) -> list[_Boot]:
+    out = []
     for k in manifest.kernels():
+        if kernels is not None and k.name not in kernels:
+            continue
         # One boot serves EBPF and KPROBE (booting under TCG is a good part
         # of a run); kprobe-table needs its own (another environment).
-        boots = [[be for be in backends if be in ("ebpf", "kprobe")]]
+        groups = [[be for be in backends if be in ("ebpf", "kprobe")]]
         if "kprobe-table" in backends and k.name in TABLE_KERNELS:
-            boots.append(["kprobe-table"])
-        for group in boots:
+            groups.append(["kprobe-table"])
+        for group in groups:
             if not group:
                 continue
             flags = [{"ebpf": "-b"}.get(be, "-k") for be in group]
@@ -555,37 +564,93 @@ def matrix(
             probing = group != ["kprobe-table"]
             if not probing:
                 argv = ["/usr/bin/env", "QUARK_IGNORE_BTF=1", *argv]
-            print(f"== {k.name} {'+'.join(group)}", flush=True)
-            t0 = time.monotonic()
-            # the probe rides along the boot that runs EBPF and KPROBE:
-            # the live backends, in the kernel's own environment
-            o = run(
-                k.name,
-                _with_probe(argv) if probing else argv,
-                timeout=timeout,
-            )
-            took = time.monotonic() - t0
-            if probing:
-                probes[k.name] = _probe_doc(o.lines)
-            names = ["kprobe" if be == "kprobe-table" else be for be in group]
-            verdicts = _verdicts(o, names, expected)
-            repro = shlex.join(["python", "krun.py", k.name, *argv])
-            # a run that failed with every case passed failed elsewhere
-            # (the guest, quark-test itself): then each backend fails
-            whole = o.status == 0 or not all(v[0] for v in verdicts.values())
-            for be, name in zip(group, names, strict=True):
-                ok, spent = verdicts[name]
-                ok = ok and whole
-                verdict = "pass" if ok else f"FAIL({o.status})"
-                rows.append(
-                    (
-                        k.name,
-                        be,
-                        f"{verdict} {spent:.0f}s of {took:.0f}s boot",
-                        "" if ok else f"{o.reason} | {repro}",
-                    )
+            out.append(_Boot(k.name, tuple(group), argv, probing))
+    return out
+
+
+def matrix(
+    backends: list[str],
+    timeout: float,
+    probe_out: str | None = None,
+    *,
+    kernels: list[str] | None = None,
+    jobs: int = 1,
+    smp: int = 2,
+) -> int:
+    """quark-test on every manifest kernel (or ``kernels``) and the host.
+    ``jobs`` > 1 boots that many guests at once, their consoles not
+    streamed (each guest's failure still shows its console's tail)."""
+    rows: list[tuple[str, str, str, str]] = []
+    probes: dict[str, dict[str, Any]] = {}
+    expected = _expected_cases()
+    boots = _boots(backends, kernels)
+    if kernels is not None:
+        unknown = set(kernels) - {k.name for k in manifest.kernels()}
+        unknown.discard("host")
+        if unknown:
+            raise KrunError(f"--kernels: not in the manifest: {unknown}")
+
+    def boot(b: _Boot) -> tuple[Outcome, float]:
+        t0 = time.monotonic()
+        # the probe rides along the boot that runs EBPF and KPROBE: the
+        # live backends, in the kernel's own environment
+        o = run(
+            b.kernel,
+            _with_probe(b.argv) if b.probing else b.argv,
+            timeout=timeout,
+            quiet=jobs > 1,
+            smp=smp,
+        )
+        return o, time.monotonic() - t0
+
+    if jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # each kernel fetched and its base initramfs built once, before
+        # the guests start (two boots of one kernel share the file)
+        for name in dict.fromkeys(b.kernel for b in boots):
+            initramfs.base_image(resolve(name).modules, sys.executable)
+        for b in boots:
+            print(f"== {b.kernel} {'+'.join(b.group)} (queued)", flush=True)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(boot, boots))
+    else:
+        results = []
+        for b in boots:
+            print(f"== {b.kernel} {'+'.join(b.group)}", flush=True)
+            results.append(boot(b))
+    for b, (o, took) in zip(boots, results, strict=True):
+        if b.probing:
+            probes[b.kernel] = _probe_doc(o.lines)
+        names = ["kprobe" if be == "kprobe-table" else be for be in b.group]
+        verdicts = _verdicts(o, names, expected)
+        repro = shlex.join(["python", "krun.py", b.kernel, *b.argv])
+        # a run that failed with every case passed failed elsewhere
+        # (the guest, quark-test itself): then each backend fails
+        whole = o.status == 0 or not all(v[0] for v in verdicts.values())
+        for be, name in zip(b.group, names, strict=True):
+            ok, spent = verdicts[name]
+            ok = ok and whole
+            verdict = "pass" if ok else f"FAIL({o.status})"
+            rows.append(
+                (
+                    b.kernel,
+                    be,
+                    f"{verdict} {spent:.0f}s of {took:.0f}s boot",
+                    "" if ok else f"{o.reason} | {repro}",
                 )
-    # the host: EBPF only (no kprobes here)
+            )
+    if kernels is None or "host" in kernels:
+        _host_rows(backends, rows, probes)
+    return _report(rows, probes, probe_out)
+
+
+def _host_rows(
+    backends: list[str],
+    rows: list[tuple[str, str, str, str]],
+    probes: dict[str, dict[str, Any]],
+) -> None:
+    """The host's cells: EBPF only (no kprobes here)."""
     print("== host probe", flush=True)
     probes["host"] = _probe_host()
     print("== host ebpf", flush=True)
@@ -609,6 +674,13 @@ def matrix(
                 "no kprobe_events on this kernel (CONFIG_KPROBE_EVENTS off)",
             )
         )
+
+
+def _report(
+    rows: list[tuple[str, str, str, str]],
+    probes: dict[str, dict[str, Any]],
+    probe_out: str | None,
+) -> int:
     print()
     print(_probe_tables(probes))
     if probe_out is not None:
@@ -685,6 +757,16 @@ def main(argv: list[str] | None = None) -> int:
         + ")",
     )
     ap.add_argument(
+        "--kernels", metavar="NAMES",
+        help="with --matrix: only these comma-separated manifest kernels, "
+        "and the host if named (one cell: --kernels 6.1 --backends kprobe)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="with --matrix: boot N guests at once (consoles not "
+        "streamed); on 2 CPUs, pair it with --smp 1",
+    )  # fmt: skip
+    ap.add_argument(
         "--vng",
         action="store_true",
         help="run the command under virtme-ng instead",
@@ -701,7 +783,20 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = ap.parse_args(argv)
     if args.matrix:
-        return matrix(args.backends.split(","), args.timeout, args.probe_out)
+        try:
+            return matrix(
+                args.backends.split(","),
+                args.timeout,
+                args.probe_out,
+                kernels=args.kernels.split(",") if args.kernels else None,
+                jobs=args.jobs,
+                smp=args.smp,
+            )
+        except KrunError as e:
+            print(f"krun: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.kernels or args.jobs != 1:
+        ap.error("--kernels and --jobs go with --matrix")
     if args.probe_out:
         ap.error("--probe-out goes with --matrix")
     if not args.kernel or not args.command:

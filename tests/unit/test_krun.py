@@ -323,3 +323,19 @@ def test_help_explains_every_option() -> None:
         # the help text is on the option's line or the next
         after = r.stdout.split(name + rest, 1)[1].split("\n", 2)
         assert rest.strip() or after[1].strip(), f"{name} has no help"
+
+
+def test_matrix_boots_one_guest_per_kernel_for_both_backends() -> None:
+    names = [k.name for k in krun.manifest.kernels()]
+    boots = krun._boots(["ebpf", "kprobe", "kprobe-table"], None)
+    live = [b for b in boots if b.probing]
+    assert [b.kernel for b in live] == names
+    assert all(b.group == ("ebpf", "kprobe") for b in live)
+    assert all("-b" in b.argv and "-k" in b.argv for b in live)
+    table = [b for b in boots if not b.probing]
+    assert [b.kernel for b in table] == list(krun.TABLE_KERNELS)
+    assert all("QUARK_IGNORE_BTF=1" in b.argv for b in table)
+    # one cell alone
+    (cell,) = krun._boots(["kprobe"], ["6.1"])
+    assert (cell.kernel, cell.group) == ("6.1", ("kprobe",))
+    assert "-b" not in cell.argv and "-k" in cell.argv
