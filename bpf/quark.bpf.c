@@ -178,11 +178,22 @@ static __always_inline void scratch_put(u32 *level)
 		*level -= 1;
 }
 
-/* Wake the reader only once enough waits (see cfg.wakeup_bytes). */
+/* Set (through its mmap) by a consumer that waits on the ring's fd and
+ * found the ring empty: the next record wakes it, and clears this. One
+ * wakeup per idle period, none per record while the consumer is busy. */
+volatile u32 wake_next SEC(".data.wake") = 0;
+
+/* Wake the reader only once enough waits (see cfg.wakeup_bytes), or when
+ * it asked to be woken by the next record. */
 static __always_inline u64 wakeup_flags(u64 size)
 {
-	u64 avail = bpf_ringbuf_query(&ringbuf, BPF_RB_AVAIL_DATA);
+	u64 avail;
 
+	if (wake_next) {
+		wake_next = 0;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	avail = bpf_ringbuf_query(&ringbuf, BPF_RB_AVAIL_DATA);
 	return avail + size >= cfg.wakeup_bytes ? BPF_RB_FORCE_WAKEUP
 						: BPF_RB_NO_WAKEUP;
 }

@@ -31,8 +31,10 @@ import ctypes
 import ctypes.util
 import errno as _errno
 import logging
+import mmap
 import os
 import platform
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -69,6 +71,31 @@ class BpfMapP(ctypes.c_void_p):
 
 class BpfLinkP(ctypes.c_void_p):
     """``struct bpf_link *``"""
+
+
+class U32Cell:
+    """A u32 at the start of an mmapable BPF array map, shared with the
+    programs (:meth:`BpfObject.data_u32`). Its mapping outlives the
+    object's close until :meth:`close` (or collection)."""
+
+    def __init__(self, map_fd: int) -> None:
+        try:
+            self._mm = mmap.mmap(map_fd, mmap.PAGESIZE, mmap.MAP_SHARED)
+        except OSError as e:
+            raise LibbpfError(
+                f"mapping a data map: {e.strerror}", errno=e.errno or 0
+            ) from None
+
+    @property
+    def value(self) -> int:
+        return int.from_bytes(self._mm[:4], sys.byteorder)
+
+    @value.setter
+    def value(self, v: int) -> None:
+        self._mm[:4] = v.to_bytes(4, sys.byteorder)
+
+    def close(self) -> None:
+        self._mm.close()
 
 
 c_int, c_uint, c_char_p, c_void_p, c_bool, c_size_t = (
@@ -387,6 +414,12 @@ class BpfObject:
                 errno=_errno.E2BIG,
             )
         ctypes.memmove(ptr, data, len(data))
+
+    def data_u32(self, name: str) -> U32Cell:
+        """The first u32 of a loaded data map (``.data.*``, which libbpf
+        makes mmapable), mapped from the kernel's map: setting its
+        ``value`` is seen by the programs at once, with no syscall."""
+        return U32Cell(self.map_fd(name))
 
     def map_fd(self, name: str) -> int:
         fd: int = lib().bpf_map__fd(self.map(name))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno as _errno
 import logging
 import os
+import select
 import struct
 from collections.abc import Callable
 from importlib import resources
@@ -63,6 +64,7 @@ from quark.errors import (
 from quark.events import QQ
 from quark.raw.types import RawEvent
 from quark.sys.ringbuf import RingReader, ring_bytes
+from quark.sys.timerfd import Timer
 
 if TYPE_CHECKING:
     from quark.events import QueueAttr
@@ -208,6 +210,14 @@ class EbpfBackend(Backend):
         self._ncpus = 1
         self._ring_size = 0  # QueueAttr.ring_size, resolved at open
         self._hold_ms = attr.hold_time
+        # waking the reader (see fileno): after the hold time, a little
+        # more, what was read is due and goes at once
+        self._due_ns = (attr.hold_time * 1_000_000) * 51 // 50 + 2_000_000
+        self._last_records = 0  # when a read last found records
+        self._deadline: int | None = None  # when the timer fires
+        self._timer: Timer | None = None
+        self._epoll: select.epoll | None = None
+        self._wake: bpf.U32Cell | None = None
         self._misses = 0  # the last recursion-miss count that could be read
         self._programs: dict[str, Program] = {}
         self._fds: list[tuple[Program, int]] | None = None
@@ -437,6 +447,11 @@ class EbpfBackend(Backend):
         self._counters_fd = obj.map_fd("counters")
         self._ring_fd = obj.map_fd("ringbuf")
         self._ring = RingReader(self._ring_fd, self._ring_size)
+        self._wake = obj.data_u32(".data.wake")
+        self._timer = Timer()
+        self._epoll = select.epoll()
+        self._epoll.register(self._ring_fd, select.EPOLLIN)
+        self._epoll.register(self._timer.fd, select.EPOLLIN)
         self._fds = self._writing = None
         self._writers()  # now, while privileged (quark-mon -D drops them)
         ev = self._wire.record("q_event")
@@ -474,12 +489,47 @@ class EbpfBackend(Backend):
         return dict(self._refused)
 
     def fileno(self) -> int:
-        return self._ring_fd
+        """An epoll descriptor over the ring and a timer. The ring wakes it
+        when a quarter of it waits, and at the first record after the
+        reader went idle (a read found it empty with nothing held: the
+        programs are told through ``wake_next``), never per record; the
+        timer when what was read is due, since no record may come to wake
+        the reader for it."""
+        assert self._epoll is not None
+        return self._epoll.fileno()
 
-    def poll_interval(self) -> float:
-        # Records do not wake the reader one by one: poll well inside the
-        # hold time so that holding, not polling, sets the latency.
-        return min(0.1, max(0.005, self._hold_ms / 4000))
+    def _watch(self, got: bool) -> None:
+        """After a read (``got``: it found records): while the engine may
+        hold what was read, the ring wakes nobody per record and the timer
+        brings the reader back when that is due (reading what came
+        meanwhile); once nothing is held, the next record wakes it."""
+        now = self.now()
+        if got:
+            self._last_records = now
+        due = self._last_records + self._due_ns
+        held = due > now
+        wake, timer, ring = self._wake, self._timer, self._ring
+        if wake is None or timer is None or ring is None:
+            return
+        soon = False
+        if held:
+            wake.value = 0
+        else:
+            wake.value = 1
+            # a record that came between the read and this woke nobody
+            soon = ring.sample() > 0
+        if soon:
+            timer.arm(1)
+            self._deadline = now
+        elif held:
+            # set once per batch of reads: when it fires, read() comes
+            # here again and sets it to the latest due time
+            if self._deadline is None or self._deadline <= now:
+                timer.arm(due - now)
+                self._deadline = due
+        elif self._deadline is not None:
+            timer.disarm()  # fired, and nothing read since: quiet
+            self._deadline = None
 
     def read(self, limit: int) -> list[RawEvent]:
         ring = self._ring
@@ -488,7 +538,9 @@ class EbpfBackend(Backend):
             return []
         out: list[RawEvent] = []
         pending = self._pending
-        for rec in ring.read(limit):
+        recs = ring.read(limit)
+        self._watch(bool(recs))
+        for rec in recs:
             try:
                 item = decode(rec)
             except DecodeError as e:
@@ -521,7 +573,9 @@ class EbpfBackend(Backend):
             return []
         at, end = self._header
         out: list[tuple[int, bytes]] = []
-        for rec in ring.read(limit):
+        recs = ring.read(limit)
+        self._watch(False)  # nothing is held: each record goes at once
+        for rec in recs:
             data = bytes(rec)
             if len(data) < end:
                 # too short to hold a header: handed over all the same (a
@@ -622,6 +676,15 @@ class EbpfBackend(Backend):
         return self._fds
 
     def close(self) -> None:
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
         if self._ring is not None:
             self._ring.close()
             self._ring = None
