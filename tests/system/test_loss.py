@@ -74,8 +74,13 @@ def test_lost_counts_exactly_what_was_not_delivered() -> None:
         backend="ebpf", flags=QQ.EBPF | QQ.BYPASS, ring_size=PAGE
     ) as q:
         _drain(q)
+        b = q._backend
+        assert isinstance(b, EbpfBackend) and b._decode is not None
         lost0 = q.stats().lost
         sent0, failed0 = _counters(q)
+        # records never tried: no scratch buffer, or a skipped run (rare,
+        # on a busy host)
+        untried0 = b._counter("Q_CNT_NOBUF") + b.recursion_misses()
         records = _drain_records(q)
         # the consumer stalls while 300 processes run: 900 records of
         # theirs, hundreds of bytes each, for one page of ring
@@ -83,8 +88,7 @@ def test_lost_counts_exactly_what_was_not_delivered() -> None:
         records += _drain_records(q)
         sent, failed = _counters(q)
         stats = q.stats()
-        b = q._backend
-        assert isinstance(b, EbpfBackend) and b._decode is not None
+        untried = b._counter("Q_CNT_NOBUF") + b.recursion_misses() - untried0
         decoded = [b._decode(r) for r in records]
     tried = (sent - sent0) + (failed - failed0)
     lost = stats.lost - lost0
@@ -92,7 +96,7 @@ def test_lost_counts_exactly_what_was_not_delivered() -> None:
     assert tried >= 900
     assert lost > 0, "a one-page ring under 300 processes lost nothing"
     # every record the programs tried to write was delivered or counted
-    assert delivered + lost == tried, (delivered, lost, tried)
+    assert delivered + lost - untried == tried, (delivered, lost, tried)
     assert delivered == sent - sent0
     assert stats.decode_errors == 0
     # the known misses: of the children's 900 records (a fork, an exec
@@ -100,7 +104,7 @@ def test_lost_counts_exactly_what_was_not_delivered() -> None:
     theirs = [d for d in decoded if isinstance(d, RawEvent) and d.pid in pids]
     missing = 3 * len(pids) - len(theirs)
     assert missing > 0
-    assert missing <= lost <= missing + (tried - 3 * len(pids))
+    assert missing <= lost <= missing + (tried - 3 * len(pids)) + untried
 
 
 def test_nothing_lost_counts_zero() -> None:
@@ -120,13 +124,16 @@ def test_a_filling_ring_is_told_before_anything_is_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     require("ebpf")
-    size = 16 * PAGE
+    # a quarter of the ring (256 KiB, some 170 processes' records) is the
+    # margin between the warning and a loss: the host's own processes do
+    # not fill it between two looks
+    size = 1 << 20
     with quark.Queue(backend="ebpf", hold_time=100, ring_size=size) as q:
         _drain(q)
         assert q.stats().ring_size == size
         # the consumer stalls: processes run one at a time until the ring
         # is found more than three quarters full
-        for _ in range(400):
+        for _ in range(3000):
             _spawn(1)
             s = q.stats()
             if s.ring_behind:
