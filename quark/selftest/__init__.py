@@ -58,6 +58,7 @@ def load_cases() -> dict[str, Case]:
     """Import every case module and return the registry."""
     # the modules register their cases when imported
     import quark.selftest.cases
+    import quark.selftest.chaos_cases
     import quark.selftest.container_cases
     import quark.selftest.file_cases
     import quark.selftest.kind_cases
