@@ -503,14 +503,14 @@ class EbpfBackend(Backend):
         hold what was read, the ring wakes nobody per record and the timer
         brings the reader back when that is due (reading what came
         meanwhile); once nothing is held, the next record wakes it."""
+        wake, timer, ring = self._wake, self._timer, self._ring
+        if wake is None or timer is None or ring is None:
+            return
         now = self.now()
         if got:
             self._last_records = now
         due = self._last_records + self._due_ns
         held = due > now
-        wake, timer, ring = self._wake, self._timer, self._ring
-        if wake is None or timer is None or ring is None:
-            return
         soon = False
         if held:
             wake.value = 0
