@@ -496,7 +496,7 @@ class Queue:
         loop.add_reader(fd, wake)
         try:
             await asyncio.wait_for(woken, timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin before 3.11
             pass
         finally:
             loop.remove_reader(fd)
