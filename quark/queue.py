@@ -266,6 +266,10 @@ class Queue:
                     for sock in socks:
                         self._recorder.socket(sock)
                 self._engine.seed_sockets(socks)
+            if self._recorder is not None:
+                # the state at open is in the file once open returns,
+                # whatever happens to the disk or the process after it
+                self._recorder.flush()
             self._poll = select.poll()
             self._poll.register(self._backend.fileno(), select.POLLIN)
         except BaseException:
