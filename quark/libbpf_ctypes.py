@@ -163,7 +163,8 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
 }
 
 _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
-_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+_DEBUG = 2  # enum libbpf_print_level: LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, _DEBUG: logging.DEBUG}
 
 # The latest log lines kept: enough for the tail of a verifier log (its
 # reason), bounded however much a debug load logs.
@@ -223,6 +224,10 @@ def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
     # Called from C: must never raise.
     try:
         if fmt is None:
+            return 0
+        if level == _DEBUG and not log.isEnabledFor(logging.DEBUG):
+            # thousands of relocation lines per load, formatted for no
+            # one (a failure's reason is in the warnings)
             return 0
         text = _format(fmt, args).decode(errors="replace").rstrip("\n")
         lines = [ln for ln in text.split("\n") if ln.strip()]
@@ -339,6 +344,7 @@ class BpfObject:
             os.fsencode(path), None
         )
         self._links: list[BpfLink] = []
+        self._by_name: dict[str, BpfProgramP] | None = None
         self._finalizer = weakref.finalize(self, _close_object, self._handle)
 
     @property
@@ -371,9 +377,14 @@ class BpfObject:
             yield lb.bpf_program__name(prog).decode(), prog
 
     def program(self, name: str) -> BpfProgramP:
-        for pname, prog in self.programs():
-            if pname == name:
-                return prog
+        self.handle  # noqa: B018 - raises once the object is closed
+        if self._by_name is None:
+            # an opened object's programs are fixed: one walk, not one
+            # per lookup (hundreds of lookups per open)
+            self._by_name = dict(self.programs())
+        prog = self._by_name.get(name)
+        if prog is not None:
+            return prog
         raise LibbpfError(
             f"no program {name} in {self.path}", errno=_errno.ENOENT
         )
@@ -448,6 +459,7 @@ class BpfObject:
         links, self._links = self._links, []
         for link in links:
             link.close()
+        self._by_name = None
         if self._handle is not None:
             self._handle = None
             self._finalizer()

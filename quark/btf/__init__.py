@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from quark.btf import resolve as _resolve
 from quark.btf import table as _table
@@ -167,6 +168,24 @@ def _ignore_btf(flag: bool | None) -> bool:
     return os.environ.get("QUARK_IGNORE_BTF", "") not in ("", "0")
 
 
+# The running kernel's offsets, by what was asked: its BTF cannot change
+# under a running process, and parsing it costs seconds in a slow guest
+# (a queue opened per test case, or reopened by an agent after an error,
+# pays it once). Keyed by the file too, for callers that point KERNEL_BTF
+# elsewhere.
+_btf_memo: dict[tuple[Any, ...], dict[str, int]] = {}
+
+
+def _btf_offsets(wanted: tuple[str, ...]) -> OffsetTable:
+    st = os.stat(KERNEL_BTF)
+    key = (KERNEL_BTF, st.st_ino, st.st_size, st.st_mtime_ns, wanted)
+    offsets = _btf_memo.get(key)
+    if offsets is None:
+        offsets = load_kernel_btf().offsets(wanted)
+        _btf_memo[key] = offsets
+    return OffsetTable(dict(offsets), f"btf:{KERNEL_BTF}")
+
+
 def kernel_offsets(
     targets: Iterable[str] | None = None,
     *,
@@ -178,8 +197,7 @@ def kernel_offsets(
     (default ``uname -r``)."""
     wanted = tuple(targets) if targets is not None else TARGETS
     if not _ignore_btf(ignore_btf) and os.path.exists(KERNEL_BTF):
-        btf = load_kernel_btf()
-        return OffsetTable(btf.offsets(wanted), f"btf:{KERNEL_BTF}")
+        return _btf_offsets(wanted)
     rel = release or os.uname().release
     # the running kernel's machine stands for an architecture its release
     # does not name; a release given by the caller stands alone

@@ -12,6 +12,7 @@ The failure goes through the EBPF backend's own path: the lines since
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import shutil
@@ -50,7 +51,8 @@ def _compile(out_dir: pathlib.Path) -> str:
 
 def _log_more_than(lines: int, path: str) -> None:
     """Have libbpf log more than ``lines`` lines (opening an object logs
-    its sections and relocations at debug level)."""
+    its sections and relocations at debug level, which is kept only while
+    the logger takes debug records)."""
     for _ in range(100):
         if bpf.log_mark() > lines:
             return
@@ -61,11 +63,12 @@ def _log_more_than(lines: int, path: str) -> None:
 @pytest.mark.root
 @pytest.mark.ebpf
 def test_a_failed_load_keeps_the_verifiers_reason(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     require("ebpf")
     path = _compile(tmp_path)
-    _log_more_than(OLD_WINDOW, path)
+    with caplog.at_level(logging.DEBUG, logger=bpf.log.name):
+        _log_more_than(OLD_WINDOW, path)
     obj = bpf.BpfObject(path)
     try:
         mark = bpf.log_mark()
