@@ -51,6 +51,7 @@ from quark.backends.ebpf_programs import (
     wanted,
 )
 from quark.backends.ebpf_proto import Decoded, Decoder, Pending, Result
+from quark.backends.holdtimer import HoldTimer
 from quark.backends.tracefs import ensure_mounted
 from quark.errors import (
     ConfigError,
@@ -64,7 +65,6 @@ from quark.errors import (
 from quark.events import QQ
 from quark.raw.types import RawEvent
 from quark.sys.ringbuf import RingReader, ring_bytes
-from quark.sys.timerfd import Timer
 
 if TYPE_CHECKING:
     from quark.events import QueueAttr
@@ -210,12 +210,7 @@ class EbpfBackend(Backend):
         self._ncpus = 1
         self._ring_size = 0  # QueueAttr.ring_size, resolved at open
         self._hold_ms = attr.hold_time
-        # waking the reader (see fileno): after the hold time, a little
-        # more, what was read is due and goes at once
-        self._due_ns = (attr.hold_time * 1_000_000) * 51 // 50 + 2_000_000
-        self._last_records = 0  # when a read last found records
-        self._deadline: int | None = None  # when the timer fires
-        self._timer: Timer | None = None
+        self._timer: HoldTimer | None = None  # waking the reader: fileno
         self._epoll: select.epoll | None = None
         self._wake: bpf.U32Cell | None = None
         self._misses = 0  # the last recursion-miss count that could be read
@@ -448,7 +443,7 @@ class EbpfBackend(Backend):
         self._ring_fd = obj.map_fd("ringbuf")
         self._ring = RingReader(self._ring_fd, self._ring_size)
         self._wake = obj.data_u32(".data.wake")
-        self._timer = Timer()
+        self._timer = HoldTimer(self._hold_ms)
         self._epoll = select.epoll()
         self._epoll.register(self._ring_fd, select.EPOLLIN)
         self._epoll.register(self._timer.fd, select.EPOLLIN)
@@ -507,10 +502,7 @@ class EbpfBackend(Backend):
         if wake is None or timer is None or ring is None:
             return
         now = self.now()
-        if got:
-            self._last_records = now
-        due = self._last_records + self._due_ns
-        held = due > now
+        held = timer.held(now, got)
         soon = False
         if held:
             wake.value = 0
@@ -518,18 +510,7 @@ class EbpfBackend(Backend):
             wake.value = 1
             # a record that came between the read and this woke nobody
             soon = ring.sample() > 0
-        if soon:
-            timer.arm(1)
-            self._deadline = now
-        elif held:
-            # set once per batch of reads: when it fires, read() comes
-            # here again and sets it to the latest due time
-            if self._deadline is None or self._deadline <= now:
-                timer.arm(due - now)
-                self._deadline = due
-        elif self._deadline is not None:
-            timer.disarm()  # fired, and nothing read since: quiet
-            self._deadline = None
+        timer.settle(now, held, soon)
 
     def read(self, limit: int) -> list[RawEvent]:
         ring = self._ring

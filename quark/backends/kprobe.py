@@ -48,6 +48,7 @@ import time
 from typing import TYPE_CHECKING
 
 from quark.backends import Backend
+from quark.backends.holdtimer import HoldTimer
 from quark.backends.kprobe_decode import (
     CGROUP_FIELDS,
     CGROUP_TP,
@@ -69,7 +70,6 @@ from quark.errors import (
 from quark.events import QQ
 from quark.sys import perf
 from quark.sys.ringbuf import ring_bytes
-from quark.sys.timerfd import Timer
 
 if TYPE_CHECKING:
     from quark.events import QueueAttr
@@ -323,16 +323,13 @@ class KprobeBackend(Backend):
         self._rings: list[_Ring] = []
         self._ring_pages = ring_pages
         self._epoll: select.epoll | None = None
-        self._timer: Timer | None = None
-        self._deadline: int | None = None  # the timer's, monotonic ns
-        self._last_records = 0  # when read() last got records
+        self._timer: HoldTimer | None = None  # waking the reader: fileno
         self._cgroups = CgroupMoves()
         self._skipped: list[str] = []
         self._decode_errors = 0
         self._next = 0
         self._hold_ns = attr.hold_time * 1_000_000
-        # after the hold time, a little more: what is due then goes at once
-        self._due_ns = self._hold_ns + 2_000_000 + self._hold_ns // 50
+        self._hold_ms = attr.hold_time
         self.offsets: OffsetTable | None = None
         try:
             self._open(attr, ignore_btf, ring_pages)
@@ -401,7 +398,7 @@ class KprobeBackend(Backend):
             p for p in installed if p == "exec" or p.startswith("args")
         )
         self._epoll = select.epoll()
-        self._timer = Timer()
+        self._timer = HoldTimer(self._hold_ms)
         self._epoll.register(self._timer.fd, select.EPOLLIN)
         for cpu in online_cpus():
             r = _Ring(cpu)
@@ -542,10 +539,10 @@ class KprobeBackend(Backend):
         hold what was read, the sentinels are off and the timer brings the
         reader back when that is due (reading what came meanwhile); once
         nothing is held, the drained rings' sentinels are on again."""
-        if got:
-            self._last_records = now
-        due = self._last_records + self._due_ns
-        held = due > now
+        timer = self._timer
+        if timer is None:
+            return
+        held = timer.held(now, got)
         soon = False
         for r in self._rings:
             if held:
@@ -561,21 +558,7 @@ class KprobeBackend(Backend):
                 # a record that came between the read and the arming
                 # woke nobody: come back for it
                 soon = soon or not r.ring.empty()
-        timer = self._timer
-        if timer is None:
-            return
-        if soon:
-            timer.arm(1)
-            self._deadline = now
-        elif held:
-            # set once per batch of reads: when it fires, read() comes
-            # here again and sets it to the latest due time
-            if self._deadline is None or self._deadline <= now:
-                timer.arm(due - now)
-                self._deadline = due
-        elif self._deadline is not None:
-            timer.disarm()  # fired, and nothing read since: quiet
-            self._deadline = None
+        timer.settle(now, held, soon)
 
     @staticmethod
     def _perf_error(e: OSError) -> QuarkError:
