@@ -14,10 +14,18 @@ the guests).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["CASES", "Case", "NotApplicable", "case", "load_cases"]
+if TYPE_CHECKING:
+    import quark
+
+__all__ = ["CASES", "Case", "NotApplicable", "case", "load_cases", "until"]
+
+#: how long a case waits for the events it expects (TCG guests are slow)
+DEADLINE = 30.0
 
 BACKEND_NAMES = ("ebpf", "kprobe")
 
@@ -66,3 +74,29 @@ def load_cases() -> dict[str, Case]:
     import quark.selftest.wake_cases  # noqa: F401
 
     return CASES
+
+
+def until(
+    q: quark.Queue,
+    keep: Callable[[quark.Event], bool],
+    done: Callable[[list[quark.Event]], bool] = bool,
+    *,
+    drain: bool = True,
+) -> list[quark.Event]:
+    """The events ``keep`` takes from ``q`` until ``done`` holds (by
+    default: one). With ``drain``, the batch read when it comes to hold is
+    read to its end, so that a case's exact count sees an extra event that
+    came with it; without, the list ends with the event that made it hold.
+    Raises AssertionError after :data:`DEADLINE` seconds."""
+    got: list[quark.Event] = []
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        q.block(0.1)
+        while (e := q.get_event()) is not None:
+            if keep(e):
+                got.append(e)
+                if not drain and done(got):
+                    return got
+        if done(got):
+            return got
+    raise AssertionError(f"timed out; got {got}")

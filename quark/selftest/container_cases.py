@@ -21,38 +21,19 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import quark
 from quark import QQ, Event
 from quark.backends.cgroup import cgroup2_root
 from quark.procfs import parse_cgroup
-from quark.selftest import case
+from quark.selftest import case, until
 
 __all__: list[str] = []
 
-_DEADLINE = 30.0
 _SLEEP = "/bin/sleep"
 
-
-def _until(
-    q: quark.Queue,
-    keep: Callable[[Event], bool],
-    done: Callable[[list[Event]], bool] = bool,
-) -> list[Event]:
-    """The events ``keep`` takes, up to the one after which ``done`` holds
-    (by default: the first)."""
-    got: list[Event] = []
-    end = time.monotonic() + _DEADLINE
-    while time.monotonic() < end:
-        q.block(0.1)
-        while (e := q.get_event()) is not None:
-            if keep(e):
-                got.append(e)
-                if done(got):
-                    return got
-    raise AssertionError(f"timed out; got {got}")
 
 
 def _v1_pids_root(mountinfo: str = "/proc/self/mountinfo") -> str | None:
@@ -144,10 +125,11 @@ def t_container_cgroup(backend: str) -> None:
             # the fork may come alone (it happened before the move, so
             # outside the container) when the move took longer than the
             # hold time (TCG); the exec is the first event inside it
-            got = _until(
+            got = until(
                 q,
                 lambda e: e.process is not None and e.process.pid == pid,
                 done=lambda g: any(e.events & quark.EV.EXEC for e in g),
+                drain=False,
             )
             *before, first = got
             assert first.events & quark.EV.EXEC, got
@@ -193,7 +175,7 @@ def t_unshare(backend: str) -> None:
                     and os.path.basename(p.exe) == "sleep"
                 )
 
-            (ev,) = _until(q, inner)
+            (ev,) = until(q, inner, drain=False)
             p = ev.process
             assert p is not None
             inner_pid = p.pid

@@ -17,35 +17,18 @@ import time
 from collections.abc import Callable
 
 import quark
-from quark import EV, QQ, Event
-from quark.selftest import case
+from quark import EV, QQ
+from quark.selftest import DEADLINE, case, until
 from quark.sys import libc
 
 __all__: list[str] = []
 
-_DEADLINE = 30.0
 PTRACE_PEEKDATA, PTRACE_ATTACH, PTRACE_DETACH = 2, 16, 17
 
 
 def _queue(backend: str, flags: QQ) -> quark.Queue:
     return quark.Queue(backend=backend, flags=flags, hold_time=100)
 
-
-def _until(
-    q: quark.Queue,
-    keep: Callable[[Event], bool],
-    done: Callable[[list[Event]], bool],
-) -> list[Event]:
-    got: list[Event] = []
-    end = time.monotonic() + _DEADLINE
-    while time.monotonic() < end:
-        q.block(0.1)
-        while (e := q.get_event()) is not None:
-            if keep(e):
-                got.append(e)
-        if done(got):
-            return got
-    raise AssertionError(f"timed out; got {got}")
 
 
 def _child(fn: Callable[[], None]) -> int:
@@ -70,7 +53,7 @@ def _drain_until_exit(master: int, pid: int) -> None:
     """Read the pty's master until child ``pid`` exits (a write to the
     slave blocks once the master's side is full), then check its status."""
     os.set_blocking(master, False)
-    end = time.monotonic() + _DEADLINE
+    end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
         try:
             while os.read(master, 65536):
@@ -142,7 +125,7 @@ def t_tty(backend: str) -> None:
 
             pid = _child(writer)
             _drain_until_exit(master, pid)
-            evs = _until(
+            evs = until(
                 q,
                 lambda e: e.tty is not None and e.pid == pid,
                 lambda got: sum(
@@ -210,7 +193,7 @@ def t_ptrace(backend: str) -> None:
             os.close(w)
             os.close(r)
             _wait_ok(tracee)
-        evs = _until(
+        evs = until(
             q,
             lambda e: e.ptrace is not None and e.pid in (tracer_pid, parent),
             lambda got: len(got) >= 3,
@@ -282,7 +265,7 @@ def t_module_load(backend: str) -> None:
             assert proc.wait() == 0, f"insmod {path} failed"
             pids[proc.pid] = name
             subprocess.run(["rmmod", name], check=True)
-        evs = _until(
+        evs = until(
             q,
             lambda e: e.module_load is not None and e.pid in pids,
             lambda got: len(got) >= len(pids),
@@ -338,7 +321,7 @@ def t_getpid(backend: str) -> None:
         os.write(go_w, b"x")
         assert os.read(done_r, 1) == b"x"
         _wait_ok(pid)
-        end = time.monotonic() + _DEADLINE
+        end = time.monotonic() + DEADLINE
         while len(got) < before + n and time.monotonic() < end:
             drain(0.1)
         drain(0.5)  # any extra would have arrived by now
