@@ -15,9 +15,11 @@ counted right: a process instance ends at its EXIT.
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -28,6 +30,7 @@ __all__ = [
     "ARGV",
     "FULL",
     "SpawnResult",
+    "Spawners",
     "Tracker",
     "drain",
     "env_bytes",
@@ -185,3 +188,45 @@ def status_kb(text: str, key: str) -> int:
 def self_status_kb(key: str) -> int:
     with open("/proc/self/status") as f:
         return status_kb(f.read(), key)
+
+
+class Spawners:
+    """Spawners started together, one per ``loads`` entry (:func:`spawn`'s
+    keywords), each writing to a temporary file that ``stack`` removes;
+    their pids are the ``tracker``'s parents."""
+
+    def __init__(
+        self,
+        stack: contextlib.ExitStack,
+        tracker: Tracker,
+        loads: Iterable[Mapping[str, float]],
+    ) -> None:
+        loads = list(loads)
+        self._outs = [
+            stack.enter_context(tempfile.NamedTemporaryFile("r")).name  # noqa: SIM115
+            for _ in loads
+        ]
+        self.procs = [
+            spawn(out, **kw)  # type: ignore[arg-type]
+            for out, kw in zip(self._outs, loads, strict=True)
+        ]
+        tracker.parents.update(p.pid for p in self.procs)
+
+    def ended(self) -> bool:
+        return all(p.poll() is not None for p in self.procs)
+
+    def deliver(self, qq: Queue, tracker: Tracker) -> None:
+        """Read every event into ``tracker`` until the spawners have
+        ended (then :func:`drain` the rest)."""
+        while True:
+            ev = qq.get_event()
+            if ev is not None:
+                tracker.add(ev)
+                continue
+            if self.ended():
+                return
+            qq.block()
+
+    def results(self) -> list[SpawnResult]:
+        """What each spawner wrote (call once they have ended)."""
+        return [read_spawned(out) for out in self._outs]

@@ -20,18 +20,16 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 
 import quark
 from quark.bench._load import (
     ARGV,
+    Spawners,
     Tracker,
     drain,
     env_bytes,
     incomplete,
-    read_spawned,
-    spawn,
 )
 
 __all__ = ["main", "result", "shares"]
@@ -46,32 +44,21 @@ def shares(total: int, parts: int) -> list[int]:
 def run(processes: int, sleep: float, spawners: int) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         qq = stack.enter_context(quark.Queue())
-        counts = [n for n in shares(processes, spawners) if n]
-        outs = [
-            stack.enter_context(tempfile.NamedTemporaryFile("r")).name
-            for _ in counts
-        ]
         tracker = Tracker()
         t0 = time.monotonic()
-        procs = [
-            spawn(out, count=n) for out, n in zip(outs, counts, strict=True)
-        ]
-        tracker.parents.update(p.pid for p in procs)
+        group = Spawners(
+            stack,
+            tracker,
+            [{"count": n} for n in shares(processes, spawners) if n],
+        )
         time.sleep(sleep)
-        done_in_stall = all(p.poll() is not None for p in procs)
+        done_in_stall = group.ended()
         woke = time.monotonic()
-        while True:
-            ev = qq.get_event()
-            if ev is not None:
-                tracker.add(ev)
-                continue
-            if all(p.poll() is not None for p in procs):
-                break
-            qq.block()
+        group.deliver(qq, tracker)
         drain(qq, tracker)
         caught_up = time.monotonic() - woke
         stats = qq.stats()
-        spawned = [read_spawned(out) for out in outs]
+        spawned = group.results()
     pids = [pid for s in spawned for pid in s.pids]
     spawn_seconds = max(s.elapsed for s in spawned)
     return {

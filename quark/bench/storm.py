@@ -20,19 +20,17 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 
 import quark
 from quark.bench._load import (
     ARGV,
+    Spawners,
     Tracker,
     drain,
     env_bytes,
     incomplete,
-    read_spawned,
     self_status_kb,
-    spawn,
 )
 
 __all__ = ["RSS_GOAL_MB", "main", "result"]
@@ -44,31 +42,19 @@ def run(seconds: float, spawners: int) -> dict[str, float]:
     rss_before = self_status_kb("VmRSS")
     with contextlib.ExitStack() as stack:
         qq = stack.enter_context(quark.Queue())
-        outs = [
-            stack.enter_context(tempfile.NamedTemporaryFile("r")).name
-            for _ in range(spawners)
-        ]
         tracker = Tracker()
         rss_open = self_status_kb("VmRSS")
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
-        procs = [spawn(out, seconds=seconds) for out in outs]
-        tracker.parents.update(p.pid for p in procs)
-        while True:
-            ev = qq.get_event()
-            if ev is not None:
-                tracker.add(ev)
-                continue
-            if all(p.poll() is not None for p in procs):
-                break
-            qq.block()
+        group = Spawners(stack, tracker, [{"seconds": seconds}] * spawners)
+        group.deliver(qq, tracker)
         t_spawned = time.monotonic()
         drain(qq, tracker)
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         hwm = self_status_kb("VmHWM")  # before the pid lists are read
         stats = qq.stats()
-        spawned = [read_spawned(out) for out in outs]
+        spawned = group.results()
     pids = [pid for s in spawned for pid in s.pids]
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     load = t_spawned - t0
