@@ -601,7 +601,14 @@ def matrix(
             quiet=jobs > 1,
             smp=smp,
         )
-        return o, time.monotonic() - t0
+        took = time.monotonic() - t0
+        if jobs > 1:  # no console streamed: say when each guest is done
+            print(
+                f"== {b.kernel} {'+'.join(b.group)}: status {o.status} "
+                f"after {took:.0f} s",
+                flush=True,
+            )
+        return o, took
 
     if jobs > 1:
         from concurrent.futures import ThreadPoolExecutor
