@@ -542,7 +542,7 @@ def t_fork_storm(backend: str) -> None:
     about 20 a second whatever their number, so 500 put the same rate
     through the same path as 2,000 would, in a quarter of the matrix's
     time; the host runs all 2,000 at full speed, and so does a guest with
-    QUARK_CHAOS_FULL=1 (on demand, outside CI)."""
+    QUARK_CHAOS_FULL=1 (the matrix's kprobe-table boot)."""
     reduced = os.environ.get("QUARK_IN_GUEST") == "1"
     if os.environ.get("QUARK_CHAOS_FULL") == "1":
         reduced = False

@@ -183,7 +183,7 @@ def cycles(backend: str, n: int, warm: int = 5) -> None:
 def t_open_close_cycles(backend: str) -> None:
     """KPROBE open/close cycles grow nothing (see :func:`cycles`): five in
     a guest, where an open and close cost seconds of TCG, 100 elsewhere
-    and in a guest with QUARK_CHAOS_FULL=1 (on demand, outside CI).
+    and in a guest with QUARK_CHAOS_FULL=1 (the matrix's kprobe-table boot).
     EBPF's hundred run in the host's test suite
     (tests/system/test_open_close.py)."""
     guest = os.environ.get("QUARK_IN_GUEST") == "1"

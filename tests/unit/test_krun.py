@@ -335,6 +335,10 @@ def test_matrix_boots_one_guest_per_kernel_for_both_backends() -> None:
     table = [b for b in boots if not b.probing]
     assert [b.kernel for b in table] == list(krun.TABLE_KERNELS)
     assert all("QUARK_IGNORE_BTF=1" in b.argv for b in table)
+    # the chaos cases' full counts ride along the short table boot, and
+    # only there: the others keep CI's time
+    assert all("QUARK_CHAOS_FULL=1" in b.argv for b in table)
+    assert not any("QUARK_CHAOS_FULL=1" in b.argv for b in live)
     # one cell alone
     (cell,) = krun._boots(["kprobe"], ["6.1"])
     assert (cell.kernel, cell.group) == ("6.1", ("kprobe",))
