@@ -234,6 +234,42 @@ def test_kernel_offsets_from_the_table_when_told_to_ignore_btf() -> None:
     assert dict(t) == expected
 
 
+def test_the_kernels_btf_is_parsed_once_per_process(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue opened again (each quark-test case, an agent reopening after
+    an error) does not parse the kernel's BTF again: seconds in a TCG
+    guest. Another file at that path is parsed anew."""
+    btf = tmp_path / "vmlinux"
+    with lzma.open(FIXTURE) as f:
+        btf.write_bytes(f.read())
+    monkeypatch.setattr(quark.btf, "KERNEL_BTF", str(btf))
+    monkeypatch.setattr(quark.btf, "_btf_memo", {})
+    parsed = []
+    real = quark.btf.load_kernel_btf
+
+    def counting(path: str | None = None) -> quark.btf.Btf:
+        parsed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(quark.btf, "load_kernel_btf", counting)
+    expected = json.loads(EXPECTED.read_text())["offsets"]
+    first = kernel_offsets(ignore_btf=False)
+    again = kernel_offsets(ignore_btf=False)
+    assert len(parsed) == 1
+    assert dict(first) == dict(again) == expected
+    assert again.source == f"btf:{btf}"
+    # a caller's copy is its own: changing it changes no later answer
+    first._offsets.clear()
+    assert dict(kernel_offsets(ignore_btf=False)) == expected
+    # another file in its place (a test's, a container's bind mount)
+    btf.unlink()
+    with lzma.open(FIXTURE) as f:
+        btf.write_bytes(f.read())
+    assert dict(kernel_offsets(ignore_btf=False)) == expected
+    assert len(parsed) == 2
+
+
 def test_quark_btf_exit_status_counts_failures() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "quark.cli.btf", "-b", "-l", "5.10.0-46-amd64"],
