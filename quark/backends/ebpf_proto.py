@@ -46,6 +46,7 @@ from quark.raw.types import (
     SockOp,
 )
 from quark.raw.types import fsdecode as _fsdecode
+from quark.raw.types import memo as _memo
 
 __all__ = ["PROTO_VERSION", "Decoder", "Pending", "Result"]
 
@@ -117,8 +118,8 @@ def _components(area: bytes) -> str:
     return _fsdecode(b"/" + b"/".join(parts))
 
 
-def _split(area: bytes, *, whole: bool) -> tuple[str, ...]:
-    """NUL-separated strings. ``whole``: drop a trailing partial entry.
+def _split(area: bytes) -> tuple[str, ...]:
+    """NUL-separated strings (argv, environ), a trailing NUL or not.
 
     Decoded once, then split: NUL is ASCII and surrogateescape works byte
     by byte, so this equals decoding each part, in one C call.
@@ -128,8 +129,6 @@ def _split(area: bytes, *, whole: bool) -> tuple[str, ...]:
     parts = _fsdecode(area).split("\0")
     if parts[-1] == "":
         parts.pop()
-    elif whole:
-        parts.pop()  # cut by the size limit: keep whole entries only
     return tuple(parts)
 
 
@@ -587,6 +586,9 @@ def _make_decode(
     f_exe, f_cwd = c("Q_F_EXE_TRUNC"), c("Q_F_CWD_TRUNC")
     f_cgroup = c("Q_F_CGROUP_TRUNC")
     build_task = _task_builder(layout)
+    # Each distinct string decoded once per queue, and shared (see memo).
+    cstr, path = _memo(_cstr, 1 << 18), _memo(_components, 1 << 20)
+    strs = _memo(_split, 4 << 20)
     other_kinds: dict[int, Callable[[bytes], Decoded]] = {
         **_net_decoders(layout),
         **_fs_decoders(layout, asked),
@@ -621,9 +623,9 @@ def _make_decode(
         task = build_task(v)
         ev = RawEvent(raw_kind, v[i_time], pid, v[i_tid], task=task)
         if kind == k_comm:
-            ev.comm = _cstr(v[i_comm])  # the new name; task.comm unknown
+            ev.comm = cstr(v[i_comm])  # the new name; task.comm unknown
             return ev
-        task.comm = _cstr(v[i_comm])
+        task.comm = cstr(v[i_comm])
         if kind == k_exit:
             task.exit_code = v[i_code]
             return ev
@@ -638,20 +640,20 @@ def _make_decode(
             off += n
         # A path cut short is only its tail: unknown, not made up, and it
         # replaces the old value ("" for cwd and exe, see RawTask/RawEvent).
-        task.cwd = "" if flags & f_cwd else _components(parts[v_cwd])
-        task.cgroup = (
-            None if flags & f_cgroup else _components(parts[v_cgroup])
-        )
+        task.cwd = "" if flags & f_cwd else path(parts[v_cwd])
+        task.cgroup = None if flags & f_cgroup else path(parts[v_cgroup])
         if kind == k_exec:
             exe = parts[v_exe]
             if flags & f_exe:
                 ev.exe = ""
             elif exe:
-                ev.exe = _components(exe)
-            ev.args = _split(parts[v_args], whole=False)
+                ev.exe = path(exe)
+            ev.args = strs(parts[v_args])
             env = parts[v_env]
             if env or not flags & f_env:
-                task.env = _split(env, whole=bool(flags & f_env))
+                if flags & f_env:  # cut by max_env: whole entries only
+                    env = env[: env.rfind(b"\0") + 1]
+                task.env = strs(env)
         return ev
 
     return decode

@@ -25,6 +25,7 @@ from quark.errors import DecodeError
 from quark.events import ID_CHANGE
 from quark.raw.types import RawEvent, RawKind, RawTask
 from quark.raw.types import fsdecode as _fsdecode
+from quark.raw.types import memo as _memo
 from quark.sys.perf import (
     PERF_RECORD_COMM,
     PERF_RECORD_LOST,
@@ -75,12 +76,23 @@ def _names(rec: Rec, prefix: str, depth: int) -> list[bytes]:
     return [rec[k] for k in _NAME_KEYS[prefix][:depth]]
 
 
+def _split(joined: bytes) -> tuple[str, ...]:
+    return tuple(_fsdecode(joined).split("\0"))
+
+
+# Each distinct argv, environment, path and name decoded once, and shared
+# (see memo): the same ones come with every exec of a shell's children.
+_strs = _memo(_split, 4 << 20)
+_path = _memo(_fsdecode, 1 << 20)
+_name = _memo(_fsdecode, 1 << 18)
+
+
 def _decode_all(values: list[bytes]) -> tuple[str, ...]:
     """Decode many strings in one call (NUL cannot occur inside them, and
     surrogateescape decodes byte by byte)."""
     if not values:
         return ()
-    return tuple(_fsdecode(b"\0".join(values)).split("\0"))
+    return _strs(b"\0".join(values))
 
 
 def path_in_fs(names: list[bytes]) -> str | None:
@@ -90,7 +102,7 @@ def path_in_fs(names: list[bytes]) -> str | None:
     for n in names:
         if n == b"/":
             parts.reverse()
-            return _fsdecode(b"/" + b"/".join(parts))
+            return _path(b"/" + b"/".join(parts))
         if not n or b"/" in n:
             return None  # unreadable (a fault) or not a name
         parts.append(n)
@@ -432,7 +444,7 @@ def task_of(rec: Rec) -> RawTask:
         tty_minor=minor if major else 0,
         uts_inonum=g("uts_inum"), ipc_inonum=g("ipc_inum"),
         mnt_inonum=g("mnt_inum"), net_inonum=g("net_inum"),
-        comm=_fsdecode(comm) if isinstance(comm, bytes) else None,
+        comm=_name(comm) if isinstance(comm, bytes) else None,
         # 0: no mm (a kernel thread, an exit past exit_mm) or a fault
         exe_inode=g("exe_ino") or None,
     )  # fmt: skip

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import sys
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from quark.events import (
     File,
@@ -37,7 +38,10 @@ __all__ = [
     "Seed",
     "SockOp",
     "fsdecode",
+    "memo",
 ]
+
+_T = TypeVar("_T")
 
 _FS_ENCODING = sys.getfilesystemencoding()
 
@@ -46,6 +50,36 @@ def fsdecode(b: bytes) -> str:
     """:func:`os.fsdecode` for bytes from the kernel, without its per-call
     type dispatch (backends call it per string of every record)."""
     return b.decode(_FS_ENCODING, "surrogateescape")
+
+
+def memo(fn: Callable[[bytes], _T], budget: int) -> Callable[[bytes], _T]:
+    """``fn`` remembered by its argument, for the strings of kernel records.
+
+    The same bytes come again and again: every child of a shell has its
+    environment, most processes share a handful of working directories,
+    cgroups and names. Decoding each distinct value once and handing out
+    the same immutable object costs a dict lookup per string instead of a
+    decode and a split, and every cached process shares that one object
+    instead of holding its own copy. Bounded: once the remembered
+    arguments pass ``budget`` bytes, everything is forgotten and it starts
+    over (the next lookups decode anew).
+    """
+    seen: dict[bytes, _T] = {}
+    held = 0
+
+    def get(b: bytes) -> _T:
+        nonlocal held
+        v = seen.get(b)
+        if v is None:
+            v = fn(b)
+            held += len(b) + 64
+            if held > budget:
+                seen.clear()
+                held = len(b) + 64
+            seen[b] = v
+        return v
+
+    return get
 
 
 class RawKind(enum.IntEnum):
