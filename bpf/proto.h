@@ -321,6 +321,7 @@ enum q_counter {
 	Q_CNT_LOST,       /* ring full: bpf_ringbuf_output failed */
 	Q_CNT_NOBUF,      /* scratch buffers all busy (nesting) */
 	Q_CNT_RECOVERED,  /* events a backup program emitted for a skipped run */
+	Q_CNT_RETRIED,    /* records the ring refused with room, then took */
 	Q_CNT_NUM,
 };
 
