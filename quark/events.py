@@ -631,7 +631,7 @@ class QueueAttr:
     in bytes (0: no environment is kept). ``ring_size`` is the kernel ring's
     size in bytes, a power of two multiple of the page size (EBPF: its one
     ring buffer; KPROBE: shared out among the CPUs' perf rings); 0 sizes it
-    from the number of CPUs (1 MiB each, at least 4 MiB).
+    from the number of CPUs (EBPF: 4 MiB each, from 16 to 128 MiB).
     """
 
     flags: QQ = QQ.ALL_BACKENDS

@@ -35,6 +35,7 @@ __all__ = [
     "drain",
     "env_bytes",
     "incomplete",
+    "mapped_rss_kb",
     "proc_cpu",
     "read_spawned",
     "self_status_kb",
@@ -188,6 +189,19 @@ def status_kb(text: str, key: str) -> int:
 def self_status_kb(key: str) -> int:
     with open("/proc/self/status") as f:
         return status_kb(f.read(), key)
+
+
+def mapped_rss_kb(smaps: str, name: str) -> int:
+    """The resident kB of the mappings of ``name`` in /proc/PID/smaps text
+    (``anon_inode:bpf-map``: the BPF ring buffer, mapped whole at open)."""
+    total, inside = 0, False
+    for line in smaps.splitlines():
+        head, _, rest = line.partition(" ")
+        if "-" in head and not head.endswith(":"):
+            inside = line.rstrip().endswith(name)  # a mapping's first line
+        elif inside and head == "Rss:":
+            total += int(rest.split()[0])
+    return total
 
 
 class Spawners:

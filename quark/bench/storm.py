@@ -8,8 +8,12 @@ process reads with the library's default queue, delivering every event.
 Reported: the processes spawned and those not seen with FORK, EXEC and EXIT
 (goal 0), ``lost`` (goal 0), the consumer's peak RSS (``VmHWM``; goal
 <= 60 MB with the default ``max_env``; the bench's own bookkeeping, two
-arrays indexed by pid, is in it), the events and raw records per second
-sustained, and the consumer's CPU. Needs root.
+arrays indexed by pid, is in it), and of it the BPF ring's mapping: the
+kernel maps the ring's pages whole at open, and twice in a row (so that a
+record that wraps reads in one piece), so a 16 MiB ring shows as 32 MB of
+RSS from the start, whatever the load; the rest is what the library
+holds. Then the events and raw records per second sustained, and the
+consumer's CPU. Needs root.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from quark.bench._load import (
     drain,
     env_bytes,
     incomplete,
+    mapped_rss_kb,
     self_status_kb,
 )
 
@@ -53,6 +58,8 @@ def run(seconds: float, spawners: int) -> dict[str, float]:
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         hwm = self_status_kb("VmHWM")  # before the pid lists are read
+        with open("/proc/self/smaps") as f:
+            ring_kb = mapped_rss_kb(f.read(), "anon_inode:bpf-map")
         stats = qq.stats()
         spawned = group.results()
     pids = [pid for s in spawned for pid in s.pids]
@@ -70,6 +77,8 @@ def run(seconds: float, spawners: int) -> dict[str, float]:
         "rss_before_open_mb": rss_before / 1024,
         "rss_after_open_mb": rss_open / 1024,
         "peak_rss_mb": hwm / 1024,
+        "ring_mapped_mb": ring_kb / 1024,
+        "peak_rss_without_ring_mb": (hwm - ring_kb) / 1024,
         "consumer_cpu_pct": 100 * cpu / wall,
         "ring_size": stats.ring_size,
         "ring_high_water": stats.ring_high_water,
@@ -121,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{res['raw_per_s']:.0f} raw records/s; consumer "
         f"{res['consumer_cpu_pct']:.1f}% of a core\n"
         f"peak RSS {res['peak_rss_mb']:.1f} MB (goal <= {RSS_GOAL_MB}; "
-        f"{res['rss_after_open_mb']:.1f} MB after open); ring "
+        f"{res['rss_after_open_mb']:.1f} MB after open), of which the "
+        f"ring's mapping {res['ring_mapped_mb']:.1f} MB: "
+        f"{res['peak_rss_without_ring_mb']:.1f} MB without it; ring "
         f"{res['ring_size']} bytes, high water {res['ring_high_water']}, "
         f"behind {res['ring_behind']} times"
     )

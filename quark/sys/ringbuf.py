@@ -22,9 +22,14 @@ from quark.errors import ConfigError
 
 __all__ = ["RingReader", "ring_bytes"]
 
-#: a default ring holds this much per CPU, and never less than the minimum
-PER_CPU = 1 << 20
-MIN_DEFAULT = 4 << 20
+#: a default ring holds this much per CPU (rounded up to a power of two),
+#: never less than the minimum and never more than the maximum. 16 MiB
+#: hold the ~8,000 short processes (fork, exec with a 1.3 KB environment,
+#: exit: ~2 KB) that a 2-CPU machine starts in 3 s, so a consumer may
+#: stall that long and lose nothing (python -m quark.bench stall).
+PER_CPU = 4 << 20
+MIN_DEFAULT = 16 << 20
+MAX_DEFAULT = 128 << 20
 #: a consumer is behind once this share of the ring waits (in 1/4ths)
 _BEHIND_QUARTERS = 3
 
@@ -42,11 +47,11 @@ def _check_size(size: int) -> None:
 
 def ring_bytes(requested: int, ncpus: int) -> int:
     """The ring size for ``QueueAttr.ring_size``: ``requested`` bytes, which
-    must be a power of two multiple of the page size, or with 0 one MiB per
-    CPU (rounded up to a power of two), at least 4 MiB."""
+    must be a power of two multiple of the page size, or with 0 4 MiB per
+    CPU (rounded up to a power of two), at least 16 and at most 128 MiB."""
     if requested == 0:
         want = max(MIN_DEFAULT, PER_CPU * max(ncpus, 1))
-        return 1 << (want - 1).bit_length()
+        return min(MAX_DEFAULT, 1 << (want - 1).bit_length())
     if (
         not isinstance(requested, int)
         or isinstance(requested, bool)

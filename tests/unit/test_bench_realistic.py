@@ -185,3 +185,30 @@ def test_stall_result() -> None:
     json.dumps(res)
     assert res["processes"] == 5000
     assert res["targets"] == {"lost": 0, "not_complete": 0}
+
+
+_LIB = "/usr/lib/x86_64-linux-gnu/libbpf.so.1.1.2"
+_SMAPS = "\n".join([
+    "55d0c0000000-55d0c0021000 rw-p 00000000 00:00 0" + " " * 26 + "[heap]",
+    "Size:                132 kB",
+    "Rss:                 120 kB",
+    "7fb597c1b000-7fb599c1c000 r--s 00001000 00:10 1038" + " " * 23
+    + "anon_inode:bpf-map",
+    "Size:              32772 kB",
+    "Rss:               32772 kB",
+    "Pss:               32772 kB",
+    "7fb599c7f000-7fb599c89000 r--p 00000000 fe:00 339358 " + _LIB,
+    "Size:                 40 kB",
+    "Rss:                  40 kB",
+    "7fb59b5bb000-7fb59b5bc000 rw-s 00000000 00:10 1038 anon_inode:bpf-map",
+    "Size:                  4 kB",
+    "Rss:                   4 kB",
+])  # fmt: skip
+
+
+def test_the_rings_mapping_is_told_apart_in_smaps() -> None:
+    from quark.bench._load import mapped_rss_kb
+
+    assert mapped_rss_kb(_SMAPS, "anon_inode:bpf-map") == 32772 + 4
+    assert mapped_rss_kb(_SMAPS, "[heap]") == 120
+    assert mapped_rss_kb(_SMAPS, "nothing") == 0

@@ -10,7 +10,7 @@ import mmap
 import pytest
 
 import quark
-from quark.sys.ringbuf import MIN_DEFAULT, PER_CPU, ring_bytes
+from quark.sys.ringbuf import MAX_DEFAULT, MIN_DEFAULT, PER_CPU, ring_bytes
 
 from .test_ringbuf import PAGE, FakeKernel, padded
 
@@ -36,13 +36,14 @@ def test_a_power_of_two_of_pages_is_kept(size: int) -> None:
 
 @pytest.mark.parametrize(
     ("ncpus", "want"),
-    [(1, MIN_DEFAULT), (2, MIN_DEFAULT), (4, 4 << 20), (5, 8 << 20),
-     (16, 16 << 20), (96, 128 << 20)],
+    [(1, 16 << 20), (2, 16 << 20), (4, 16 << 20), (5, 32 << 20),
+     (16, 64 << 20), (32, 128 << 20), (96, 128 << 20)],
 )  # fmt: skip
 def test_the_default_follows_the_cpus(ncpus: int, want: int) -> None:
     got = ring_bytes(0, ncpus)
     assert got == want
-    assert got >= max(MIN_DEFAULT, ncpus * PER_CPU)
+    assert got >= min(MAX_DEFAULT, max(MIN_DEFAULT, ncpus * PER_CPU))
+    assert got <= MAX_DEFAULT
     assert got % mmap.PAGESIZE == 0 and not got & (got - 1)
 
 
