@@ -212,3 +212,18 @@ def test_the_rings_mapping_is_told_apart_in_smaps() -> None:
     assert mapped_rss_kb(_SMAPS, "anon_inode:bpf-map") == 32772 + 4
     assert mapped_rss_kb(_SMAPS, "[heap]") == 120
     assert mapped_rss_kb(_SMAPS, "nothing") == 0
+
+
+def test_guest_counts_the_spawned_execs_quark_mon_wrote() -> None:
+    from quark.bench.guest import spawned_execs
+
+    text = "\n".join([
+        "->101 (FORK+EXEC+EXIT)",
+        "  COMM\tcomm=true",
+        "->102 (FORK)",  # no exec
+        "->103 (EXEC+EXIT)",
+        "->999 (FORK+EXEC+EXIT)",  # not spawned by the bench
+        "  CMDL\tcmdline=[ ->101 (EXEC) ]",  # not an event line
+    ])  # fmt: skip
+    assert spawned_execs(text, {101, 102, 103}) == 2
+    assert spawned_execs("", {101}) == 0
