@@ -588,7 +588,7 @@ def _make_decode(
     build_task = _task_builder(layout)
     # Each distinct string decoded once per queue, and shared (see memo).
     cstr, path = _memo(_cstr, 1 << 18), _memo(_components, 1 << 20)
-    strs = _memo(_split, 4 << 20)
+    strs = _memo(_split, 2 << 20)
     other_kinds: dict[int, Callable[[bytes], Decoded]] = {
         **_net_decoders(layout),
         **_fs_decoders(layout, asked),

@@ -82,7 +82,7 @@ def _split(joined: bytes) -> tuple[str, ...]:
 
 # Each distinct argv, environment, path and name decoded once, and shared
 # (see memo): the same ones come with every exec of a shell's children.
-_strs = _memo(_split, 4 << 20)
+_strs = _memo(_split, 2 << 20)
 _path = _memo(_fsdecode, 1 << 20)
 _name = _memo(_fsdecode, 1 << 18)
 
