@@ -118,12 +118,20 @@ __all__ = [
     "tty_text",
 ]
 
-_NAMES = [(bit, bit.name) for bit in EV if bit.name]
+# plain ints: an IntFlag's & builds a new member, many times slower
+_NAMES = [(int(bit), bit.name) for bit in EV if bit.name]
+_EVENTS: dict[int, str] = {}
 
 
 def events_str(events: int) -> str:
     """``FORK+EXEC+EXIT``: the bits' names joined with ``+``."""
-    return "+".join(name for bit, name in _NAMES if events & bit)
+    events = int(events)
+    text = _EVENTS.get(events)
+    if text is None:
+        text = "+".join(name for bit, name in _NAMES if events & bit)
+        if len(_EVENTS) < 4096:  # few combinations ever come
+            _EVENTS[events] = text
+    return text
 
 
 def _v(x: Any) -> str:
@@ -145,6 +153,9 @@ def _list(x: Any) -> str:
 def _size(x: Any) -> str:
     if x is None:
         return "?"
+    joined = "\0".join(x)
+    if joined.isascii():  # the common case: one character, one byte
+        return str(len(joined) + 1 if x else 0)
     return str(sum(len(os.fsencode(e)) + 1 for e in x))
 
 
@@ -180,13 +191,35 @@ def _lines() -> tuple[_Line, ...]:
 _LINES = _lines()
 
 
+# Formatted lines by their values, per line: most lines (credentials,
+# capabilities, namespaces, cwd, cgroup, environment) are the same for
+# many processes, and the strings in them are shared objects (the
+# decoders' memo), so a lookup costs less than formatting again.
+_MEMO_MAX = 4096
+_memo: list[dict[tuple[Any, ...], str]] = [{} for _ in _LINES]
+
+
 def _process_lines(p: Process, out: list[str]) -> None:
     v = p._v
-    for tag, gate, items in _LINES:
+    for n, (tag, gate, items) in enumerate(_LINES):
         if v[gate] is None:
             continue
-        text = " ".join(f"{label}={fmt(v[i])}" for i, label, fmt in items)
-        out.append(f"  {tag}\t{text}\n")
+        key = tuple([v[i] for i, _, _ in items])
+        memo = _memo[n]
+        try:
+            line = memo.get(key)
+        except TypeError:  # an unhashable value: format it, keep nothing
+            memo, line = {}, None
+        if line is None:
+            text = " ".join(
+                f"{label}={fmt(x)}"
+                for (_, label, fmt), x in zip(items, key, strict=True)
+            )
+            line = f"  {tag}\t{text}\n"
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[key] = line
+        out.append(line)
     c = p.container
     if c is not None:
         out.append(f"  CONT\tid={c.id} runtime={c.runtime} "
