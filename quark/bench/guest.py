@@ -6,8 +6,8 @@ qemu guest, where KPROBE works (``python krun.py 6.1 python -m quark.bench
 guest``), and running on any host that has both backends.
 
 For each backend, ``quark-mon`` (``-b`` then ``-k``) starts with its text
-output going to a file; once its open has settled (its CPU time stands
-still for a second), ``--parallel`` spawners start ``--processes`` short
+output going to a file; once its open has settled (under 5% of a core for
+a second), ``--parallel`` spawners start ``--processes`` short
 processes between them, as fast as they can (``/bin/true`` with the
 caller's environment and three arguments, :mod:`quark.bench._load`). When
 they are done and the hold time has passed, quark-mon is stopped. Reported
