@@ -263,7 +263,7 @@ def _backend(layout: Layout, records: list[bytes]) -> EbpfBackend:
     b._unresolved = 0
     b._counters_fd = -1
     b._fds = []
-    b._misses = 0
+    b._misses = b._misses_due = 0
     b._wake = b._timer = None  # no kernel ring to wake on
     return b
 

@@ -202,7 +202,7 @@ def test_the_backend_counts_bad_records_and_goes_on(layout: Layout) -> None:
     backend._unresolved = 0
     backend._counters_fd = -1
     backend._fds = []
-    backend._misses = 0
+    backend._misses = backend._misses_due = 0
     backend._wake = backend._timer = None  # no kernel ring to wake on
     got = backend.read(100)
     assert [r.kind for r in got] == [
