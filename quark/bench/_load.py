@@ -207,12 +207,12 @@ def mapped_rss_kb(smaps: str, name: str) -> int:
 class Spawners:
     """Spawners started together, one per ``loads`` entry (:func:`spawn`'s
     keywords), each writing to a temporary file that ``stack`` removes;
-    their pids are the ``tracker``'s parents."""
+    their pids are the ``tracker``'s parents (when there is one)."""
 
     def __init__(
         self,
         stack: contextlib.ExitStack,
-        tracker: Tracker,
+        tracker: Tracker | None,
         loads: Iterable[Mapping[str, float]],
     ) -> None:
         loads = list(loads)
@@ -224,7 +224,8 @@ class Spawners:
             spawn(out, **kw)  # type: ignore[arg-type]
             for out, kw in zip(self._outs, loads, strict=True)
         ]
-        tracker.parents.update(p.pid for p in self.procs)
+        if tracker is not None:
+            tracker.parents.update(p.pid for p in self.procs)
 
     def ended(self) -> bool:
         return all(p.poll() is not None for p in self.procs)

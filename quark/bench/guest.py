@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from quark.bench._load import ARGV, env_bytes, proc_cpu, read_spawned, spawn
+from quark.bench._load import ARGV, Spawners, env_bytes, proc_cpu
 from quark.bench.ebpf import parse_mon_stats
 
 __all__ = ["GOALS_S", "main", "settle", "spawned_execs"]
@@ -94,14 +94,8 @@ def _backend(
             t0 = time.monotonic()
             counts = [processes // parallel] * parallel
             counts[0] += processes - sum(counts)
-            outs = [
-                stack.enter_context(tempfile.NamedTemporaryFile("r")).name
-                for _ in counts
-            ]
-            spawners = [
-                spawn(o, count=n) for o, n in zip(outs, counts, strict=True)
-            ]
-            for s in spawners:
+            group = Spawners(stack, None, [{"count": n} for n in counts])
+            for s in group.procs:
                 s.wait()
             # the hold time, and what it held
             settle(mon.pid, quiet=2.0, share=share)
@@ -116,7 +110,7 @@ def _backend(
                 _, err = mon.communicate()
         out.seek(0)
         text = out.read()
-        pids = {p for o in outs for p in read_spawned(o).pids}
+        pids = {p for r in group.results() for p in r.pids}
     st = parse_mon_stats(err.decode(errors="replace"))
     return {
         "spawned": len(pids),
