@@ -511,32 +511,58 @@ def _expected_cases() -> dict[str, int]:
     return counts
 
 
+@dataclass
+class _Verdict:
+    """One backend's cases in one boot."""
+
+    passed: int = 0
+    seconds: float = 0.0
+    # each failed case's name and what the console showed before its line
+    failed: list[tuple[str, list[bytes]]] = field(default_factory=list)
+
+
+FAILURE_LINES = 30  # console lines kept before each failed case's line
+
+
 def _verdicts(
     o: Outcome, backends: list[str], expected: dict[str, int]
-) -> dict[str, tuple[bool, float]]:
-    """(passed, seconds of its cases) per backend of one boot: a backend
-    passed when every one of its cases printed pass (a guest that died
-    half way fails the backends it had not finished)."""
-    passed = dict.fromkeys(backends, 0)
-    failed = dict.fromkeys(backends, 0)
-    took = dict.fromkeys(backends, 0.0)
-    for ln in o.lines:
+) -> dict[str, tuple[bool, _Verdict]]:
+    """(passed, its cases) per backend of one boot: a backend passed when
+    every one of its cases printed pass (a guest that died half way fails
+    the backends it had not finished)."""
+    got = {be: _Verdict() for be in backends}
+    since = 0  # the console lines since the last case's line
+    for i, ln in enumerate(o.lines):
         m = CASE_LINE.match(ln.strip())
         if m is None:
             continue
         be = m.group(2).decode()
-        if be not in passed:
-            continue
-        if m.group(3) == b"pass":
-            passed[be] += 1
-        else:
-            failed[be] += 1
-        if m.group(4):
-            took[be] += float(m.group(4))
+        v = got.get(be)
+        if v is not None:
+            if m.group(3) == b"pass":
+                v.passed += 1
+            else:
+                shown = o.lines[max(since, i - FAILURE_LINES) : i]
+                v.failed.append((m.group(1).decode(), shown))
+            if m.group(4):
+                v.seconds += float(m.group(4))
+        since = i + 1
     return {
-        be: (failed[be] == 0 and passed[be] == expected.get(be, 0), took[be])
-        for be in backends
+        be: (not v.failed and v.passed == expected.get(be, 0), v)
+        for be, v in got.items()
     }
+
+
+def _failure_note(o: Outcome, v: _Verdict, expected: int) -> str:
+    """Why a backend failed, in a row: the cases that failed, or how many
+    never reported, or the boot's own reason."""
+    parts = [o.reason] if o.reason else []
+    if v.failed:
+        parts.append("failed: " + " ".join(n for n, _ in v.failed))
+    missing = expected - v.passed - len(v.failed)
+    if missing > 0:
+        parts.append(f"{missing} case(s) never reported")
+    return "; ".join(parts) or f"status {o.status}"
 
 
 @dataclass(frozen=True)
@@ -635,25 +661,43 @@ def matrix(
             probes[b.kernel] = _probe_doc(o.lines)
         names = ["kprobe" if be == "kprobe-table" else be for be in b.group]
         verdicts = _verdicts(o, names, expected)
-        repro = shlex.join(["python", "krun.py", b.kernel, *b.argv])
+        repro = ["python", "krun.py", b.kernel, *b.argv]
         # a run that failed with every case passed failed elsewhere
         # (the guest, quark-test itself): then each backend fails
         whole = o.status == 0 or not all(v[0] for v in verdicts.values())
         for be, name in zip(b.group, names, strict=True):
-            ok, spent = verdicts[name]
+            ok, v = verdicts[name]
             ok = ok and whole
             verdict = "pass" if ok else f"FAIL({o.status})"
+            note = ""
+            if not ok:
+                why = _failure_note(o, v, expected.get(name, 0))
+                cases = [n for n, _ in v.failed]
+                note = f"{why} | {shlex.join([*repro, *cases])}"
+                if jobs > 1:  # no console was streamed: show the failures
+                    _show_failures(b, be, o, v)
             rows.append(
                 (
                     b.kernel,
                     be,
-                    f"{verdict} {spent:.0f}s of {took:.0f}s boot",
-                    "" if ok else f"{o.reason} | {repro}",
+                    f"{verdict} {v.seconds:.0f}s of {took:.0f}s boot",
+                    note,
                 )
             )
     if kernels is None or "host" in kernels:
         _host_rows(backends, rows, probes)
     return _report(rows, probes, probe_out)
+
+
+def _show_failures(b: _Boot, be: str, o: Outcome, v: _Verdict) -> None:
+    """What the console showed of a failed cell whose console was not
+    streamed (--jobs): each failed case's lines, else the console's tail."""
+    out = sys.stdout.buffer
+    out.write(f"== {b.kernel} {be}: failed\n".encode())
+    shown = [ln for _, lines in v.failed for ln in lines]
+    for ln in shown or o.lines[-CONSOLE_TAIL:]:
+        out.write(b"   | " + ln + b"\n")
+    out.flush()
 
 
 def _host_rows(

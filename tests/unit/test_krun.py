@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -136,21 +137,46 @@ def _boot(status: int, *lines: str) -> krun.Outcome:
     return o
 
 
+def _summary(v: dict[str, tuple[bool, krun._Verdict]]) -> dict[str, Any]:
+    return {
+        be: (ok, x.seconds, [n for n, _ in x.failed])
+        for be, (ok, x) in v.items()
+    }
+
+
 def test_one_boot_gives_each_backend_its_own_verdict() -> None:
     expected = {"ebpf": 2, "kprobe": 1}
     both = _boot(
         1,
         "t_a                  ebpf    pass (1.5s)",
         "t_b                  ebpf    pass (2.0s)",
+        "Traceback (most recent call last):",
+        "AssertionError: /",
         "t_a                  kprobe  FAIL (3.0s)",
         "2 passed, 1 failed",
     )
     v = krun._verdicts(both, ["ebpf", "kprobe"], expected)
-    assert v == {"ebpf": (True, 3.5), "kprobe": (False, 3.0)}
+    assert _summary(v) == {
+        "ebpf": (True, 3.5, []),
+        "kprobe": (False, 3.0, ["t_a"]),
+    }
+    # what the console showed before the failed case's line is kept
+    assert v["kprobe"][1].failed[0][1] == [
+        b"Traceback (most recent call last):",
+        b"AssertionError: /",
+    ]
+    note = krun._failure_note(both, v["kprobe"][1], 1)
+    assert note == "failed; failed: t_a", note
     # a guest that died half way fails the backend it had not finished
     died = _boot(124, "t_a                  ebpf    pass (1.5s)")
     v = krun._verdicts(died, ["ebpf", "kprobe"], expected)
-    assert v == {"ebpf": (False, 1.5), "kprobe": (False, 0.0)}
+    assert _summary(v) == {
+        "ebpf": (False, 1.5, []),
+        "kprobe": (False, 0.0, []),
+    }
+    assert krun._failure_note(died, v["ebpf"][1], 2) == (
+        "failed; 1 case(s) never reported"
+    )
     assert krun._expected_cases()["ebpf"] > krun._expected_cases()["kprobe"]
 
 
