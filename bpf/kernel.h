@@ -309,7 +309,14 @@ struct cgroup {
 	struct kernfs_node *kn;
 };
 
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+};
+
 struct css_set {
+	/* indexed by subsystem id; its length varies with the config, so it
+	 * is addressed from its relocated offset, never by a constant index */
+	struct cgroup_subsys_state *subsys[1];
 	struct cgroup *dfl_cgrp;
 };
 

@@ -13,7 +13,7 @@
  *   Q_VAR_ARGS    argv as in /proc/PID/cmdline (NUL-separated)
  *   Q_VAR_ENV     environ as in /proc/PID/environ, cut to max_env
  *   Q_VAR_CWD     path components of the cwd, leaf first
- *   Q_VAR_CGROUP  cgroup v2 path components, leaf first
+ *   Q_VAR_CGROUP  cgroup path components, leaf first (v2, or q_config's v1)
  *
  * A q_event member named as one of quark.Process's task fields (the
  * table in quark/events.py) is copied to it by that name; a numeric one
@@ -25,7 +25,7 @@
 #define QUARK_PROTO_H
 
 enum q_proto {
-	Q_PROTO_VERSION = 6,
+	Q_PROTO_VERSION = 7,
 };
 
 enum q_kind {
@@ -43,6 +43,7 @@ enum q_kind {
 	Q_PTRACE = 12,     /* a struct q_ptrace_event */
 	Q_MODULE = 13,     /* a struct q_module_event */
 	Q_GETPID = 14,     /* a task record: getpid(2) returned */
+	Q_CGROUP = 15,     /* a task record, only its cgroup area: moved */
 };
 
 enum q_var {
@@ -334,6 +335,8 @@ struct q_config {
 	__u64 file_dedup_ns; /* one MODIFY per process and file this often */
 	__u32 file;          /* non-zero: FILE events asked for */
 	__u32 shm;           /* non-zero: SHM events asked for */
+	__u32 cgroup_v1;     /* 0: the cgroup path is v2's; n: v1 subsystem
+			      * n - 1's (a legacy layout, see procfs.py) */
 };
 
 /* Never used by the programs: it carries every wire type into the BTF. */

@@ -380,11 +380,30 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
 	return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
 }
 
-/* cgroup v2 path components, leaf first, as put_path. */
+#define Q_SUBSYS_MAX 64 /* CGROUP_SUBSYS_COUNT is 14 to 16 */
+
+/* The task's cgroup on the hierarchy the records read: v2's, or on a
+ * legacy layout the v1 controller's that /proc/PID/cgroup is read for. */
+static __always_inline struct cgroup *task_cgroup(struct task_struct *task)
+{
+	struct css_set *cs = BPF_CORE_READ(task, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+	u32 ssid = cfg.cgroup_v1;
+
+	if (!ssid)
+		return BPF_CORE_READ(cs, dfl_cgrp);
+	ssid = (ssid - 1) & (Q_SUBSYS_MAX - 1);
+	bpf_core_read(&css, sizeof(css),
+		      (void *)cs + bpf_core_field_offset(struct css_set, subsys) +
+			      ssid * sizeof(void *));
+	return css ? BPF_CORE_READ(css, cgroup) : NULL;
+}
+
+/* cgroup path components, leaf first, as put_path. */
 static __always_inline u32 put_cgroup(struct q_scratch *s, u32 off,
 				      struct task_struct *task)
 {
-	struct kernfs_node *kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+	struct kernfs_node *kn = BPF_CORE_READ(task_cgroup(task), kn);
 	u32 used = 0;
 	long n;
 	int i;
@@ -671,6 +690,35 @@ static __always_inline int on_getpid(void *ctx)
 	if (!s)
 		return 0;
 	finish(s, 0, level);
+	return 0;
+}
+
+/* --- cgroup moves -------------------------------------------------------- */
+
+/*
+ * cgroup_attach_task(dst_cgrp, path, task, threadgroup), once a move has
+ * succeeded: a task record of the moved process with its new cgroup area.
+ * Every other record reads the cgroup as it is when it is made, so this
+ * is what tells a move made after the process's last exec (a runtime that
+ * moves its child late): the engine folds it into that exec while it is
+ * held. Only moves on the hierarchy the records read (task_cgroup), and
+ * only of a thread group's leader, whose cgroup /proc/PID/cgroup shows.
+ */
+static __always_inline int on_cgroup_move(u64 *args, bool unused)
+{
+	struct cgroup *dst = (void *)args[0];
+	struct task_struct *task = (void *)args[2];
+	struct q_scratch *s;
+	u32 *level;
+
+	if (task_cgroup(task) != dst)
+		return 0; /* another hierarchy's move */
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+		return 0; /* one thread of a threaded cgroup */
+	s = begin(Q_CGROUP, task, &level);
+	if (!s)
+		return 0;
+	finish(s, put_cgroup_var(s, 0, task), level);
 	return 0;
 }
 
@@ -1858,6 +1906,7 @@ Q_CORE(fork, sched_process_fork, on_fork)
 Q_CORE(exec, sched_process_exec, on_exec)
 Q_CORE(exit, sched_process_exit, on_exit)
 Q_OPT(rename, task_rename, on_rename)
+Q_OPT(cgroup_move, cgroup_attach_task, on_cgroup_move)
 Q_SYSCALL(enter_execve, sys_enter_execve, exec_enter)
 Q_SYSCALL(enter_execveat, sys_enter_execveat, exec_enter)
 Q_SYSCALL(exit_execve, sys_exit_execve, exec_exit)

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from quark.errors import DecodeError
@@ -19,11 +20,14 @@ from quark.events import SockAddr, Socket, SockOrigin
 from quark.raw.types import RawTask, Seed
 
 __all__ = [
+    "CgroupSource",
+    "cgroup_source",
     "clock_ticks",
     "parse_cgroup",
     "parse_stat",
     "parse_status",
     "parse_tcp_table",
+    "read_cgroup_source",
     "scrape",
     "scrape_pid",
     "scrape_sockets",
@@ -155,6 +159,68 @@ def parse_cgroup(text: str) -> str | None:
         if c in v1:
             return v1[c]
     return first
+
+
+@dataclass(frozen=True)
+class CgroupSource:
+    """The hierarchy whose path :func:`parse_cgroup` takes on this system,
+    so that the backends' records read the same one.
+
+    - ``hierarchy``: its id (0: cgroup v2), as /proc/PID/cgroup and the
+      ``cgroup_attach_task`` tracepoint number it; None when it is v1's
+      named ``name=systemd`` or another without a controller, which a BPF
+      program cannot reach (records then carry no cgroup: the scrape and
+      fork inheritance give it).
+    - ``ssid``: for a v1 controller, its subsystem id (``task->cgroups->
+      subsys[ssid]``): its line's index in /proc/cgroups.
+    """
+
+    hierarchy: int | None
+    ssid: int | None = None
+
+    @property
+    def v2(self) -> bool:
+        return self.hierarchy == 0
+
+
+def cgroup_source(self_cgroup: str, proc_cgroups: str) -> CgroupSource:
+    """Which hierarchy :func:`parse_cgroup` reads, from the texts of
+    /proc/self/cgroup and /proc/cgroups."""
+    v1: dict[str, int] = {}
+    for line in self_cgroup.splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, _path = rest.partition(":")
+        if hid == "0" and controllers == "":
+            return CgroupSource(0)
+        for c in controllers.split(","):
+            if c and hid.isdigit():
+                v1.setdefault(c, int(hid))
+    for c in CGROUP_V1_ORDER:
+        if c not in v1:
+            continue
+        # /proc/cgroups lists every subsystem in subsystem id order
+        names = [
+            ln.split()[0]
+            for ln in proc_cgroups.splitlines()
+            if ln.strip() and not ln.startswith("#")
+        ]
+        if c in names:
+            return CgroupSource(v1[c], names.index(c))
+        return CgroupSource(None)  # a named hierarchy: no subsystem
+    return CgroupSource(None)
+
+
+def read_cgroup_source() -> CgroupSource:
+    """:func:`cgroup_source` of the running system (v2 when it cannot
+    tell)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            mine = f.read()
+        with open("/proc/cgroups") as f:
+            table = f.read()
+    except OSError:
+        return CgroupSource(0)
+    return cgroup_source(mine, table)
 
 
 def _split_nul(data: bytes) -> tuple[str, ...]:

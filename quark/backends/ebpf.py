@@ -63,6 +63,7 @@ from quark.errors import (
     QuarkError,
 )
 from quark.events import QQ
+from quark.procfs import read_cgroup_source
 from quark.raw.types import RawEvent
 from quark.sys.ringbuf import RingReader, ring_bytes
 
@@ -205,6 +206,8 @@ class EbpfBackend(Backend):
         self._skipped: list[str] = []
         # why an fentry hook cannot load here (None: it can), by function
         self._fentry: dict[str, str | None] = {}
+        # the hierarchy Process.cgroup is read from, for the records too
+        self._cgroup_src = read_cgroup_source()
         self._decode_errors = 0
         self._unresolved = 0
         self._counters_fd = -1
@@ -243,6 +246,7 @@ class EbpfBackend(Backend):
     def _config(self, attr: QueueAttr) -> bytes:
         lay = self._wire
         cfg = lay.record("q_config")
+        src = self._cgroup_src
         values = {
             "max_env": min(max(attr.max_env, 0), lay.const("Q_ENV_MAX") - 1),
             "thread_events": 1 if attr.flags & QQ.THREAD_EVENTS else 0,
@@ -252,6 +256,8 @@ class EbpfBackend(Backend):
             # one MODIFY per process and file per hold time: the engine
             # holds events that long anyway
             "file_dedup_ns": attr.hold_time * 1_000_000,
+            # 0: cgroup v2; else a legacy layout's v1 controller, + 1
+            "cgroup_v1": 0 if src.ssid is None else src.ssid + 1,
         }
         # a kind's switch, for the hooks that serve more than one kind:
         # the field named as the kind (q_config.file for QQ.FILE)
@@ -290,7 +296,9 @@ class EbpfBackend(Backend):
                 if self._probe:
                     # the decoder tells FILE from SHM by the kinds asked
                     self._decode = Decoder(
-                        self._wire, attr.flags & ~KIND_FLAGS | self._kinds
+                        self._wire,
+                        attr.flags & ~KIND_FLAGS | self._kinds,
+                        cgroups=self._cgroup_src.hierarchy is not None,
                     ).decode
                 return
         raise NotSupportedError(
@@ -367,7 +375,11 @@ class EbpfBackend(Backend):
             # the object's wire format, before anything is loaded: an
             # object of another protocol is refused here (ProtocolError)
             self._layout = raw_layout(obj.btf_data(), path)
-            self._decode = Decoder(self._layout, attr.flags).decode
+            self._decode = Decoder(
+                self._layout,
+                attr.flags,
+                cgroups=self._cgroup_src.hierarchy is not None,
+            ).decode
         self._programs = {
             name: parse(name, obj.section(name)) for name, _ in obj.programs()
         }

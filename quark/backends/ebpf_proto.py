@@ -51,7 +51,7 @@ from quark.raw.types import memo as _memo
 __all__ = ["PROTO_VERSION", "Decoder", "Pending", "Result"]
 
 #: The version of bpf/proto.h that this decoder speaks.
-PROTO_VERSION = 6
+PROTO_VERSION = 7
 
 
 class Pending:
@@ -98,6 +98,7 @@ _KINDS = {
     "Q_COMM": RawKind.COMM,
     "Q_ID_CHANGE": RawKind.ID_CHANGE,
     "Q_GETPID": RawKind.GETPID,
+    "Q_CGROUP": RawKind.CGROUP,
 }
 # the task fields a record carries by name, but only for some kinds
 _SPECIAL = frozenset({"comm", "exit_code"})
@@ -158,7 +159,10 @@ def _task_builder(layout: Layout) -> Callable[[tuple[Any, ...]], RawTask]:
 class Decoder:
     """Decodes the records of the BPF object whose layout is ``layout``;
     ``kinds`` are the event kinds asked for (a file opened in /dev/shm is
-    an SHM event with ``QQ.SHM``, and never a FILE event).
+    an SHM event with ``QQ.SHM``, and never a FILE event). Without
+    ``cgroups`` the records' cgroup areas are ignored and their moves
+    dropped: the system's cgroup path is one no program can read (see
+    :class:`quark.procfs.CgroupSource`).
 
     Raises :class:`quark.ProtocolError` when the object speaks another
     protocol version, or lacks a member or constant this code reads.
@@ -169,6 +173,8 @@ class Decoder:
         layout: Layout,
         kinds: QQ = QQ.FILE | QQ.SHM,
         owner_of: OwnerOf = thread_owner,
+        *,
+        cgroups: bool = True,
     ) -> None:
         if layout.version != PROTO_VERSION:
             raise ProtocolError(
@@ -184,7 +190,7 @@ class Decoder:
                     f"{layout.const(f'Q_ID_{bit.name}')}, not {bit.value}"
                 )
         self.layout = layout
-        self.decode = _make_decode(layout, kinds, owner_of)
+        self.decode = _make_decode(layout, kinds, owner_of, cgroups)
 
 
 def _check_head(layout: Layout, *records: Record) -> None:
@@ -551,7 +557,7 @@ def _other_decoders(
 
 
 def _make_decode(
-    layout: Layout, asked: QQ, owner_of: OwnerOf
+    layout: Layout, asked: QQ, owner_of: OwnerOf, cgroups: bool = True
 ) -> Callable[[bytes], Decoded]:
     ev = layout.record("q_event")
     c = layout.const
@@ -581,7 +587,8 @@ def _make_decode(
     )
     kinds = {c(name): kind for name, kind in _KINDS.items()}
     k_comm, k_exit, k_exec = c("Q_COMM"), c("Q_EXIT"), c("Q_EXEC")
-    k_idc = c("Q_ID_CHANGE")
+    k_idc, k_getpid = c("Q_ID_CHANGE"), c("Q_GETPID")
+    k_cgroup = c("Q_CGROUP")
     f_env = c("Q_F_ENV_TRUNC")
     f_exe, f_cwd = c("Q_F_EXE_TRUNC"), c("Q_F_CWD_TRUNC")
     f_cgroup = c("Q_F_CGROUP_TRUNC")
@@ -632,6 +639,8 @@ def _make_decode(
         if kind == k_idc:
             ev.id_change = v[i_idc]
             return ev
+        if kind == k_getpid:
+            return ev  # no areas: its cwd and cgroup are not "/"
         flags = v[i_flags]
         parts = []
         off = size
@@ -640,8 +649,12 @@ def _make_decode(
             off += n
         # A path cut short is only its tail: unknown, not made up, and it
         # replaces the old value ("" for cwd and exe, see RawTask/RawEvent).
+        if cgroups and not flags & f_cgroup:
+            task.cgroup = path(parts[v_cgroup])
+        if kind == k_cgroup:
+            # the cgroup area alone: the cwd is not "/"
+            return ev if cgroups else None
         task.cwd = "" if flags & f_cwd else path(parts[v_cwd])
-        task.cgroup = None if flags & f_cgroup else path(parts[v_cgroup])
         if kind == k_exec:
             exe = parts[v_exe]
             if flags & f_exe:

@@ -68,6 +68,7 @@ from quark.errors import (
     QuarkError,
 )
 from quark.events import QQ
+from quark.procfs import read_cgroup_source
 from quark.sys import perf
 from quark.sys.ringbuf import ring_bytes
 
@@ -324,7 +325,7 @@ class KprobeBackend(Backend):
         self._ring_pages = ring_pages
         self._epoll: select.epoll | None = None
         self._timer: HoldTimer | None = None  # waking the reader: fileno
-        self._cgroups = CgroupMoves()
+        self._cgroups = CgroupMoves(read_cgroup_source().hierarchy)
         self._skipped: list[str] = []
         self._decode_errors = 0
         self._next = 0

@@ -8,9 +8,12 @@ The cgroup path. A task record carries no cgroup (its path is a walk of
 kernfs names that fetch arguments cannot make), so the path comes from the
 ``cgroup:cgroup_attach_task`` tracepoint, which reports every move with the
 destination's whole path. :class:`CgroupMoves` keeps the last move of each
-process on the cgroup v2 hierarchy and gives it to that process's later
-events (a fork's child takes its parent's); a process never moved since the
-queue opened keeps what the /proc scrape and fork inheritance gave it.
+process on the hierarchy that the /proc scrape reads, and gives it to that
+process's later events (a fork's child takes its parent's); one never moved
+since the queue opened keeps what the /proc scrape and fork inheritance gave
+it. Each move is also a CGROUP raw event, which the engine folds into the
+process's held event: a move made right after an exec is on that exec's
+event.
 """
 
 from __future__ import annotations
@@ -142,12 +145,18 @@ def stack_strings(
 
 
 class CgroupMoves:
-    """The last cgroup v2 move of each process, shared by the rings'
-    decoders, and handed to that process's events in time order."""
+    """The last cgroup move of each process, shared by the rings'
+    decoders, and handed to that process's events in time order.
+
+    Only moves on ``hierarchy`` count: the one :attr:`quark.Process.cgroup`
+    is read from (0, cgroup v2; a legacy layout's v1 controller's; None:
+    none a tracepoint tells, see :class:`quark.procfs.CgroupSource`).
+    """
 
     MAX = 8192  # moves of threads (threaded cgroups) are never claimed
 
-    def __init__(self) -> None:
+    def __init__(self, hierarchy: int | None = CGROUP2_HIERARCHY) -> None:
+        self.hierarchy = hierarchy
         self._moves: dict[int, tuple[int, str]] = {}
         self._new = False
 
@@ -193,6 +202,7 @@ class CgroupMoves:
 
 _FORK = RawKind.WAKE_UP_NEW_TASK
 _EXIT = RawKind.EXIT_THREAD
+_CGROUP = RawKind.CGROUP
 
 
 def _time_of(ev: RawEvent) -> int:
@@ -318,8 +328,17 @@ class Decoder:
             if ev is not None:
                 ev.id_change = int(ID_CHANGE.SETSID)
                 out.append(ev)
-        elif probe == CGROUP_TP[1] and rec["dst_root"] == CGROUP2_HIERARCHY:
-            self.cgroups.note(rec["pid"], time, _fsdecode(rec["dst_path"]))
+        elif (
+            probe == CGROUP_TP[1]
+            and rec["dst_root"] == self.cgroups.hierarchy
+        ):
+            moved, path = rec["pid"], _fsdecode(rec["dst_path"])
+            assert isinstance(moved, int)
+            self.cgroups.note(moved, time, path)
+            # the move itself too, so that one made right after an exec is
+            # on that exec's event (the engine folds it into the held one)
+            task = RawTask(cgroup=path)
+            out.append(RawEvent(_CGROUP, time, moved, cpu=cpu, task=task))
 
     def _task_event(
         self, kind: RawKind, rec: Rec, time: int, cpu: int

@@ -430,9 +430,17 @@ class Engine:
         ptrace: Ptrace | None = None
         module_load: ModuleLoad | None = None
         if kind in PROCESS_KINDS:
+            if (
+                kind == _CGROUP
+                and not agg
+                and self.cache.lookup(raw.pid) is None
+            ):
+                return None  # a move of a process not known: nothing to add
             proc, mask, idc = self.cache.apply(
                 raw, t, agg, now, self.thread_events
             )
+            if not mask:
+                return None  # a cgroup move released alone: the cache has it
         else:
             idc = 0
             proc = self.cache.lookup(raw.pid)
@@ -546,6 +554,7 @@ _PACKET = RawKind.PACKET
 _FILE = RawKind.FILE
 _SHM = RawKind.SHM
 _TTY = RawKind.TTY
+_CGROUP = RawKind.CGROUP
 _PTRACE = RawKind.PTRACE
 _MODULE_LOAD = RawKind.MODULE_LOAD
 # an Event's members after process: none set (id_change ... bypass)

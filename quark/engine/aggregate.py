@@ -179,7 +179,15 @@ def agg_tty(head: Held, child: RawEvent) -> bool:
 
 
 def _empty() -> Matrix:
-    return [[None] * RAW_NUM_TYPES for _ in range(RAW_NUM_TYPES)]
+    """No cell set but the cgroup moves': a move joins whatever process
+    event of its process is held (a move right after an exec is on that
+    exec's event), in either matrix. It is no event of its own, so it
+    separates nothing."""
+    m: Matrix = [[None] * RAW_NUM_TYPES for _ in range(RAW_NUM_TYPES)]
+    K = RawKind
+    for head in (K.WAKE_UP_NEW_TASK, K.EXEC, K.COMM, K.ID_CHANGE):
+        m[head][K.CGROUP] = agg_mult
+    return m
 
 
 def default_matrix() -> Matrix:

@@ -112,7 +112,9 @@ _K_EXEC = int(RawKind.EXEC)
 _K_EXEC_CONNECTOR = int(RawKind.EXEC_CONNECTOR)
 _K_EXIT = int(RawKind.EXIT_THREAD)
 _K_COMM = int(RawKind.COMM)
-_LEADER_KINDS = frozenset({_K_FORK, _K_EXEC, _K_EXEC_CONNECTOR})
+_K_CGROUP = int(RawKind.CGROUP)
+# a move into a container's cgroup makes an entry leader as an exec does
+_LEADER_KINDS = frozenset({_K_FORK, _K_EXEC, _K_EXEC_CONNECTOR, _K_CGROUP})
 
 PROCESS_KINDS = frozenset(
     {
@@ -123,6 +125,7 @@ PROCESS_KINDS = frozenset(
         RawKind.ID_CHANGE,
         RawKind.COMM,
         RawKind.GETPID,
+        RawKind.CGROUP,  # no EV bit: it enriches the event it joins
     }
 )
 

@@ -83,7 +83,8 @@ def memo(fn: Callable[[bytes], _T], budget: int) -> Callable[[bytes], _T]:
 
 
 class RawKind(enum.IntEnum):
-    """Raw event kinds, upstream's ``enum raw_types`` in upstream's order."""
+    """Raw event kinds, upstream's ``enum raw_types`` in upstream's order,
+    then ours (CGROUP)."""
 
     INVALID = 0
     EXEC = 1
@@ -100,9 +101,10 @@ class RawKind(enum.IntEnum):
     SHM = 12
     TTY = 13
     GETPID = 14
+    CGROUP = 15  # moved to another cgroup: enriches, no event of its own
 
 
-RAW_NUM_TYPES = 15
+RAW_NUM_TYPES = 16
 FORK = RawKind.WAKE_UP_NEW_TASK  # the friendlier name for the same kind
 
 
@@ -241,6 +243,10 @@ class RawEvent:
     - ``exe`` is ``""`` when the new executable's path is unknown (it then
       replaces the old one); ``None`` carries nothing.
     - WAKE_UP_NEW_TASK (fork), EXIT_THREAD, ID_CHANGE, GETPID: ``task``.
+    - CGROUP: ``task``, with the process's new ``cgroup`` (and, from EBPF,
+      the rest of its task fields). No event of its own: it joins the
+      process's held event (a move right after an exec is on that exec's
+      event) or updates the cache when released alone.
     - COMM: ``comm``, the new name (SETPROCTITLE).
     - ID_CHANGE: ``id_change``, an ``ID_CHANGE`` mask.
     - SOCK_CONN: ``payload``, a :class:`RawSock`.

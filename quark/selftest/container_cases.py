@@ -9,6 +9,9 @@ on the host and in every guest of the kernel matrix.
   child's first event, in ``lookup()``, in a new queue's scrape, and the
   child must be the container's entry leader. EBPF reads the cgroup at the
   exec; KPROBE takes it from the ``cgroup:cgroup_attach_task`` move.
+- ``t_container_after_exec``: the same, with the child moved right after
+  its exec: the move (``cgroup:cgroup_attach_task``, on both backends)
+  joins the exec while the queue holds it.
 - ``t_unshare``: a process in new pid and mount namespaces (``unshare -pmf``,
   a minimal container) is seen under its pid in the host's namespace, with
   the namespace inodes and the cgroup that /proc shows for it.
@@ -21,7 +24,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import quark
@@ -109,18 +112,18 @@ def _reap(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
-@case()
-def t_container_cgroup(backend: str) -> None:
-    """A child moved into docker-<id>.scope between fork and exec carries
-    the container on its first event, in lookup() and in a new queue's
-    scrape, and is the container's entry leader (ELT.CONTAINER)."""
+def _in_container(backend: str, move: Callable[[list[str]], int]) -> None:
+    """``move(dirs)`` starts a child and moves it into ``dirs`` (a docker
+    container's shape); its first exec event must carry the container,
+    and so must lookup() and a new queue's scrape, with the child as the
+    container's entry leader (ELT.CONTAINER)."""
     cid = os.urandom(32).hex()
     rel = f"quark-test-{os.getpid()}.slice/docker-{cid}.scope"
     want = quark.Container(cid, "docker")
     with _cgroups(rel) as dirs, quark.Queue(
-        backend=backend, flags=QQ.ENTRY_LEADER, hold_time=100
+        backend=backend, flags=QQ.ENTRY_LEADER, hold_time=_HOLD_MS
     ) as q:
-        pid = _spawn_into(dirs, [_SLEEP, "30"])
+        pid = move(dirs)
         try:
             # the fork may come alone (it happened before the move, so
             # outside the container) when the move took longer than the
@@ -152,6 +155,56 @@ def t_container_cgroup(backend: str) -> None:
             _reap(pid)
     # the child is gone and its cgroups removed: nothing left behind
     assert not any(os.path.exists(d) for d in dirs)
+
+
+# How long an exec is held: the move after it must reach the queue within
+# that, under TCG too.
+_HOLD_MS = 1000
+
+
+@case()
+def t_container_cgroup(backend: str) -> None:
+    """A child moved into docker-<id>.scope between fork and exec, as
+    runc does, carries the container on its first event, in lookup() and
+    in a new queue's scrape, and is the container's entry leader."""
+    _in_container(backend, lambda dirs: _spawn_into(dirs, [_SLEEP, "30"]))
+
+
+def _spawn_then_move(dirs: list[str]) -> int:
+    """Fork a child that execs at once; once its exec succeeded (the
+    close-on-exec pipe's end), write its pid to each ``cgroup.procs``: a
+    runtime that moves it late."""
+    r, w = os.pipe()  # both close-on-exec
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            os.execv(_SLEEP, [_SLEEP, "30"])
+        finally:
+            os.write(w, b"x")
+            os._exit(127)
+    os.close(w)
+    try:
+        failed = os.read(r, 1)
+        assert not failed, f"{_SLEEP} did not exec"
+        for d in dirs:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+    except BaseException:
+        _reap(pid)
+        raise
+    finally:
+        os.close(r)
+    return pid
+
+
+@case()
+def t_container_after_exec(backend: str) -> None:
+    """A child moved into docker-<id>.scope right after its exec carries
+    the container on that exec's event all the same (the move, a record
+    of its own, joins the held exec), in lookup() and in a new queue's
+    scrape, and is the container's entry leader."""
+    _in_container(backend, _spawn_then_move)
 
 
 @case()

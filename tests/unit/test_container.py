@@ -14,7 +14,7 @@ import pytest
 
 from quark import Container, Process
 from quark.container import RUNTIMES, container_of
-from quark.procfs import parse_cgroup
+from quark.procfs import CgroupSource, cgroup_source, parse_cgroup
 
 ID = "f6aa2e3fa923d32f4d7905727cf1011148e4da0fd101492e98a27e8c55c5c829"
 ID2 = "c6fa62a9938149f6098fd0cdaffc9cdf0f526f25d97b5f6e2a4cc1fccc7f7ce1"
@@ -324,6 +324,43 @@ def test_parse_cgroup_layouts() -> None:
     assert parse_cgroup("9:name=systemd:/c\n4:memory:/d\n") == "/c"
     assert parse_cgroup("4:memory:/d\n") == "/d"
     assert parse_cgroup("") is None
+
+
+# /proc/cgroups of a Debian 6.1 kernel: every subsystem in id order
+PROC_CGROUPS = """#subsys_name\thierarchy\tnum_cgroups\tenabled
+cpuset\t0\t1\t1
+cpu\t0\t1\t1
+cpuacct\t0\t1\t1
+blkio\t0\t1\t1
+memory\t0\t1\t1
+devices\t0\t1\t1
+freezer\t0\t1\t1
+net_cls\t0\t1\t1
+perf_event\t0\t1\t1
+net_prio\t0\t1\t1
+hugetlb\t0\t1\t1
+pids\t3\t1\t1
+rdma\t0\t1\t1
+misc\t0\t1\t1
+"""
+
+
+def test_the_records_read_the_hierarchy_the_scrape_reads() -> None:
+    """cgroup_source names the hierarchy parse_cgroup takes its path from,
+    for the backends' records to read the same one."""
+    # v2 and hybrid: the unified hierarchy, whatever v1 has
+    assert cgroup_source("0::/a\n", PROC_CGROUPS) == CgroupSource(0)
+    hybrid = "12:pids:/b\n1:name=systemd:/c\n0::/a\n"
+    assert cgroup_source(hybrid, PROC_CGROUPS).v2
+    # legacy: the pids controller, by its hierarchy and subsystem id
+    legacy = "9:name=systemd:/c\n3:pids:/b\n4:memory:/d\n"
+    assert parse_cgroup(legacy) == "/b"
+    assert cgroup_source(legacy, PROC_CGROUPS) == CgroupSource(3, 11)
+    # a named hierarchy (or a controller we do not read): no program can
+    assert cgroup_source("9:name=systemd:/c\n", PROC_CGROUPS) == (
+        CgroupSource(None)
+    )
+    assert cgroup_source("4:memory:/d\n", PROC_CGROUPS).hierarchy is None
 
 
 def test_container_is_immutable_and_pickles() -> None:

@@ -83,3 +83,67 @@ def test_scraped_container_entry_leader() -> None:
     assert (
         worker.container == leader.container == quark.Container(ID, "docker")
     )
+
+
+def _move(time: int, pid: int, cgroup: str) -> RawEvent:
+    """A cgroup move as the KPROBE backend reads it (the cgroup alone)."""
+    return RawEvent(RawKind.CGROUP, time, pid, task=RawTask(cgroup=cgroup))
+
+
+def _fork_exec(e: Engine, pid: int, t: int) -> None:
+    e.push(RawEvent(RawKind.WAKE_UP_NEW_TASK, t, pid,
+                    task=RawTask(ppid=70, sid=70, start_time=t,
+                                 cgroup=HOST)))  # fmt: skip
+    e.push(RawEvent(RawKind.EXEC, t + 1, pid,
+                    task=RawTask(ppid=70, sid=pid, cgroup=HOST),
+                    exe="/usr/bin/sleep", args=("sleep", "9")))  # fmt: skip
+
+
+def test_a_move_after_the_exec_is_on_the_exec() -> None:
+    """A runtime that moves its child after the exec: the move joins the
+    held exec, which carries the container and is its entry leader; no
+    event is made of the move itself."""
+    for min_agg in (False, True):
+        e = Engine(hold_time=10, entry_leaders=True, min_agg=min_agg)
+        e.seed([
+            Seed(1, RawTask(ppid=0, sid=1, start_time=1, cgroup="/init.scope"),
+                 exe="/sbin/init"),
+            Seed(70, RawTask(ppid=1, sid=70, start_time=2, cgroup=HOST),
+                 exe="/usr/bin/dockerd"),
+        ])  # fmt: skip
+        _fork_exec(e, 60, 10)
+        e.push(_move(12, 60, SCOPE))
+        evs = _events(e)
+        assert all(ev.events for ev in evs), evs
+        (execd,) = [ev for ev in evs if ev.events & EV.EXEC]
+        p = execd.process
+        assert p is not None and p.cgroup == SCOPE, (min_agg, p)
+        assert p.container == quark.Container(ID, "docker")
+        assert (p.entry_leader, p.entry_leader_type) == (
+            60,
+            quark.ELT.CONTAINER,
+        )
+        assert len(evs) == (2 if min_agg else 1), evs
+
+
+def test_a_move_released_alone_updates_the_cache_only() -> None:
+    e = _engine()
+    _fork_exec(e, 60, 10)
+    assert len(_events(e)) == 1
+    e.push(_move(100, 60, SCOPE))
+    assert _events(e) == []  # no event of its own
+    p = e.lookup(60)
+    assert p is not None and p.container == quark.Container(ID, "docker")
+    assert p.exe == "/usr/bin/sleep"  # nothing else changed
+    # the process's next event has it
+    e.push(RawEvent(RawKind.EXIT_THREAD, 200, 60,
+                    task=RawTask(ppid=70, exit_code=0)))  # fmt: skip
+    (ev,) = _events(e)
+    assert ev.process is not None and ev.process.cgroup == SCOPE
+
+
+def test_a_move_of_an_unknown_process_adds_nothing() -> None:
+    e = _engine()
+    e.push(_move(100, 999, SCOPE))
+    assert _events(e) == []
+    assert e.lookup(999) is None

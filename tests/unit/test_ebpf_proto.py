@@ -141,6 +141,26 @@ def test_exit_comm_and_id_change(layout: Layout) -> None:
     assert idc.id_change == quark.ID_CHANGE.SETUID
 
 
+def test_cgroup_move_and_getpid_carry_no_cwd(layout: Layout) -> None:
+    """A cgroup move carries the task and its new cgroup area only, a
+    getpid record no area at all: neither may tell a cwd (or cgroup) of
+    "/" that would overwrite the process's in the cache."""
+    dec = Decoder(layout).decode
+    mv = dec(_record(layout, "Q_CGROUP", {"CGROUP": b"c.scope\0s.slice\0"},
+                     pid=8, tid=8, comm=b"sleep", **TASK))  # fmt: skip
+    assert mv.kind == RawKind.CGROUP
+    assert mv.task.cgroup == "/s.slice/c.scope"
+    assert mv.task.cwd is None and mv.exe is None
+    _check_task(mv.task)
+    trunc = layout.const("Q_F_CGROUP_TRUNC")
+    cut = dec(_record(layout, "Q_CGROUP", {"CGROUP": b"c.scope\0"}, pid=8,
+                      tid=8, flags=trunc))  # fmt: skip
+    assert cut.task.cgroup is None  # a tail only: unknown
+    gp = dec(_record(layout, "Q_GETPID", pid=8, tid=8, **TASK))
+    assert gp.kind == RawKind.GETPID
+    assert gp.task.cwd is None and gp.task.cgroup is None
+
+
 def test_an_unknown_inode_is_none(layout: Layout) -> None:
     ev = Decoder(layout).decode(_record(layout, "Q_EXIT", pid=3, tid=3))
     assert ev.task.exe_inode is None  # 0: the kernel could not read it

@@ -311,9 +311,15 @@ def test_matrix_cells_are_upstreams() -> None:
     assert d[K.FILE][K.FILE] is agg_file
     assert d[K.TTY][K.TTY] is agg_tty
     assert m[K.TTY][K.TTY] is None
-    # upstream's 13 cells
-    assert sum(c is not None for row in d for c in row) == 13
-    assert sum(c is not None for row in m for c in row) == 5
+    # upstream's 13 and 5 cells, and our cgroup moves' column in both: a
+    # move joins any held process event but an exit, and is no head
+    moves = {K.WAKE_UP_NEW_TASK, K.EXEC, K.COMM, K.ID_CHANGE}
+    for mat in (d, m):
+        assert {k for k in K if mat[k][K.CGROUP] is agg_mult} == moves
+        assert all(c is None for c in mat[K.CGROUP])
+    others = [k for k in K if k != K.CGROUP]
+    assert sum(d[r][c] is not None for r in others for c in others) == 13
+    assert sum(m[r][c] is not None for r in others for c in others) == 5
 
 
 def test_set_agg_matrix() -> None:

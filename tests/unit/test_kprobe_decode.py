@@ -14,6 +14,7 @@ from quark import ID_CHANGE
 from quark.backends.kprobe_decode import (
     CGROUP_FIELDS,
     CGROUP_TP,
+    CgroupMoves,
     Decoder,
     path_in_fs,
     task_of,
@@ -484,9 +485,29 @@ def test_cgroup_moves_reach_the_moved_processes_later_events(world) -> None:  # 
     other.record(9, 0, _sample(ev["fork"].raw(**child, **CWD), 500, 500, 20),
                  out)  # fmt: skip
     dec.cgroups.apply(out)
-    assert [(e.pid, e.time, e.task.cgroup) for e in out] == [
-        (500, 5, None),  # before the move: what the cache knew
-        (501, 20, "/box/a"),
-        (500, 30, "/box/a"),
+    assert [(e.kind, e.pid, e.time, e.task.cgroup) for e in out] == [
+        (RawKind.WAKE_UP_NEW_TASK, 500, 5, None),  # what the cache knew
+        # the move itself, which the engine folds into a held event
+        (RawKind.CGROUP, 500, 10, "/box/a"),
+        (RawKind.WAKE_UP_NEW_TASK, 501, 20, "/box/a"),
+        (RawKind.EXIT_THREAD, 500, 30, "/box/a"),
     ]
     assert len(dec.cgroups) == 0  # the exit forgot the move
+
+
+def test_cgroup_moves_count_on_the_scrapes_hierarchy_only(world) -> None:  # type: ignore[no-untyped-def]
+    """On a legacy layout the moves that count are the v1 controller's
+    whose path the scrape reads (hierarchy 3 here), not v2's; with none a
+    tracepoint tells (a named hierarchy), no move counts."""
+    dec, _, _ = world
+    tp = parse_format(CGROUP_FORMAT)
+    tp.compile(CGROUP_FIELDS)
+    for hierarchy, want in ((3, ["/v1"]), (0, ["/v2"]), (None, [])):
+        d = Decoder(dec.formats, dec.depths, dec.resolve,
+                    cgroups=CgroupMoves(hierarchy))  # fmt: skip
+        d.formats[tp.id] = (CGROUP_TP[1], tp)
+        out: list = []
+        d.record(9, 0, _sample(_attach(3, 600, b"/v1"), 1, 1, 8), out)
+        d.record(9, 0, _sample(_attach(0, 600, b"/v2"), 1, 1, 9), out)
+        assert [e.task.cgroup for e in out] == want, hierarchy
+        assert len(d.cgroups) == len(want)
