@@ -102,8 +102,17 @@ def parse_console(lines: list[bytes], qemu_status: int | None) -> Outcome:
     return Outcome(int(sentinels[0].group(1)), "")
 
 
-def kernel_cmdline() -> str:
-    return "console=ttyS0 quiet panic=-1 loglevel=4 rdinit=/init"
+#: the guest's cgroup layouts: "v2" mounts cgroup2 at /sys/fs/cgroup; "v1"
+#: a legacy layout (tmpfs there, the pids controller's v1 hierarchy in
+#: it, cgroup2 never mounted, so /proc/PID/cgroup has no 0:: line)
+CGROUP_LAYOUTS = ("v2", "v1")
+
+
+def kernel_cmdline(cgroup: str = "v2") -> str:
+    line = "console=ttyS0 quiet panic=-1 loglevel=4 rdinit=/init"
+    if cgroup != "v2":
+        line += f" quark.cgroup={cgroup}"  # read by initramfs/init
+    return line
 
 
 class KrunError(Exception):
@@ -268,7 +277,7 @@ def choose_accel(asked: str) -> str:
 
 def qemu_argv(
     accel: str, memory: str, smp: int, vmlinuz: pathlib.Path,
-    initrd: pathlib.Path,
+    initrd: pathlib.Path, cgroup: str = "v2",
 ) -> list[str]:  # fmt: skip
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
@@ -280,7 +289,7 @@ def qemu_argv(
         qemu, "-accel", accel, *cpu, "-m", memory, "-smp", str(smp),
         "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
         "-kernel", str(vmlinuz), "-initrd", str(initrd),
-        "-append", kernel_cmdline(),
+        "-append", kernel_cmdline(cgroup),
         "-fsdev",
         "local,id=r,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=r,mount_tag=hostroot",
@@ -298,9 +307,12 @@ def run(
     modules: str | None = None,
     accel: str = "auto",
     kvm_probe: float = KVM_PROBE_SECONDS,
+    cgroup: str = "v2",
 ) -> Outcome:
     """Boot ``kernel`` and run ``argv``; KrunError for a kernel or set-up
-    that cannot boot at all."""
+    that cannot boot at all. ``cgroup``: one of :data:`CGROUP_LAYOUTS`."""
+    if cgroup not in CGROUP_LAYOUTS:
+        raise KrunError(f"cgroup layout {cgroup!r}: not in {CGROUP_LAYOUTS}")
     k = resolve(kernel, modules)
     base = initramfs.base_image(k.modules, sys.executable)
     extra = initramfs.command_archive(argv, os.getcwd(), _guest_env(k.modules))
@@ -308,7 +320,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="krun-") as d:
         initrd = pathlib.Path(d) / "initrd.cpio"
         initramfs.assemble(base, extra, initrd)
-        cmd = qemu_argv(chosen, memory, smp, k.vmlinuz, initrd)
+        cmd = qemu_argv(chosen, memory, smp, k.vmlinuz, initrd, cgroup)
         probe = kvm_probe if chosen == "kvm" and accel == "auto" else None
         outcome = _watch(cmd, timeout, quiet, probe)
         if outcome.status == EXIT_KVM_HUNG:
@@ -317,7 +329,7 @@ def run(
                 file=sys.stderr,
             )
             _kvm_hung_stamp().touch()
-            cmd = qemu_argv("tcg", memory, smp, k.vmlinuz, initrd)
+            cmd = qemu_argv("tcg", memory, smp, k.vmlinuz, initrd, cgroup)
             outcome = _watch(cmd, timeout, quiet)
         if outcome.status == EXIT_FATAL and not outcome.booted:
             # The kernel died while booting, before init ran anything of
@@ -434,6 +446,20 @@ def _quark_test(args: list[str]) -> list[str]:
 TABLE_KERNELS = ("6.1",)
 TABLE_ENV = ("QUARK_IGNORE_BTF=1", "QUARK_CHAOS_FULL=1")
 
+# "ebpf-v1", "kprobe-v1": both backends in a guest with a legacy cgroup
+# layout (--cgroup v1: the pids controller's v1 hierarchy, no cgroup2),
+# where their records must carry the path the /proc scrape reads. Only the
+# cases that read cgroups run there, in one short boot alongside the others.
+V1_KERNELS = ("6.1",)
+V1_CASES = ("t_container_cgroup", "t_container_after_exec", "t_unshare")
+
+# the matrix's pseudo-backends, and the backend each runs
+BACKEND_OF = {
+    "kprobe-table": "kprobe",
+    "ebpf-v1": "ebpf",
+    "kprobe-v1": "kprobe",
+}
+
 
 # quark-test's line for one case: NAME BACKEND RESULT (SECONDS s)
 CASE_LINE = re.compile(
@@ -500,12 +526,15 @@ def _probe_tables(probes: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _expected_cases() -> dict[str, int]:
-    """How many cases quark-test runs for each backend."""
+def _expected_cases(only: tuple[str, ...] = ()) -> dict[str, int]:
+    """How many cases quark-test runs for each backend (of ``only``, when
+    it names cases)."""
     from quark.selftest import load_cases
 
     counts: dict[str, int] = {}
     for c in load_cases().values():
+        if only and c.name not in only:
+            continue
         for be in c.backends:
             counts[be] = counts.get(be, 0) + 1
     return counts
@@ -574,6 +603,8 @@ class _Boot:
     group: tuple[str, ...]
     argv: list[str]
     probing: bool
+    cgroup: str = "v2"
+    cases: tuple[str, ...] = ()  # all when empty
 
 
 def _boots(backends: list[str], kernels: list[str] | None) -> list[_Boot]:
@@ -582,19 +613,30 @@ def _boots(backends: list[str], kernels: list[str] | None) -> list[_Boot]:
         if kernels is not None and k.name not in kernels:
             continue
         # One boot serves EBPF and KPROBE (booting under TCG is a good part
-        # of a run); kprobe-table needs its own (another environment).
+        # of a run); kprobe-table and the v1 pair need their own (another
+        # environment, another cgroup layout).
         groups = [[be for be in backends if be in ("ebpf", "kprobe")]]
         if "kprobe-table" in backends and k.name in TABLE_KERNELS:
             groups.append(["kprobe-table"])
+        if k.name in V1_KERNELS:
+            groups.append([be for be in backends if be.endswith("-v1")])
         for group in groups:
             if not group:
                 continue
-            flags = [{"ebpf": "-b"}.get(be, "-k") for be in group]
-            argv = _quark_test(sorted(set(flags)))
-            probing = group != ["kprobe-table"]
-            if not probing:
+            runs = [BACKEND_OF.get(be, be) for be in group]
+            flags = [{"ebpf": "-b"}.get(be, "-k") for be in runs]
+            v1 = group[0].endswith("-v1")
+            cases = V1_CASES if v1 else ()
+            argv = _quark_test([*sorted(set(flags)), *cases])
+            probing = group[0] in ("ebpf", "kprobe")
+            if group == ["kprobe-table"]:
                 argv = ["/usr/bin/env", *TABLE_ENV, *argv]
-            out.append(_Boot(k.name, tuple(group), argv, probing))
+            out.append(
+                _Boot(
+                    k.name, tuple(group), argv, probing,
+                    cgroup="v1" if v1 else "v2", cases=cases,
+                )
+            )  # fmt: skip
     return out
 
 
@@ -630,6 +672,7 @@ def matrix(
             timeout=timeout,
             quiet=jobs > 1,
             smp=smp,
+            cgroup=b.cgroup,
         )
         took = time.monotonic() - t0
         if jobs > 1:  # no console streamed: say when each guest is done
@@ -659,9 +702,13 @@ def matrix(
     for b, (o, took) in zip(boots, results, strict=True):
         if b.probing:
             probes[b.kernel] = _probe_doc(o.lines)
-        names = ["kprobe" if be == "kprobe-table" else be for be in b.group]
-        verdicts = _verdicts(o, names, expected)
-        repro = ["python", "krun.py", b.kernel, *b.argv]
+        names = [BACKEND_OF.get(be, be) for be in b.group]
+        want = _expected_cases(b.cases) if b.cases else expected
+        verdicts = _verdicts(o, names, want)
+        repro = ["python", "krun.py"]
+        if b.cgroup != "v2":
+            repro += ["--cgroup", b.cgroup]
+        repro += [b.kernel, *b.argv]
         # a run that failed with every case passed failed elsewhere
         # (the guest, quark-test itself): then each backend fails
         whole = o.status == 0 or not all(v[0] for v in verdicts.values())
@@ -671,7 +718,7 @@ def matrix(
             verdict = "pass" if ok else f"FAIL({o.status})"
             note = ""
             if not ok:
-                why = _failure_note(o, v, expected.get(name, 0))
+                why = _failure_note(o, v, want.get(name, 0))
                 cases = [n for n, _ in v.failed]
                 note = f"{why} | {shlex.join([*repro, *cases])}"
                 if jobs > 1:  # no console was streamed: show the failures
@@ -793,6 +840,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quiet", action="store_true", help="do not stream the guest console"
     )
     ap.add_argument(
+        "--cgroup", choices=CGROUP_LAYOUTS, default="v2",
+        help="the guest's cgroup layout: v2 (default: cgroup2 at "
+        "/sys/fs/cgroup) or v1 (legacy: the pids controller's v1 "
+        "hierarchy at /sys/fs/cgroup/pids, cgroup2 never mounted)",
+    )  # fmt: skip
+    ap.add_argument(
         "--matrix", action="store_true",
         help="run quark-test on every manifest kernel and the host, and "
         "print a kernel x backend table",
@@ -805,10 +858,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--backends",
-        default="ebpf,kprobe,kprobe-table",
+        default="ebpf,kprobe,kprobe-table,ebpf-v1,kprobe-v1",
         help="with --matrix: comma-separated backends (kprobe-table: "
         "KPROBE with offsets from the shipped table, on "
         + ", ".join(TABLE_KERNELS)
+        + "; ebpf-v1, kprobe-v1: the cgroup cases on a legacy cgroup "
+        "layout, on "
+        + ", ".join(V1_KERNELS)
         + ")",
     )
     ap.add_argument(
@@ -873,6 +929,7 @@ def main(argv: list[str] | None = None) -> int:
             modules=args.modules,
             accel=args.accel,
             kvm_probe=args.kvm_probe,
+            cgroup=args.cgroup,
         )
     except KrunError as e:
         print(f"krun: {e}", file=sys.stderr)

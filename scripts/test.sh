@@ -43,11 +43,12 @@ stage "krun against a real kernel (qemu)"
 "$py" -m pytest -m qemu tests/kernel -p no:cacheprovider -n 2
 
 # Every kernel of the manifest with both backends, KPROBE once more with
-# its offsets from the shipped table (no BTF), and EBPF on the host. Two
+# its offsets from the shipped table (no BTF), both on a legacy cgroup
+# layout (the cgroup cases only), and EBPF on the host. Two
 # guests at a time, each with its two CPUs: their cases wait on hold times
 # and children as much as they compute, and two at once take some 27%
 # less time than one after the other (5.10 and 6.12: 622 s against 860 s),
 # with per-CPU rings still on two CPUs. A guest's timeout allows for the
 # sharing.
 stage "the kernel matrix"
-"$py" krun.py --matrix --backends ebpf,kprobe,kprobe-table --jobs 2 --timeout 1500
+"$py" krun.py --matrix --backends ebpf,kprobe,kprobe-table,ebpf-v1,kprobe-v1 --jobs 2 --timeout 1500

@@ -353,13 +353,30 @@ def test_help_explains_every_option() -> None:
 
 def test_matrix_boots_one_guest_per_kernel_for_both_backends() -> None:
     names = [k.name for k in krun.manifest.kernels()]
-    boots = krun._boots(["ebpf", "kprobe", "kprobe-table"], None)
+    boots = krun._boots(
+        ["ebpf", "kprobe", "kprobe-table", "ebpf-v1", "kprobe-v1"], None
+    )
     live = [b for b in boots if b.probing]
     assert [b.kernel for b in live] == names
     assert all(b.group == ("ebpf", "kprobe") for b in live)
     assert all("-b" in b.argv and "-k" in b.argv for b in live)
-    table = [b for b in boots if not b.probing]
+    table = [b for b in boots if b.group == ("kprobe-table",)]
     assert [b.kernel for b in table] == list(krun.TABLE_KERNELS)
+    # the legacy cgroup layout: one boot of both backends, its cases only
+    v1 = [b for b in boots if b.cgroup == "v1"]
+    assert [b.kernel for b in v1] == list(krun.V1_KERNELS)
+    for b in v1:
+        assert b.group == ("ebpf-v1", "kprobe-v1") and not b.probing
+        assert b.argv[-len(krun.V1_CASES) :] == list(krun.V1_CASES)
+        assert "-b" in b.argv and "-k" in b.argv
+        assert "QUARK_IGNORE_BTF=1" not in b.argv
+        assert krun._expected_cases(b.cases) == {
+            "ebpf": len(krun.V1_CASES),
+            "kprobe": len(krun.V1_CASES),
+        }
+    assert len(boots) == len(live) + len(table) + len(v1)
+    assert "quark.cgroup=v1" in krun.kernel_cmdline("v1")
+    assert "quark.cgroup" not in krun.kernel_cmdline()
     assert all("QUARK_IGNORE_BTF=1" in b.argv for b in table)
     # the chaos cases' full counts ride along the short table boot, and
     # only there: the others keep CI's time

@@ -62,7 +62,8 @@ def test_a_probe_that_printed_nothing_or_garbage_says_so() -> None:
 def test_the_probe_lines_do_not_disturb_the_verdicts() -> None:
     expected = {"ebpf": 1, "kprobe": 1}
     v = krun._verdicts(_boot(0, CONSOLE), ["ebpf", "kprobe"], expected)
-    assert v == {"ebpf": (True, 1.5), "kprobe": (True, 2.0)}
+    got = {be: (ok, x.seconds, x.failed) for be, (ok, x) in v.items()}
+    assert got == {"ebpf": (True, 1.5, []), "kprobe": (True, 2.0, [])}
 
 
 def test_the_guest_command_probes_then_becomes_quark_test() -> None:
