@@ -155,6 +155,7 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
         [c_int, c_char_p, c_char_p, c_void_p, c_size_t, c_void_p],
         "int",
     ),
+    "bpf_raw_tracepoint_open": (c_int, [c_char_p, c_int], "int"),
     "bpf_obj_get_info_by_fd": (
         c_int,
         [c_int, c_void_p, ctypes.POINTER(ctypes.c_uint32)],
@@ -614,5 +615,34 @@ def fentry_refusal(func: str, params: int | None = None) -> str | None:
         )  # fmt: skip
     except LibbpfError as e:
         return f"this kernel refuses fentry programs ({e})"
-    os.close(fd)
-    return None
+    try:
+        return _fentry_attach_refusal(lb, fd)
+    finally:
+        os.close(fd)
+
+
+_ENOTSUPP = 524  # the kernel's internal "not supported", seen by callers
+_attach_refused: list[str | None] = []  # once per process, when known
+
+
+def _fentry_attach_refusal(lb: Any, fd: int) -> str | None:
+    """Why this kernel loads fentry programs but cannot attach them (an
+    architecture without ftrace direct calls: arm64's 6.1 answers
+    ENOTSUPP), or None. Asked once per process, by attaching the loaded
+    probe for an instant: the answer is the architecture's, and each
+    attach costs the kernel a trampoline."""
+    if _attach_refused:
+        return _attach_refused[0]
+    why = None
+    try:
+        os.close(lb.bpf_raw_tracepoint_open(None, fd))
+    except LibbpfError as e:
+        if e.errno != _ENOTSUPP:
+            return f"attaching fentry failed ({e})"  # this function's own
+        why = (
+            "this kernel loads fentry programs but cannot attach them "
+            "(ENOTSUPP: no BPF trampolines through ftrace on this "
+            f"architecture, {platform.machine()})"
+        )
+    _attach_refused.append(why)
+    return why

@@ -206,6 +206,8 @@ class EbpfBackend(Backend):
         self._skipped: list[str] = []
         # why an fentry hook cannot load here (None: it can), by function
         self._fentry: dict[str, str | None] = {}
+        # the syscall programs a live fentry hook stands in for (_try_load)
+        self._replaced: set[str] = set()
         # the hierarchy Process.cgroup is read from, for the records too
         self._cgroup_src = read_cgroup_source()
         self._decode_errors = 0
@@ -293,6 +295,11 @@ class EbpfBackend(Backend):
                 except _KindFailed as e:
                     self._refuse(e.program, e.reason)
                     continue  # load again: the attached links go with it
+                except _StandInFailed as e:
+                    # again with the syscall hooks it would have replaced
+                    disabled.add(e.program.name)
+                    self._skip(e.program, e.reason)
+                    continue
                 if self._probe:
                     # the decoder tells FILE from SHM by the kinds asked
                     self._decode = Decoder(
@@ -397,20 +404,23 @@ class EbpfBackend(Backend):
                 if why is not None:
                     disabled.add(p.name)
                     self._skip(p, why)
-        for p in chosen:
-            # a live fentry hook that sees all a role's tracepoints see,
-            # and more, stands in for them: one record per write
-            gone = _REPLACES.get(p.role)
-            if p.flavour == "fe" and p.name not in disabled and gone:
-                disabled.update(
-                    q.name
-                    for q in chosen
-                    if q.role == gone and q.flavour == "tp"
-                )
-        self._unserved(chosen, disabled, flavour)
+        # a live fentry hook that sees all a role's tracepoints see, and
+        # more, stands in for them: one record per write (should it then
+        # fail to attach, _open loads again without it, and them)
+        self._replaced = {
+            q.name
+            for p in chosen
+            if p.flavour == "fe"
+            and p.name not in disabled
+            and (gone := _REPLACES.get(p.role))
+            for q in chosen
+            if q.role == gone and q.flavour == "tp"
+        }
+        off = disabled | self._replaced
+        self._unserved(chosen, off, flavour)
         load = {p.name for p in chosen}
         for name in self._programs:
-            obj.set_autoload(name, name in load and name not in disabled)
+            obj.set_autoload(name, name in load and name not in off)
         obj.set_max_entries(
             "scratch", self._ncpus * self._wire.const("Q_NEST")
         )
@@ -443,7 +453,7 @@ class EbpfBackend(Backend):
         cgroup_fd = -1
         try:
             for prog in wanted(self._programs.values(), flavour, self._kinds):
-                if prog.name in disabled:
+                if prog.name in disabled or prog.name in self._replaced:
                     continue
                 if prog.cgroup and cgroup_fd < 0:
                     try:
@@ -485,6 +495,8 @@ class EbpfBackend(Backend):
                     f"cannot attach {prog.section}: {e}",
                     errno=e.errno,
                 ) from None
+            if prog.role in _REPLACES:  # its stand-ins were not loaded
+                raise _StandInFailed(prog, f"attach failed: {e}") from None
             self._skip(prog, f"attach failed: {e}")
 
     # -- Backend interface ----------------------------------------------------
@@ -770,6 +782,16 @@ _KIND_NEEDS = {
 
 class _KindFailed(Exception):
     """A kind's program could not attach (caught by ``_open``)."""
+
+    def __init__(self, program: Program, reason: str) -> None:
+        super().__init__(f"{program.name}: {reason}")
+        self.program = program
+        self.reason = reason
+
+
+class _StandInFailed(Exception):
+    """An optional fentry program that stands in for a kind's syscall hooks
+    could not attach: ``_open`` loads again without it, with them."""
 
     def __init__(self, program: Program, reason: str) -> None:
         super().__init__(f"{program.name}: {reason}")

@@ -9,9 +9,11 @@ name says what it is: ``ROLE__HOOK__FLAVOUR``.
   refuses it; a kind's role (``sock``: ``QQ.SOCK_CONN``, ``dns``:
   ``QQ.DNS``): loaded only when that kind is asked for, and the queue
   refuses to open for the kind when one of its programs cannot serve,
-  unless its role ends in ``opt`` (``fileopt``: a hook only newer kernels
-  have, skipped and reported like ``opt``; ``vfsopt``: FILE's VFS hooks,
-  which see writes no syscall hook does, where the kernel has fentry).
+  unless its role ends in ``opt`` (``fileopt``, ``fsopt``: a hook only
+  newer kernels, or only some architectures, have (fchmodat2; open, creat,
+  unlink, rename, symlink, chmod, chown and lchown, which arm64 lacks),
+  skipped and reported like ``opt``; ``vfsopt``: FILE's VFS hooks, which
+  see writes no syscall hook does, where the kernel has fentry).
 - FLAVOUR ``btf`` (``tp_btf/``), ``raw`` (``raw_tp/``): one of the two is
   loaded; ``tp`` (``tracepoint/``), ``cg`` (``cgroup/``,
   ``cgroup_skb/``: attached to the cgroup v2 root) and ``fe`` (``fentry/``:
@@ -39,6 +41,7 @@ KIND_ROLES = {
     "fileopt": QQ.FILE,
     "shm": QQ.SHM,
     "fs": QQ.FILE | QQ.SHM,
+    "fsopt": QQ.FILE | QQ.SHM,
     "vfsopt": QQ.FILE,
     "tty": QQ.TTY,
     "ttyopt": QQ.TTY,

@@ -14,6 +14,7 @@ the guests).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import quark
 
-__all__ = ["CASES", "Case", "NotApplicable", "case", "load_cases", "until"]
+__all__ = [
+    "CASES",
+    "Case",
+    "NotApplicable",
+    "case",
+    "fentry_skip_ok",
+    "load_cases",
+    "until",
+]
 
 #: how long a case waits for the events it expects (TCG guests are slow)
 DEADLINE = 30.0
@@ -74,6 +83,18 @@ def load_cases() -> dict[str, Case]:
     import quark.selftest.wake_cases  # noqa: F401
 
     return CASES
+
+
+def fentry_skip_ok(reason: str) -> bool:
+    """Whether an fentry hook was skipped for the kernel's own reason: no
+    BPF trampolines at all (a host like the CI one; every x86 guest kernel
+    of the matrix has them), or trampolines it cannot attach (arm64's 6.1:
+    no ftrace direct calls), and not for a failure of ours."""
+    if "cannot attach them" in reason:
+        return True
+    return "refuses fentry" in reason and (
+        os.environ.get("QUARK_IN_GUEST") != "1"
+    )
 
 
 def until(
