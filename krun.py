@@ -108,15 +108,29 @@ def parse_console(lines: list[bytes], qemu_status: int | None) -> Outcome:
 CGROUP_LAYOUTS = ("v2", "v1")
 
 
-def kernel_cmdline(cgroup: str = "v2") -> str:
-    line = "console=ttyS0 quiet panic=-1 loglevel=4 rdinit=/init"
+def kernel_cmdline(
+    cgroup: str = "v2", arch: str = "x86_64", checkout: str | None = None
+) -> str:
+    console = "ttyAMA0" if arch == "arm64" else "ttyS0"
+    line = f"console={console} quiet panic=-1 loglevel=4 rdinit=/init"
+    # read by initramfs/init
     if cgroup != "v2":
-        line += f" quark.cgroup={cgroup}"  # read by initramfs/init
+        line += f" quark.cgroup={cgroup}"
+    if checkout is not None:  # shared apart, mounted at the same path
+        line += f" quark.checkout={checkout}"
     return line
 
 
 class KrunError(Exception):
     """A kernel krun cannot boot, or bad arguments: one line, no traceback."""
+
+
+# the guest architectures krun boots (kernel_images.image's names): x86_64
+# with the host's own files as its root, arm64 under qemu-system-aarch64
+# with a Debian arm64 userland of its own (kernel_images.userland) and the
+# checkout shared beside it
+ARCHES = ("x86_64", "arm64")
+_ARCH_OF_DEBIAN = {"amd64": "x86_64", "arm64": "arm64"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,7 @@ class Resolved:
     modules: pathlib.Path | None
     release: str
     how: str  # one line: where the image, release and modules came from
+    arch: str = "x86_64"  # or "arm64": booted with a userland of its own
 
 
 # The drivers the guest needs to mount the host's root over virtio-9p:
@@ -174,14 +189,16 @@ def resolve(kernel: str, modules: str | None = None) -> Resolved:
         return Resolved(
             fetched.vmlinuz, fetched.modules, fetched.kernel.release,
             f"manifest kernel {fetched.kernel.name}",
+            _ARCH_OF_DEBIAN.get(fetched.kernel.arch, fetched.kernel.arch),
         )  # fmt: skip
     try:
         img = kimage.inspect(kernel)
     except kimage.ImageError as e:
         raise KrunError(str(e)) from None
-    if img.arch != "x86_64":
+    if img.arch not in ARCHES:
         raise KrunError(
-            f"{kernel}: an {img.arch} kernel; krun boots x86_64 guests only"
+            f"{kernel}: an {img.arch} kernel; krun boots "
+            f"{' and '.join(ARCHES)} guests only"
         )
     how = f"release {img.release} (from the {img.release_from})"
     moddir: pathlib.Path | None = None
@@ -219,17 +236,21 @@ def resolve(kernel: str, modules: str | None = None) -> Resolved:
         _ensure_modules_dep(moddir, img.release)
     else:
         how += ", no modules (drivers built in, or no config to tell)"
-    return Resolved(img.path.resolve(), moddir, img.release, how)
+    return Resolved(img.path.resolve(), moddir, img.release, how, img.arch)
 
 
-def _guest_env(modules: pathlib.Path | None) -> dict[str, str]:
+def _guest_env(
+    modules: pathlib.Path | None, arch: str = "x86_64"
+) -> dict[str, str]:
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
-    if modules is not None:
+    own = arch == "x86_64"  # the guest's root is the host's
+    if modules is not None and own:
         # the guest kernel's modules, on the host's files (t_module_load)
         env["QUARK_GUEST_MODULES"] = str(modules)
+    first = [str(pathlib.Path(sys.executable).parent)] if own else []
     env.update(
         PATH=os.pathsep.join(
-            [str(pathlib.Path(sys.executable).parent),
+            [*first,
              "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
              "/sbin", "/bin"]
         ),
@@ -296,6 +317,77 @@ def qemu_argv(
     ]  # fmt: skip
 
 
+def qemu_argv_arm64(
+    memory: str, smp: int, k: Resolved, initrd: pathlib.Path,
+    root: pathlib.Path, checkout: str, cgroup: str = "v2",
+) -> list[str]:  # fmt: skip
+    """An arm64 guest under TCG (an x86 host has no KVM for it): the
+    userland ``root`` as its root, the ``checkout`` at its own path, and
+    the kernel's modules at /lib/modules/RELEASE."""
+    qemu = shutil.which("qemu-system-aarch64")
+    if qemu is None:
+        raise KrunError(
+            "qemu-system-aarch64 not found (apt install qemu-system-arm)"
+        )
+    share = "security_model=none,readonly=on,multidevs=remap"
+    shares = {"hostroot": root, "checkout": checkout}
+    line = kernel_cmdline(cgroup, "arm64", checkout)
+    if k.modules is not None:
+        shares["modules"] = k.modules
+        line += " quark.modules=1"
+    argv = [
+        qemu, "-M", "virt", "-cpu", "max,pauth-impdef=on", "-accel", "tcg",
+        "-m", memory, "-smp", str(smp),
+        "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+        "-kernel", str(k.vmlinuz), "-initrd", str(initrd), "-append", line,
+    ]  # fmt: skip
+    for i, (tag, path) in enumerate(shares.items()):
+        argv += [
+            "-fsdev", f"local,id=s{i},path={path},{share}",
+            "-device", f"virtio-9p-pci,fsdev=s{i},mount_tag={tag}",
+        ]  # fmt: skip
+    return argv
+
+
+def guest_python(arch: str) -> str:
+    """The guest's interpreter: the host's own, or its userland's."""
+    if arch == "x86_64":
+        return sys.executable
+    from kernel_images import userland
+
+    return userland.PYTHON
+
+
+def guest_base(k: Resolved, root: pathlib.Path | None) -> pathlib.Path:
+    """The base initramfs for ``k``: with the userland ``root``'s busybox
+    and interpreter when it has one of its own."""
+    if root is None:
+        return initramfs.base_image(k.modules, sys.executable)
+    return initramfs.base_image(
+        k.modules, guest_python(k.arch), busybox=root / "bin" / "busybox"
+    )
+
+
+def _arm64_root(cwd: str, release: str | None = None) -> pathlib.Path:
+    """The arm64 userland, with mount points for the checkout ``cwd`` and
+    the kernel ``release``'s modules."""
+    from kernel_images import userland
+
+    if any(c.isspace() for c in cwd):
+        raise KrunError(
+            f"an arm64 guest mounts the checkout at its path, and {cwd!r} "
+            "has white space, which the kernel command line cannot carry"
+        )
+    try:
+        root = userland.root("arm64")
+    except debian.FetchError as e:
+        raise KrunError(str(e)) from None
+    (root / cwd.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    if release is not None:
+        (root / "lib" / "modules" / release).mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def run(
     kernel: str,
     argv: list[str],
@@ -314,13 +406,18 @@ def run(
     if cgroup not in CGROUP_LAYOUTS:
         raise KrunError(f"cgroup layout {cgroup!r}: not in {CGROUP_LAYOUTS}")
     k = resolve(kernel, modules)
-    base = initramfs.base_image(k.modules, sys.executable)
-    extra = initramfs.command_archive(argv, os.getcwd(), _guest_env(k.modules))
-    chosen = choose_accel(accel)
+    cwd = os.getcwd()
+    root = _arm64_root(cwd, k.release) if k.arch == "arm64" else None
+    base = guest_base(k, root)
+    extra = initramfs.command_archive(argv, cwd, _guest_env(k.modules, k.arch))
+    chosen = "tcg" if root is not None else choose_accel(accel)
     with tempfile.TemporaryDirectory(prefix="krun-") as d:
         initrd = pathlib.Path(d) / "initrd.cpio"
         initramfs.assemble(base, extra, initrd)
-        cmd = qemu_argv(chosen, memory, smp, k.vmlinuz, initrd, cgroup)
+        if root is not None:
+            cmd = qemu_argv_arm64(memory, smp, k, initrd, root, cwd, cgroup)
+        else:
+            cmd = qemu_argv(chosen, memory, smp, k.vmlinuz, initrd, cgroup)
         probe = kvm_probe if chosen == "kvm" and accel == "auto" else None
         outcome = _watch(cmd, timeout, quiet, probe)
         if outcome.status == EXIT_KVM_HUNG:
@@ -434,8 +531,8 @@ def _with_lines(o: Outcome, lines: list[bytes]) -> Outcome:
 # -- the matrix ---------------------------------------------------------
 
 
-def _quark_test(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "quark.cli.test", *args]
+def _quark_test(args: list[str], python: str = sys.executable) -> list[str]:
+    return [python, "-m", "quark.cli.test", *args]
 
 
 # "kprobe-table": KPROBE told to ignore the kernel's BTF, so that its
@@ -451,6 +548,19 @@ TABLE_ENV = ("QUARK_IGNORE_BTF=1", "QUARK_CHAOS_FULL=1")
 # where their records must carry the path the /proc scrape reads. Only the
 # cases that read cgroups run there, in one short boot alongside the others.
 V1_KERNELS = ("6.1",)
+
+# The cases an arm64 guest runs in the matrix: under TCG on this x86 host
+# it is the slowest guest (the full set takes some 10 minutes, against
+# CI's budget), so CI runs this fixed smoke set, one or more per part that
+# differs by architecture (registers, syscall tables, trampolines,
+# modules); the full set on demand: python krun.py 6.1-arm64
+# /usr/bin/python3 -m quark.cli.test
+ARM64_CASES = (
+    "t_probe", "t_fork_exec_exit", "t_exit_signal", "t_exec_thread",
+    "t_argv", "t_env", "t_cgroup_move", "t_container_after_exec",
+    "t_fork_storm", "t_file_shm", "t_tty", "t_ptrace", "t_module_load",
+    "t_sock_conn", "t_getpid", "t_kinds_refused",
+)  # fmt: skip
 V1_CASES = ("t_container_cgroup", "t_container_after_exec", "t_unshare")
 
 # the matrix's pseudo-backends, and the backend each runs
@@ -471,18 +581,18 @@ CASE_LINE = re.compile(
 PROBE_PREFIX = b"quark-probe: "
 
 
-def _probe_argv() -> list[str]:
-    return [sys.executable, "-m", "quark.cli.mon", "--probe", "-E"]
+def _probe_argv(python: str = sys.executable) -> list[str]:
+    return [python, "-m", "quark.cli.mon", "--probe", "-E"]
 
 
-def _with_probe(argv: list[str]) -> list[str]:
+def _with_probe(argv: list[str], python: str = sys.executable) -> list[str]:
     """A guest command that prints the probe's document, prefixed, then
     runs ``argv`` in its place (whose status the boot's is)."""
     prefix = PROBE_PREFIX.decode()
     return [
         "/bin/sh",
         "-c",
-        f"{shlex.join(_probe_argv())} | sed 's/^/{prefix}/'; "
+        f"{shlex.join(_probe_argv(python))} | sed 's/^/{prefix}/'; "
         f"exec {shlex.join(argv)}",
     ]
 
@@ -605,6 +715,7 @@ class _Boot:
     probing: bool
     cgroup: str = "v2"
     cases: tuple[str, ...] = ()  # all when empty
+    python: str = sys.executable  # the guest's interpreter
 
 
 def _boots(backends: list[str], kernels: list[str] | None) -> list[_Boot]:
@@ -615,7 +726,11 @@ def _boots(backends: list[str], kernels: list[str] | None) -> list[_Boot]:
         # One boot serves EBPF and KPROBE (booting under TCG is a good part
         # of a run); kprobe-table and the v1 pair need their own (another
         # environment, another cgroup layout).
+        arch = _ARCH_OF_DEBIAN.get(k.arch, k.arch)
+        python = guest_python(arch)
         groups = [[be for be in backends if be in ("ebpf", "kprobe")]]
+        if arch != "x86_64":  # its own userland: the main boot, its cases
+            groups = [[*groups[0], "arm"]] if groups[0] else []
         if "kprobe-table" in backends and k.name in TABLE_KERNELS:
             groups.append(["kprobe-table"])
         if k.name in V1_KERNELS:
@@ -623,18 +738,23 @@ def _boots(backends: list[str], kernels: list[str] | None) -> list[_Boot]:
         for group in groups:
             if not group:
                 continue
+            cases: tuple[str, ...] = ()
+            if group[-1] == "arm":
+                group = group[:-1]
+                cases = ARM64_CASES
             runs = [BACKEND_OF.get(be, be) for be in group]
             flags = [{"ebpf": "-b"}.get(be, "-k") for be in runs]
             v1 = group[0].endswith("-v1")
-            cases = V1_CASES if v1 else ()
-            argv = _quark_test([*sorted(set(flags)), *cases])
+            if v1:
+                cases = V1_CASES
+            argv = _quark_test([*sorted(set(flags)), *cases], python)
             probing = group[0] in ("ebpf", "kprobe")
             if group == ["kprobe-table"]:
                 argv = ["/usr/bin/env", *TABLE_ENV, *argv]
             out.append(
                 _Boot(
                     k.name, tuple(group), argv, probing,
-                    cgroup="v1" if v1 else "v2", cases=cases,
+                    cgroup="v1" if v1 else "v2", cases=cases, python=python,
                 )
             )  # fmt: skip
     return out
@@ -668,7 +788,7 @@ def matrix(
         # live backends, in the kernel's own environment
         o = run(
             b.kernel,
-            _with_probe(b.argv) if b.probing else b.argv,
+            _with_probe(b.argv, b.python) if b.probing else b.argv,
             timeout=timeout,
             quiet=jobs > 1,
             smp=smp,
@@ -689,7 +809,10 @@ def matrix(
         # each kernel fetched and its base initramfs built once, before
         # the guests start (two boots of one kernel share the file)
         for name in dict.fromkeys(b.kernel for b in boots):
-            initramfs.base_image(resolve(name).modules, sys.executable)
+            k = resolve(name)
+            arm = k.arch == "arm64"
+            root = _arm64_root(os.getcwd(), k.release) if arm else None
+            guest_base(k, root)
         for b in boots:
             print(f"== {b.kernel} {'+'.join(b.group)} (queued)", flush=True)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -708,7 +831,8 @@ def matrix(
         repro = ["python", "krun.py"]
         if b.cgroup != "v2":
             repro += ["--cgroup", b.cgroup]
-        repro += [b.kernel, *b.argv]
+        # the boot's own cases give way to the failed ones
+        repro += [b.kernel, *b.argv[: len(b.argv) - len(b.cases)]]
         # a run that failed with every case passed failed elsewhere
         # (the guest, quark-test itself): then each backend fails
         whole = o.status == 0 or not all(v[0] for v in verdicts.values())
@@ -719,7 +843,7 @@ def matrix(
             note = ""
             if not ok:
                 why = _failure_note(o, v, want.get(name, 0))
-                cases = [n for n, _ in v.failed]
+                cases = [n for n, _ in v.failed] or list(b.cases)
                 note = f"{why} | {shlex.join([*repro, *cases])}"
                 if jobs > 1:  # no console was streamed: show the failures
                     _show_failures(b, be, o, v)

@@ -84,7 +84,9 @@ def _decompress(path: pathlib.Path) -> bytes:
     return data
 
 
-def _busybox() -> bytes:
+def _busybox(path: pathlib.Path | None = None) -> bytes:
+    if path is not None:
+        return path.read_bytes()
     for p in BUSYBOX_PATHS:
         if os.path.exists(p):
             return pathlib.Path(p).read_bytes()
@@ -99,9 +101,15 @@ def _cache() -> pathlib.Path:
     return d
 
 
-def base_image(modules_dir: pathlib.Path | None, python: str) -> pathlib.Path:
+def base_image(
+    modules_dir: pathlib.Path | None,
+    python: str,
+    *,
+    busybox: pathlib.Path | None = None,
+) -> pathlib.Path:
     """The cached base archive for a kernel's modules directory (None: a
-    kernel with the drivers built in, no modules to load)."""
+    kernel with the drivers built in, no modules to load); ``busybox``: the
+    guest architecture's, when it is not the host's."""
     paths: list[str] = []
     if modules_dir is not None:
         deps = parse_modules_dep((modules_dir / "modules.dep").read_text())
@@ -111,6 +119,7 @@ def base_image(modules_dir: pathlib.Path | None, python: str) -> pathlib.Path:
         h.update((HERE / name).read_bytes())
     h.update(str(modules_dir).encode())
     h.update(python.encode())
+    h.update(str(busybox).encode())
     h.update("\n".join(paths).encode())
     out = _cache() / f"base-{h.hexdigest()[:16]}.cpio"
     if out.exists():
@@ -118,7 +127,7 @@ def base_image(modules_dir: pathlib.Path | None, python: str) -> pathlib.Path:
     entries = [Entry.dir(d) for d in (
         "bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules",
     )]  # fmt: skip
-    entries.append(Entry.file("bin/busybox", _busybox(), 0o755))
+    entries.append(Entry.file("bin/busybox", _busybox(busybox), 0o755))
     entries.append(Entry.file("init", (HERE / "init").read_bytes(), 0o755))
     entries.append(Entry.file("guest.py", (HERE / "guest.py").read_bytes()))
     entries.append(Entry.file("python", python.encode()))

@@ -22,6 +22,7 @@ class Kernel:
     packages: tuple[str, ...]
     vmlinuz: str
     modules: str
+    arch: str = "amd64"  # Debian's name of the kernel's architecture
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ def kernels() -> list[Kernel]:
             tuple(k["packages"]),
             k["vmlinuz"],
             k["modules"],
+            k.get("arch", "amd64"),
         )
         for k in data["kernels"]
     ]
@@ -71,7 +73,10 @@ def _depmod(root: pathlib.Path, kernel: Kernel) -> None:
 
 def fetch(kernel: Kernel) -> Fetched:
     """Download and unpack the kernel's packages (cached)."""
-    roots = [debian.extract(debian.download(p)) for p in kernel.packages]
+    arch = None if kernel.arch == "amd64" else kernel.arch
+    roots = [
+        debian.extract(debian.download(p, arch=arch)) for p in kernel.packages
+    ]
     vmlinuz = modules = None
     for root in roots:
         _depmod(root, kernel)

@@ -14,6 +14,7 @@ packages=(
     libbpf1 libbpf-dev bpftool clang llvm  # EBPF backend and its build
     dwarves                                # pahole: independent BTF check
     qemu-system-x86 busybox-static kmod cpio  # the kernel matrix
+    qemu-system-arm mmdebstrap arch-test   # its arm64 guest and userland
     tmux                                   # quark-mon terminal test
     python3 python3-venv python3-pip
 )

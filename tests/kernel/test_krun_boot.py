@@ -69,3 +69,14 @@ def test_a_corrupt_image_is_one_line(tmp_path) -> None:  # type: ignore[no-untyp
     r = _krun(str(bad), "/bin/true")
     assert r.returncode == 2
     assert r.stderr.startswith("krun: ") and r.stderr.count("\n") == 1
+
+
+def test_an_arm64_guest_runs_its_own_userland_with_the_checkout() -> None:
+    """The arm64 manifest kernel boots under qemu-system-aarch64 with a
+    Debian arm64 userland as its root and this checkout at its own path:
+    the command's status comes back, and quark imports there."""
+    r = _krun("--timeout", "600", "6.1-arm64", "/bin/sh", "-c",
+              'test "$(uname -m)" = aarch64 && cd "$1" && '
+              '/usr/bin/python3 -c "import quark.engine" && exit 3',
+              "sh", ROOT, timeout=900)  # fmt: skip
+    assert r.returncode == 3, r.stderr

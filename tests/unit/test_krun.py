@@ -375,6 +375,17 @@ def test_matrix_boots_one_guest_per_kernel_for_both_backends() -> None:
             "kprobe": len(krun.V1_CASES),
         }
     assert len(boots) == len(live) + len(table) + len(v1)
+    # a kernel of another architecture runs in its own userland's Python
+    arm = [b for b in live if b.python != sys.executable]
+    assert [b.kernel for b in arm] == [
+        k.name for k in krun.manifest.kernels() if k.arch == "arm64"
+    ]
+    assert arm, "the matrix has an arm64 column"
+    for b in arm:
+        assert b.argv[0] == "/usr/bin/python3" and b.cases == krun.ARM64_CASES
+        assert krun._with_probe(b.argv, b.python)[2].startswith(
+            "/usr/bin/python3 -m quark.cli.mon --probe"
+        )
     assert "quark.cgroup=v1" in krun.kernel_cmdline("v1")
     assert "quark.cgroup" not in krun.kernel_cmdline()
     assert all("QUARK_IGNORE_BTF=1" in b.argv for b in table)
@@ -386,3 +397,39 @@ def test_matrix_boots_one_guest_per_kernel_for_both_backends() -> None:
     (cell,) = krun._boots(["kprobe"], ["6.1"])
     assert (cell.kernel, cell.group) == ("6.1", ("kprobe",))
     assert "-b" not in cell.argv and "-k" in cell.argv
+
+
+def test_an_arm64_guest_shares_its_root_the_checkout_and_its_modules(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    k = krun.Resolved(
+        tmp_path / "Image", tmp_path / "mods", "6.1.0-50-arm64", "test",
+        "arm64",
+    )  # fmt: skip
+    argv = krun.qemu_argv_arm64(
+        "2G", 2, k, tmp_path / "initrd", tmp_path / "root", "/work/q"
+    )
+    assert argv[0].endswith("qemu-system-aarch64")
+    assert argv[argv.index("-accel") + 1] == "tcg"  # no KVM for arm64 here
+    line = argv[argv.index("-append") + 1]
+    assert "console=ttyAMA0" in line and "quark.checkout=/work/q" in line
+    assert "quark.modules=1" in line
+    shares = {
+        dev.rsplit("mount_tag=", 1)[1]: fs.split("path=", 1)[1].split(",")[0]
+        for fs, dev in zip(argv[argv.index("-fsdev") + 1 :: 4],
+                           argv[argv.index("-device") + 1 :: 4], strict=True)
+    }  # fmt: skip
+    assert shares == {
+        "hostroot": str(tmp_path / "root"),
+        "checkout": "/work/q",
+        "modules": str(tmp_path / "mods"),
+    }
+    # its userland's Python and PATH, not the host's venv or module paths
+    env = krun._guest_env(k.modules, "arm64")
+    assert "QUARK_GUEST_MODULES" not in env
+    assert str(pathlib.Path(sys.executable).parent) not in env["PATH"]
+    assert krun.guest_python("arm64") == "/usr/bin/python3"
+    assert krun.guest_python("x86_64") == sys.executable
+    # the checkout's path travels on the kernel command line
+    with pytest.raises(krun.KrunError, match="white space"):
+        krun._arm64_root("/work/a checkout")
