@@ -548,6 +548,7 @@ TABLE_ENV = ("QUARK_IGNORE_BTF=1", "QUARK_CHAOS_FULL=1")
 # where their records must carry the path the /proc scrape reads. Only the
 # cases that read cgroups run there, in one short boot alongside the others.
 V1_KERNELS = ("6.1",)
+V1_CASES = ("t_container_cgroup", "t_container_after_exec", "t_unshare")
 
 # The cases an arm64 guest runs in the matrix: under TCG on this x86 host
 # it is the slowest guest (the full set takes some 10 minutes, against
@@ -561,7 +562,6 @@ ARM64_CASES = (
     "t_fork_storm", "t_file_shm", "t_tty", "t_ptrace", "t_module_load",
     "t_sock_conn", "t_getpid", "t_kinds_refused",
 )  # fmt: skip
-V1_CASES = ("t_container_cgroup", "t_container_after_exec", "t_unshare")
 
 # the matrix's pseudo-backends, and the backend each runs
 BACKEND_OF = {
