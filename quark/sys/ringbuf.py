@@ -2,9 +2,15 @@
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (the only
 page userspace may write); page 1 the producer position; then the data
-pages, mapped twice in a row so that a record that wraps reads contiguously.
-Each record is an 8-byte header (u32 length with the BUSY and DISCARD bits,
-u32 page offset) followed by the data, padded to 8 bytes.
+pages, which the kernel offers twice in a row so that a record that wraps
+reads contiguously. Each record is an 8-byte header (u32 length with the
+BUSY and DISCARD bits, u32 page offset) followed by the data, padded to 8
+bytes.
+
+The data pages are mapped once here, not twice as libbpf maps them: the
+kernel fills the whole mapping at mmap time, so the second copy would add
+the ring's size again to the consumer's RSS (16 MB of the default ring)
+for the rare record that wraps, which is read in two slices instead.
 
 Reading the positions straight from memory, in batches, costs a fraction of
 a ctypes callback per record (``ring_buffer__consume``).
@@ -77,7 +83,7 @@ class RingReader:
         )
         try:
             prod = mmap.mmap(
-                fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ,
                 offset=page,
             )  # fmt: skip
         except BaseException:
@@ -92,9 +98,10 @@ class RingReader:
         """A reader of memory laid out as the kernel maps it: ``consumer``
         holds the consumer position at 0 (written back); ``producer`` the
         producer position at 0, then from its second page the ``size`` data
-        bytes twice in a row. ``close()`` closes both."""
+        bytes (what follows them is never read). ``close()`` closes
+        both."""
         _check_size(size)
-        if len(consumer) < 8 or len(producer) < mmap.PAGESIZE + 2 * size:
+        if len(consumer) < 8 or len(producer) < mmap.PAGESIZE + size:
             raise ValueError("ring memory smaller than its layout")
         reader = cls.__new__(cls)
         reader._setup(consumer, producer, size)
@@ -106,6 +113,7 @@ class RingReader:
         self._cons = cons
         self._prod = prod
         self._data = mmap.PAGESIZE  # data starts after the producer page
+        self._end = mmap.PAGESIZE + size
         self.discarded = 0
         self.corrupt = 0  # times a header was impossible: the rest skipped
         # the most bytes ever found waiting at a read, and how many times a
@@ -121,7 +129,7 @@ class RingReader:
         cons_mm, prod_mm = self._cons, self._prod
         cons = _u64.unpack_from(cons_mm, 0)[0]
         prod = _u64.unpack_from(prod_mm, 0)[0]
-        mask, base = self._mask, self._data
+        mask, base, end = self._mask, self._data, self._end
         start = cons
         self._note(prod - cons)
         while cons < prod and len(out) < limit:
@@ -139,7 +147,15 @@ class RingReader:
             if word & _DISCARD:
                 self.discarded += 1
             else:
-                out.append(prod_mm[off + _HDR : off + _HDR + length])
+                # a header never wraps (8-aligned, in pages); its data may
+                stop = off + _HDR + length
+                if stop <= end:
+                    out.append(prod_mm[off + _HDR : stop])
+                else:
+                    out.append(
+                        prod_mm[off + _HDR : end]
+                        + prod_mm[base : base + stop - end]
+                    )
             cons += (length + _HDR + 7) & ~7
         if cons != start:
             _u64.pack_into(cons_mm, 0, cons)
