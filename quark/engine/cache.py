@@ -207,6 +207,10 @@ class ProcessCache:
         self.entry_leaders = entry_leaders
         self.tick_ns = tick_ns
         self.garbage_collections = 0
+        # the last environment cut to max_env, and what it was cut to: the
+        # backends' decoders hand out one object per distinct environment
+        self._env_in: tuple[str, ...] | None = None
+        self._env_out: tuple[str, ...] = ()
 
     # -- queries ------------------------------------------------------------
     def __len__(self) -> int:
@@ -424,8 +428,11 @@ class ProcessCache:
         if env is not None:
             if self.max_env <= 0:
                 vals[_ENV] = None
+            elif env is self._env_in:  # a shell's children share theirs
+                vals[_ENV] = self._env_out
             else:
-                vals[_ENV] = truncate_env(env, self.max_env)
+                vals[_ENV] = self._env_out = truncate_env(env, self.max_env)
+                self._env_in = env
         e.snap = None
 
     # -- entry leaders (upstream.md §4.8) ------------------------------------
