@@ -204,39 +204,21 @@ static __always_inline u64 wakeup_flags(u64 size)
  * an rqspinlock, also when taking the lock fails. Measured on the CI
  * host's 6.18 under a fork storm: a few records per 10,000 processes
  * refused in ~250 ns each (no lock timeout) with the ring never a third
- * full, and one retry let only some of them through. A refusal with room
- * is tried again up to seven times (written out, not a loop, for the
- * verifiers of older kernels); a full ring is not retried.
+ * full. A refusal with room is tried once more (some then go through); a
+ * full ring is not retried.
  */
-
 static __always_inline bool ring_has_room(u64 size)
 {
 	return bpf_ringbuf_query(&ringbuf, BPF_RB_AVAIL_DATA) + size + 8 <
 	       bpf_ringbuf_query(&ringbuf, BPF_RB_RING_SIZE);
 }
 
-#define RING_RETRY(failed, size, again)                                 \
-	do {                                                            \
-		if ((failed) && ring_has_room(size))                    \
-			again;                                          \
-	} while (0)
-#define RING_RETRIES(failed, size, again)                               \
-	do {                                                            \
-		RING_RETRY(failed, size, again);                        \
-		RING_RETRY(failed, size, again);                        \
-		RING_RETRY(failed, size, again);                        \
-		RING_RETRY(failed, size, again);                        \
-		RING_RETRY(failed, size, again);                        \
-		RING_RETRY(failed, size, again);                        \
-		RING_RETRY(failed, size, again);                        \
-	} while (0)
-
 static __always_inline long ring_output(void *data, u64 size, u64 flags)
 {
 	long err = bpf_ringbuf_output(&ringbuf, data, size, flags);
 
-	if (err) {
-		RING_RETRIES(err, size, err = bpf_ringbuf_output(&ringbuf, data, size, flags));
+	if (err && ring_has_room(size)) {
+		err = bpf_ringbuf_output(&ringbuf, data, size, flags);
 		if (!err)
 			count(Q_CNT_RETRIED);
 	}
@@ -248,8 +230,8 @@ static __always_inline long ring_output(void *data, u64 size, u64 flags)
 #define ring_reserve(size)                                              \
 	({                                                              \
 		void *r_ = bpf_ringbuf_reserve(&ringbuf, (size), 0);    \
-		if (!r_) {                                              \
-			RING_RETRIES(!r_, (size), r_ = bpf_ringbuf_reserve(&ringbuf, (size), 0)); \
+		if (!r_ && ring_has_room(size)) {                       \
+			r_ = bpf_ringbuf_reserve(&ringbuf, (size), 0);  \
 			if (r_)                                         \
 				count(Q_CNT_RETRIED);                   \
 		}                                                       \
