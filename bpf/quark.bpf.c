@@ -200,12 +200,12 @@ static __always_inline u64 wakeup_flags(u64 size)
 
 /*
  * Every record goes to the ring through these two. The kernel refuses a
- * record when the ring is full, and on 6.15+ kernels, whose ring lock is
- * an rqspinlock, also when taking the lock fails. Measured on the CI
- * host's 6.18 under a fork storm: a few records per 10,000 processes
- * refused in ~250 ns each (no lock timeout) with the ring never a third
- * full. A refusal with room is tried once more (some then go through); a
- * full ring is not retried.
+ * record when the ring is full (it compares the producer position with
+ * the consumer's, which the reader publishes; see quark/sys/ringbuf.py
+ * for how a torn write of it once made a nearly empty ring look full),
+ * and on 6.15+ kernels, whose ring lock is an rqspinlock, also when
+ * taking the lock fails. A refusal while the ring has room is tried once
+ * more; a full ring is not retried.
  */
 static __always_inline bool ring_has_room(u64 size)
 {

@@ -10,9 +10,10 @@ Reported: the processes spawned and those not seen with FORK, EXEC and EXIT
 <= 60 MB with the default ``max_env``; the bench's own bookkeeping, two
 arrays indexed by pid, is in it), and of it the BPF ring's mapping: the
 kernel maps the ring's pages whole at open (the reader maps them once,
-see :mod:`quark.sys.ringbuf`), so a 16 MiB ring shows as 16 MB of RSS from
-the start, whatever the load; the rest is what the library holds. Then the events and raw records per second sustained, and the
-consumer's CPU. Needs root.
+see :mod:`quark.sys.ringbuf`), so a 16 MiB ring shows as 16 MB of RSS
+from the start, whatever the load; the rest is what the library holds.
+Then the events and raw records per second sustained, and the consumer's
+CPU. Needs root.
 """
 
 from __future__ import annotations

@@ -67,7 +67,6 @@ _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 _HEAD, _TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048
 _HDR = struct.Struct("<IHH")
 _u64 = struct.Struct("<Q")
-_HEAD_TAIL = struct.Struct("<QQ")  # data_head, then data_tail
 
 
 class PerfEventAttr(ctypes.Structure):
@@ -152,18 +151,21 @@ class PerfRing:
         self._size = size
         self._write_tail = write_tail
         self._mapping: mmap.mmap | None = None
+        self._views: list[memoryview] = []  # into _mapping: released first
         self.corrupt = 0  # times the ring had to be skipped
 
     def close(self) -> None:
         """Unmap the ring (when it owns its mapping). Idempotent."""
         m, self._mapping = self._mapping, None
+        for view in self._views:
+            view.release()
+        self._views = []
         if m is not None:
             m.close()
 
     def empty(self) -> bool:
         """Nothing left to read (the head is where we stopped)."""
-        head, tail = _HEAD_TAIL.unpack_from(self._buf, _HEAD)  # type: ignore[arg-type]
-        return bool(head == tail)
+        return self._u64_at(_HEAD) == self._u64_at(_TAIL)
 
     def skip(self) -> None:
         """Drop whatever is in the ring, unread."""
@@ -171,6 +173,9 @@ class PerfRing:
             self._write_tail(self._u64_at(_HEAD))
 
     def _u64_at(self, off: int) -> int:
+        # copied out first in one piece (an 8-byte memcpy), then decoded:
+        # struct reads a buffer byte by byte, which the kernel's store
+        # could tear
         return int(_u64.unpack_from(bytes(self._buf[off : off + 8]))[0])
 
     def _copy(self, pos: int, length: int) -> bytes:
@@ -211,9 +216,15 @@ def map_ring(fd: int, pages: int) -> tuple[mmap.mmap, PerfRing]:
     m = mmap.mmap(fd, (1 + pages) * page, mmap.MAP_SHARED,
                   mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
 
+    # One 8-byte store. struct.pack_into zeroes its field before writing
+    # it byte by byte: the kernel could read a tail of 0 in between, take
+    # the ring for full and drop records (see quark.sys.ringbuf).
+    tail_word = memoryview(m).cast("B")[_TAIL : _TAIL + 8].cast("Q")
+
     def write_tail(tail: int) -> None:
-        _u64.pack_into(m, _TAIL, tail)
+        tail_word[0] = tail
 
     ring = PerfRing(m, page_size=page, write_tail=write_tail)
     ring._mapping = m
+    ring._views.append(tail_word)
     return m, ring

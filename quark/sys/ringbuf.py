@@ -15,6 +15,15 @@ for the rare record that wraps, which is read in two slices instead.
 Reading the positions straight from memory, in batches, costs a fraction of
 a ctypes callback per record (``ring_buffer__consume``).
 
+The positions are read and written whole, through memoryviews cast to
+native u64 (one 8-byte load or store), never with :mod:`struct`:
+``Struct.pack_into`` zeroes its field before writing the bytes one by one,
+so the kernel could read the consumer position as 0 in between, take
+the ring for full and refuse records. Under a fork storm it did, a few per
+10,000 processes, with the ring nearly empty: those were the "refusals
+with room" once blamed on the 6.15+ ring lock. A byte-wise read of the
+producer position could likewise be torn.
+
 :meth:`RingReader.over` reads memory laid out the same way but made by the
 caller (anonymous maps in the unit tests).
 """
@@ -22,7 +31,6 @@ caller (anonymous maps in the unit tests).
 from __future__ import annotations
 
 import mmap
-import struct
 
 from quark.errors import ConfigError
 
@@ -42,8 +50,6 @@ _BEHIND_QUARTERS = 3
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HDR = 8
-_u64 = struct.Struct("<Q")
-_u32 = struct.Struct("<I")
 
 
 def _check_size(size: int) -> None:
@@ -112,6 +118,12 @@ class RingReader:
         self._mask = size - 1
         self._cons = cons
         self._prod = prod
+        # whole-word views (see the module's docstring); the producer page
+        # and the data pages are 8-aligned and a multiple of 8 long
+        self._cons_pos = memoryview(cons).cast("B")[:8].cast("Q")
+        self._prod_pos = memoryview(prod).cast("B")[:8].cast("Q")
+        self._words = memoryview(prod).cast("B")[: mmap.PAGESIZE + size]
+        self._words = self._words.cast("I")
         self._data = mmap.PAGESIZE  # data starts after the producer page
         self._end = mmap.PAGESIZE + size
         self.discarded = 0
@@ -126,15 +138,15 @@ class RingReader:
     def read(self, limit: int) -> list[bytes]:
         """Up to ``limit`` records (fewer if the ring has fewer)."""
         out: list[bytes] = []
-        cons_mm, prod_mm = self._cons, self._prod
-        cons = _u64.unpack_from(cons_mm, 0)[0]
-        prod = _u64.unpack_from(prod_mm, 0)[0]
+        prod_mm, words = self._prod, self._words
+        cons = self._cons_pos[0]
+        prod = self._prod_pos[0]
         mask, base, end = self._mask, self._data, self._end
         start = cons
         self._note(prod - cons)
         while cons < prod and len(out) < limit:
             off = base + (cons & mask)
-            word = _u32.unpack_from(prod_mm, off)[0]
+            word = words[off >> 2]
             if word & _BUSY:
                 break  # being written: the rest comes next time
             length = word & ~(_BUSY | _DISCARD)
@@ -158,14 +170,13 @@ class RingReader:
                     )
             cons += (length + _HDR + 7) & ~7
         if cons != start:
-            _u64.pack_into(cons_mm, 0, cons)
+            self._cons_pos[0] = cons
         return out
 
     def sample(self) -> int:
         """The bytes waiting now (noted in ``high_water`` and ``behind``, as
         at a read)."""
-        waiting = _u64.unpack_from(self._prod, 0)[0]
-        waiting -= _u64.unpack_from(self._cons, 0)[0]
+        waiting = self._prod_pos[0] - self._cons_pos[0]
         self._note(waiting)
         return int(waiting)
 
@@ -180,6 +191,8 @@ class RingReader:
             self._was_behind = False  # caught up (well below the mark)
 
     def close(self) -> None:
+        for view in (self._cons_pos, self._prod_pos, self._words):
+            view.release()
         for m in (self._cons, self._prod):
             if not m.closed:
                 m.close()

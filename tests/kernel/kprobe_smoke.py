@@ -34,7 +34,7 @@ def main() -> int:
     fmt = parse_format(probes.format("fork"))
     assert fmt.id == eid, (fmt.id, eid)
     fmt.compile(("tgid",))
-    fds, maps, rings = [], [], []
+    fds, rings = [], []
     try:
         for cpu in range(os.cpu_count() or 1):
             attr = perf.PerfEventAttr(
@@ -45,8 +45,7 @@ def main() -> int:
             )  # fmt: skip
             fd = perf.perf_event_open(attr, -1, cpu)
             fds.append(fd)
-            m, ring = perf.map_ring(fd, 8)
-            maps.append(m)
+            _, ring = perf.map_ring(fd, 8)
             rings.append(ring)
             perf.ioctl(fd, perf.PERF_EVENT_IOC_ENABLE)
         child = subprocess.Popen(["/bin/true"])
@@ -61,8 +60,8 @@ def main() -> int:
                 seen.append(fmt.unpack(raw)["tgid"])
         assert child.pid in seen, (child.pid, seen)
     finally:
-        for m in maps:
-            m.close()
+        for ring in rings:
+            ring.close()  # its views into the mapping, then the mapping
         for fd in fds:
             os.close(fd)
         probes.close()
