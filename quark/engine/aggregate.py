@@ -62,7 +62,12 @@ _CONNECTOR = RawKind.EXEC_CONNECTOR
 def agg_single(head: Held, child: RawEvent) -> bool:
     """At most one child of each kind (fork+exec+exec: [fork+exec], [exec])."""
     kind = child.kind
-    return all(c.kind != kind for c in head.agg or ())
+    # a loop: all() over a generator costs 3-4 times as much (timeit,
+    # one merged child: about 1.7 against 0.5 us), and this runs per merge
+    for c in head.agg:  # noqa: SIM110
+        if c.kind == kind:
+            return False
+    return True
 
 
 def agg_mult(head: Held, child: RawEvent) -> bool:
@@ -79,12 +84,15 @@ def agg_fork_exec(head: Held, child: RawEvent) -> bool:
     second half of an exec, joins the EXEC it follows.
     """
     if child.kind == _EXEC:
-        for c in head.agg or ():
+        for c in head.agg:
             k = c.kind
             if k in (_EXEC, _ID_CHANGE, _CONNECTOR):
                 return False
         return True
-    return all(c.kind != _CONNECTOR for c in head.agg or ())
+    for c in head.agg:  # noqa: SIM110 (a loop, as in agg_single)
+        if c.kind == _CONNECTOR:
+            return False
+    return True
 
 
 # Indexed by an op mask (an IntFlag's & builds a new member, some 15 times
