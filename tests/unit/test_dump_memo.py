@@ -28,6 +28,14 @@ def test_each_process_shows_its_own_values() -> None:
     assert dump_process(_proc(10, "/srv", env), EV.FORK | EV.EXEC) == a
 
 
+def test_unhashable_values_print_as_hashable_ones_do() -> None:
+    # a caller's own Process may hold lists: formatted, not memoized
+    listed = _proc(14, "/srv", ("A=1",))
+    tupled = listed._replace(cmdline=("/bin/true", "-la"), env=("A=1",))
+    assert dump_process(listed, EV.EXEC) == dump_process(tupled, EV.EXEC)
+    assert "cmdline=[ /bin/true, -la ]" in dump_process(listed, EV.EXEC)
+
+
 def test_sizes_count_bytes_not_characters() -> None:
     text = dump_process(_proc(12, "/", ("K=é",)), EV.EXEC)
     assert "env_len=5" in text  # K, =, two bytes of é, NUL
