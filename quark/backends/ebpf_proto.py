@@ -44,6 +44,7 @@ from quark.raw.types import (
     RawSock,
     RawTask,
     SockOp,
+    task_event,
 )
 from quark.raw.types import fsdecode as _fsdecode
 from quark.raw.types import memo as _memo
@@ -632,7 +633,7 @@ def _make_decode(
             )
         pid = v[i_pid]
         task = build_task(v)
-        ev = RawEvent(raw_kind, v[i_time], pid, v[i_tid], task=task)
+        ev = task_event(raw_kind, v[i_time], pid, v[i_tid], task)
         if kind == k_comm:
             ev.comm = cstr(v[i_comm])  # the new name; task.comm unknown
             return ev
