@@ -11,7 +11,6 @@ import struct
 from binascii import b2a_base64
 from collections import deque
 from collections.abc import Callable, Iterator
-from operator import attrgetter
 from typing import Any
 
 from quark.container import container_of
@@ -55,8 +54,9 @@ _TTY_MAJ = _F["tty_major"]
 _TTY_MIN = _F["tty_minor"]
 
 
-def _copier(idx: tuple[int, ...]) -> Callable[[list[Any], RawTask], None]:
-    """``copy(vals, task)``: each field of ``idx`` that the task knows.
+def _copier(idx: tuple[int, ...]) -> Callable[[list[Any], RawTask], bool]:
+    """``copy(vals, task)``: each field of ``idx`` that the task knows;
+    True when it knew them all.
 
     Written as source and compiled once, as :mod:`dataclasses` does: it
     runs for every raw event, and unrolled it takes half the time of a
@@ -64,13 +64,15 @@ def _copier(idx: tuple[int, ...]) -> Callable[[list[Any], RawTask], None]:
     timeit on the CI machine), where the engine spends about 13 us per
     raw event (python -m quark.bench engine).
     """
-    lines = ["def copy(vals, task):"]
+    lines = ["def copy(vals, task):", "    whole = True"]
     for i in idx:
         lines += [f"    v = task.{Process.TABLE[i].name}",
-                  f"    if v is not None: vals[{i}] = v"]  # fmt: skip
+                  f"    if v is not None: vals[{i}] = v",
+                  "    else: whole = False"]  # fmt: skip
+    lines.append("    return whole")
     ns: dict[str, Any] = {}
     exec(compile("\n".join(lines), "<cache copier>", "exec"), ns)
-    copy: Callable[[list[Any], RawTask], None] = ns["copy"]
+    copy: Callable[[list[Any], RawTask], bool] = ns["copy"]
     return copy
 
 
@@ -78,9 +80,6 @@ def _copier(idx: tuple[int, ...]) -> Callable[[list[Any], RawTask], None]:
 # Src.TASK_OPT ones, which some do: both copied whenever known.
 _copy_plain = _copier(_by_src(Src.TASK))
 _copy_task = _copier(_by_src(Src.TASK) + _by_src(Src.TASK_OPT))
-_plain_values = attrgetter(
-    *(f.name for f in Process.TABLE if f.src is Src.TASK)
-)
 _copy_opt = _copier(_by_src(Src.TASK_OPT))
 
 # What a child inherits from its parent at fork: true of the child at that
@@ -335,10 +334,9 @@ class ProcessCache:
         # when that task carries them all, apply them once, not per raw.
         chain = (head, *agg) if agg else (head,)
         last = chain[-1].task
-        plain_once = False
-        if last is not None and None not in _plain_values(last):
-            _copy_plain(e.vals, last)
-            plain_once = True
+        # Copying the last task's first is harmless when it lacks some:
+        # each raw's are then copied in order, the last's again at the end.
+        plain_once = last is not None and _copy_plain(e.vals, last)
         for raw in chain:
             kind = raw.kind
             task = raw.task
