@@ -184,6 +184,26 @@ def test_a_late_event_at_a_merged_childs_time_is_held() -> None:
     assert ev.time == 3  # bumped past the merged exec's time
 
 
+def test_exited_processes_share_equal_values_and_keep_them() -> None:
+    """An exited entry waits out the grace time holding values equal to
+    other entries' (a record's integers are objects of their own): it
+    keeps one of them, and every lookup still shows its own values."""
+    e = Engine(hold_time=10)
+    caps = [int("2199023255551") for _ in range(3)]  # equal, not the same
+    assert caps[0] is not caps[1]
+    for i, cap in enumerate(caps):
+        pid = 20 + i
+        e.push(fork(pid, 10 * i + 1, ppid=7, cap_bset=cap, uid=1000 + i))
+        e.push(exit_(pid, 10 * i + 2))
+    assert len(drain(e)) == 3
+    procs = [e.lookup(20 + i) for i in range(3)]
+    assert all(p is not None for p in procs)
+    assert {p.cap_bset for p in procs if p} == {2199023255551}
+    assert len({id(p.cap_bset) for p in procs if p}) == 1
+    assert [p.uid for p in procs if p] == [1000, 1001, 1002]
+    assert [p.pid for p in procs if p] == [20, 21, 22]
+
+
 def test_the_queue_never_exceeds_max_length() -> None:
     e = Engine(max_length=3, hold_time=10)
     for i in range(3):
