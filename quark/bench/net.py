@@ -129,8 +129,11 @@ for i in range(first, first + count):
     req = 200 + (i * 37) % 400          # 200..599 bytes
     resp = 2000 + (i * 211) % 6000      # 2000..7999 bytes
     c = socket.socket(family, socket.SOCK_STREAM)
-    t = time.monotonic_ns()
     c.connect((host, port))
+    # after connect: a port is only this socket's from then on, so two
+    # uses of one port are in the order of these times (taken before
+    # connect, a client preempted there could follow the next user)
+    t = time.monotonic_ns()
     lport = c.getsockname()[1]
     c.sendall(struct.pack("!II", req, resp) + payload[:req - 8])
     got = 0
