@@ -262,11 +262,14 @@ def _guest_env(
     return env
 
 
-# console output that shows the guest is executing (SeaBIOS handing over
-# to the kernel, a kernel line, our init): a KVM boot that prints none of
-# it within the probe's seconds is hung
-PROGRESS = re.compile(rb"Booting from ROM|^\[\s*\d+\.\d+\]|quark-init:")
-KVM_PROBE_SECONDS = 8.0
+# console output that shows the kernel is executing (a kernel line, our
+# init): a KVM boot that prints none of it within the probe's seconds is
+# hung. SeaBIOS's "Booting from ROM" is not enough: on a nested-KVM host
+# (2026-12-01) a boot printed it and then spun without a kernel line for
+# minutes. A healthy KVM boot reaches our init in a few seconds, quiet
+# kernel command line and all.
+PROGRESS = re.compile(rb"^\[\s*\d+\.\d+\]|quark-init:")
+KVM_PROBE_SECONDS = 20.0
 
 
 def _kvm_hung_stamp() -> pathlib.Path:
@@ -469,7 +472,8 @@ def _watch(
                 proc.wait()
                 return Outcome(
                     EXIT_KVM_HUNG,
-                    f"KVM boot hung ({probe:.0f} s without console output)",
+                    f"KVM boot hung ({probe:.0f} s without a line of the "
+                    "kernel or of init)",
                     False,
                 )
             left = deadline - time.monotonic()
@@ -951,14 +955,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--accel", choices=("auto", "kvm", "tcg"), default="auto",
         help="auto (default): KVM when /dev/kvm opens, falling back to TCG "
-        "when the KVM boot shows no console output within --kvm-probe "
-        "seconds; kvm or tcg: that one only",
+        "when the KVM boot shows no line of the kernel or of krun's init "
+        "within --kvm-probe seconds; kvm or tcg: that one only",
     )  # fmt: skip
     ap.add_argument(
         "--kvm-probe", type=float, default=KVM_PROBE_SECONDS,
         metavar="SECONDS",
-        help="with --accel auto: how long a KVM boot may stay silent "
-        "(default %(default)s)",
+        help="with --accel auto: how long a KVM boot may go without a "
+        "line of the kernel or of krun's init (default %(default)s)",
     )  # fmt: skip
     ap.add_argument(
         "--quiet", action="store_true", help="do not stream the guest console"
