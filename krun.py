@@ -772,6 +772,8 @@ def matrix(
     kernels: list[str] | None = None,
     jobs: int = 1,
     smp: int = 2,
+    accel: str = "auto",
+    kvm_probe: float = KVM_PROBE_SECONDS,
 ) -> int:
     """quark-test on every manifest kernel (or ``kernels``) and the host.
     ``jobs`` > 1 boots that many guests at once, their consoles not
@@ -797,6 +799,8 @@ def matrix(
             quiet=jobs > 1,
             smp=smp,
             cgroup=b.cgroup,
+            accel=accel,
+            kvm_probe=kvm_probe,
         )
         took = time.monotonic() - t0
         if jobs > 1:  # no console streamed: say when each guest is done
@@ -1030,6 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
                 kernels=args.kernels.split(",") if args.kernels else None,
                 jobs=args.jobs,
                 smp=args.smp,
+                accel=args.accel,
+                kvm_probe=args.kvm_probe,
             )
         except KrunError as e:
             print(f"krun: {e}", file=sys.stderr)
