@@ -143,11 +143,13 @@ def t_sock_conn(backend: str) -> None:
         old_acc.close()
         old_srv.close()
 
-        # -- a refused connect: a port nobody listens on
+        # -- a refused connect: a port nobody listens on. The socket that
+        # found it stays bound (never listening: a connect is refused)
+        # until the runs are done, or a listener below could be given the
+        # same port and its connection taken for the refused one's
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         refused_port = probe.getsockname()[1]
-        probe.close()
         try:
             socket.create_connection(("127.0.0.1", refused_port), timeout=5)
             raise AssertionError(f"port {refused_port} accepted")
@@ -190,6 +192,7 @@ def t_sock_conn(backend: str) -> None:
             del conn_name
             runs.append((label, pid, chost, port, lport, server_end))
 
+        probe.close()
         ports = {port for *_, port, _, _ in runs}
         ports |= {refused_port, listen_at.port}
 
@@ -209,10 +212,11 @@ def t_sock_conn(backend: str) -> None:
             if ours(ev):
                 evs.append(ev)
 
+    refused = _addr(("127.0.0.1", refused_port))
     stray = [
         (_brief(e), e.socket) for e in evs
         if e.socket is not None
-        and refused_port in (e.socket.local.port, e.socket.remote.port)
+        and refused in (e.socket.local, e.socket.remote)
     ]  # fmt: skip
     assert not stray, f"a refused connect made events: {stray}"
     for label, pid, chost, port, lport, seen_by_server in runs:
