@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -370,32 +371,33 @@ class RawEvent:
         return f"RawEvent({self.to_dict()!r})"
 
 
-_new = object.__new__
+def _task_event_maker() -> Callable[
+    [RawKind, int, int, int, RawTask | None], RawEvent
+]:
+    """``task_event`` written from ``RawEvent.__init__``'s own signature:
+    the members the decoders pass, and every other one at its default,
+    so the member list is declared once, in ``__init__``."""
+    given = ("kind", "time", "pid", "tid", "task")
+    params = inspect.signature(RawEvent.__init__).parameters
+    lines = [f"def task_event({', '.join(given)}):", "    ev = new(RawEvent)"]
+    for name in RawEvent.__slots__:
+        value = name if name in given else repr(params[name].default)
+        lines.append(f"    ev.{name} = {value}")
+    lines.append("    return ev")
+    ns: dict[str, Any] = {"new": object.__new__, "RawEvent": RawEvent}
+    exec(compile("\n".join(lines), "<task_event>", "exec"), ns)
+    made: Callable[[RawKind, int, int, int, RawTask | None], RawEvent]
+    made = ns["task_event"]
+    return made
 
 
-def task_event(
-    kind: RawKind, time: int, pid: int, tid: int, task: RawTask | None
-) -> RawEvent:
-    """``RawEvent(kind, time, pid, tid, task=task)``, made without the
-    class call: the decoders make one per kernel record, and in CPython
-    3.11 a call to a class with a keyword argument builds its arguments
-    as a tuple and a dict first (0.36 against 0.74 us, timeit; the
-    EBPF decoder's costliest line in py-spy). Every member is set here
-    as ``__init__`` sets it (tests/unit/test_raw_types.py holds the two
-    to the same members)."""
-    ev = _new(RawEvent)
-    ev.kind = kind
-    ev.time = time
-    ev.pid = pid
-    ev.tid = tid
-    ev.cpu = None
-    ev.task = task
-    ev.exe = None
-    ev.args = None
-    ev.comm = None
-    ev.id_change = 0
-    ev.payload = None
-    return ev
+#: ``task_event(kind, time, pid, tid, task)``: ``RawEvent(kind, time, pid,
+#: tid, task=task)``, made without the class call. The decoders make one
+#: per kernel record, and in CPython 3.11 a call to a class with a keyword
+#: argument builds its arguments as a tuple and a dict first (0.36 against
+#: 0.74 us, timeit; the EBPF decoder's costliest line in py-spy).
+#: tests/unit/test_raw_types.py holds it to the same members as __init__.
+task_event = _task_event_maker()
 
 
 class Seed:
