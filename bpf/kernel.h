@@ -31,6 +31,11 @@ typedef _Bool bool;
 
 enum {
 	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+};
+
+enum {
+	BPF_F_NO_PREALLOC = 1,
 };
 
 enum bpf_map_type {

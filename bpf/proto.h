@@ -25,7 +25,7 @@
 #define QUARK_PROTO_H
 
 enum q_proto {
-	Q_PROTO_VERSION = 7,
+	Q_PROTO_VERSION = 8,
 };
 
 enum q_kind {
@@ -84,6 +84,8 @@ enum q_limit {
 	Q_TTY_IOV = 8,        /* iovecs of a writev read */
 	Q_MODULE_NAME = 56,   /* the kernel's MODULE_NAME_LEN */
 	Q_MODULE_STR = 64,    /* bytes of a module's version, srcversion */
+	Q_FOLD_DATA = 512,    /* area bytes a deferred fork keeps */
+	Q_FOLD_SLOTS = 1024,  /* forks deferred at once */
 };
 
 struct q_event {
@@ -102,6 +104,9 @@ struct q_event {
 	__u64 cap_ambient;
 	__u64 start_time;  /* task->start_boottime */
 	__u64 exe_inode;   /* mm->exe_file's inode number; 0: unknown */
+	__u64 fork_time;   /* Q_EXEC, Q_EXIT: the time of the process's fork,
+			    * whose record this one replaces (see on_fork);
+			    * 0: none */
 	__u32 ppid;
 	__u32 uid, gid, suid, sgid, euid, egid;
 	__u32 pgid, sid;
@@ -323,6 +328,9 @@ enum q_counter {
 	Q_CNT_NOBUF,      /* scratch buffers all busy (nesting) */
 	Q_CNT_RECOVERED,  /* events a backup program emitted for a skipped run */
 	Q_CNT_RETRIED,    /* records the ring refused with room, then took */
+	Q_CNT_DEFERRED,   /* FORK records kept back in the folding map */
+	Q_CNT_FOLDED,     /* of those, carried by their EXEC or EXIT record */
+	Q_CNT_FLUSHED,    /* of those, sent before another record of the pid */
 	Q_CNT_NUM,
 };
 
@@ -337,6 +345,18 @@ struct q_config {
 	__u32 shm;           /* non-zero: SHM events asked for */
 	__u32 cgroup_v1;     /* 0: the cgroup path is v2's; n: v1 subsystem
 			      * n - 1's (a legacy layout, see procfs.py) */
+	__u32 fold;          /* non-zero: forks may be deferred (on_fork) */
+};
+
+/*
+ * A FORK record kept back (the folding map's value, keyed by pid): the
+ * record as it would have gone to the ring, areas included. Userspace
+ * takes the ones no EXEC or EXIT came for (quark/backends/ebpf.py), and
+ * reads the slot's size from the map, not from q_wire.
+ */
+struct q_fork_slot {
+	struct q_event ev;
+	char data[Q_FOLD_DATA];
 };
 
 /* Never used by the programs: it carries every wire type into the BTF. */

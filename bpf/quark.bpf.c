@@ -213,7 +213,7 @@ static __always_inline bool ring_has_room(u64 size)
 	       bpf_ringbuf_query(&ringbuf, BPF_RB_RING_SIZE);
 }
 
-static __always_inline long ring_output(void *data, u64 size, u64 flags)
+static __always_inline long ring_put(void *data, u64 size, u64 flags)
 {
 	long err = bpf_ringbuf_output(&ringbuf, data, size, flags);
 
@@ -226,10 +226,89 @@ static __always_inline long ring_output(void *data, u64 size, u64 flags)
 	return err;
 }
 
-/* A record of a fixed size reserved, or NULL (counted lost). */
-#define ring_reserve(size)                                              \
+/*
+ * Folding. Most processes exec soon after their fork, and many exit soon
+ * after that: three records, of which the fork's is spent by the exec's
+ * at once (the consumer merges them). So a FORK record may be kept back
+ * in this map, keyed by pid, and the process's next record carries it
+ * instead:
+ *  - its EXEC or EXIT record takes it out, and says when the fork was
+ *    (q_event.fork_time): userspace makes the FORK raw event of it;
+ *  - any other record of the pid sends it first (flush_fork), so that
+ *    the consumer sees nothing of a process before its fork;
+ *  - a fork no record came for is taken by userspace, which sweeps the
+ *    map whenever it reads the ring (quark/backends/ebpf.py).
+ * A fork is only kept back while the consumer has said, through
+ * fold_until, that it will read again before that time: a consumer that
+ * waits for the next record to wake it gets every fork at once. Taking an
+ * entry out is a delete, which succeeds once: whoever deletes it (an
+ * EXEC, an EXIT, a flush, or the sweep) owns the record. The map is not
+ * preallocated, so that a deleted entry's memory stays valid until the
+ * program returns (RCU) and a flush can send it after the delete.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, Q_FOLD_SLOTS);
+	__type(key, u32);
+	__type(value, struct q_fork_slot);
+} folding SEC(".maps");
+
+/* Set (through its mmap) by the consumer: until when (bpf_ktime_get_ns)
+ * it will come back to read the ring and sweep the map; 0: it will not. */
+volatile u64 fold_until SEC(".data.fold") = 0;
+
+/* pid's kept-back FORK record out to the ring now, if it has one. */
+static __always_inline void flush_fork(u32 pid)
+{
+	struct q_fork_slot *f;
+	u64 size;
+
+	if (!cfg.fold)
+		return;
+	f = bpf_map_lookup_elem(&folding, &pid);
+	if (!f || bpf_map_delete_elem(&folding, &pid))
+		return; /* none, or taken meanwhile */
+	size = f->ev.size;
+	if (size > sizeof(*f))
+		size = sizeof(*f);
+	ring_put(f, size, wakeup_flags(size));
+	count(Q_CNT_FLUSHED);
+}
+
+/* The time of pid's kept-back fork, taken out of the map, or 0. */
+static __always_inline u64 take_fork(u32 pid)
+{
+	struct q_fork_slot *f;
+	u64 t;
+
+	if (!cfg.fold)
+		return 0;
+	f = bpf_map_lookup_elem(&folding, &pid);
+	if (!f)
+		return 0;
+	t = f->ev.time;
+	if (bpf_map_delete_elem(&folding, &pid))
+		return 0;
+	count(Q_CNT_FOLDED);
+	return t;
+}
+
+/* Every record but a kept-back fork's goes out through this one. All
+ * records begin as struct q_event does (kind, size, time, pid, tid). */
+static __always_inline long ring_output(void *data, u64 size, u64 flags)
+{
+	flush_fork(((struct q_event *)data)->pid);
+	return ring_put(data, size, flags);
+}
+
+/* A record of a fixed size reserved for one of pid, or NULL (counted
+ * lost). */
+#define ring_reserve(size, pid)                                         \
 	({                                                              \
-		void *r_ = bpf_ringbuf_reserve(&ringbuf, (size), 0);    \
+		void *r_;                                               \
+		flush_fork(pid);                                        \
+		r_ = bpf_ringbuf_reserve(&ringbuf, (size), 0);          \
 		if (!r_ && ring_has_room(size)) {                       \
 			r_ = bpf_ringbuf_reserve(&ringbuf, (size), 0);  \
 			if (r_)                                         \
@@ -308,6 +387,7 @@ static __always_inline void start(struct q_scratch *s, u32 kind,
 	e->id_change = 0;
 	e->flags = 0;
 	e->pad = 0;
+	e->fork_time = 0;
 	fill_task(e, task);
 #pragma unroll
 	for (int i = 0; i < Q_VAR_NUM; i++)
@@ -513,6 +593,22 @@ static __always_inline void finish_paths(struct q_scratch *s, u32 off,
 
 /* --- fork -------------------------------------------------------------- */
 
+/* Keeps a process's FORK record back (see folding) when the consumer will
+ * read again soon and the record fits; false: send it now. */
+static __always_inline bool defer_fork(struct q_scratch *s, u32 data_len)
+{
+	u64 until = fold_until;
+
+	if (!cfg.fold || !until || s->ev.tid != s->ev.pid ||
+	    data_len > Q_FOLD_DATA || bpf_ktime_get_ns() >= until)
+		return false;
+	s->ev.size = sizeof(struct q_event) + data_len;
+	if (bpf_map_update_elem(&folding, &s->ev.pid, s, BPF_NOEXIST))
+		return false; /* full */
+	count(Q_CNT_DEFERRED);
+	return true;
+}
+
 /* sched_process_fork(parent, child) */
 static __always_inline int on_fork(u64 *args, bool backup)
 {
@@ -526,10 +622,18 @@ static __always_inline int on_fork(u64 *args, bool backup)
 		return 0;
 	if (!claim(Q_FORK, tid, backup))
 		return 0;
+	/* the parent's own fork first: its children never go before it */
+	flush_fork(BPF_CORE_READ(child, real_parent, tgid));
 	s = begin(Q_FORK, child, &level);
 	if (!s)
 		return 0;
-	finish_paths(s, off, child, level);
+	off = put_cwd(s, off, child);
+	off = put_cgroup_var(s, off, child);
+	if (defer_fork(s, off)) {
+		scratch_put(level);
+		return 0;
+	}
+	finish(s, off, level);
 	return 0;
 }
 
@@ -551,6 +655,7 @@ static __always_inline int on_exec(u64 *args, bool backup)
 	s = begin(Q_EXEC, task, &level);
 	if (!s)
 		return 0;
+	s->ev.fork_time = take_fork(s->ev.pid);
 	mm = BPF_CORE_READ(task, mm);
 	exe = BPF_CORE_READ(mm, exe_file);
 	if (exe) {
@@ -600,8 +705,16 @@ static __always_inline int on_exit(u64 *args, bool backup)
 	if (BPF_CORE_READ(signal, flags) & SIGNAL_GROUP_EXIT)
 		code = BPF_CORE_READ(signal, group_exit_code);
 	s->ev.exit_code = code;
-	if (live == 0)
+	if (live == 0) {
 		s->ev.tid = s->ev.pid; /* the process, not the last thread */
+		s->ev.fork_time = take_fork(s->ev.pid);
+	}
+	if (s->ev.fork_time) {
+		/* the fork's areas: its cwd and cgroup (exit_fs and
+		 * cgroup_exit come after this tracepoint) */
+		finish_paths(s, 0, task, level);
+		return 0;
+	}
 	finish(s, 0, level);
 	return 0;
 }
@@ -784,7 +897,7 @@ static __always_inline void emit_sock(struct sock *sk, u32 op, u32 flags)
 	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	struct q_sock_event *e;
 
-	e = ring_reserve(sizeof(*e));
+	e = ring_reserve(sizeof(*e), pid_tgid >> 32);
 	if (!e) {
 		return;
 	}
@@ -960,7 +1073,7 @@ Q_OWNER(connect6, connect6)
 
 static __always_inline int on_skb(struct __sk_buff *skb, u32 direction)
 {
-	u32 len = skb->len, cap, off;
+	u32 len = skb->len, cap, off, pid;
 	u64 cookie;
 	u32 *owner;
 	struct q_packet_buf *b;
@@ -982,7 +1095,10 @@ static __always_inline int on_skb(struct __sk_buff *skb, u32 direction)
 		return 1;
 	if (ports[0] != bpf_htons(53) && ports[1] != bpf_htons(53))
 		return 1;
-	b = ring_reserve(sizeof(*b));
+	cookie = bpf_get_socket_cookie(skb);
+	owner = bpf_map_lookup_elem(&sock_owner, &cookie);
+	pid = owner ? *owner : 0;
+	b = ring_reserve(sizeof(*b), pid);
 	if (!b) {
 		return 1;
 	}
@@ -997,12 +1113,10 @@ static __always_inline int on_skb(struct __sk_buff *skb, u32 direction)
 		count(Q_CNT_LOST);
 		return 1;
 	}
-	cookie = bpf_get_socket_cookie(skb);
-	owner = bpf_map_lookup_elem(&sock_owner, &cookie);
 	b->ev.kind = Q_PACKET;
 	b->ev.size = sizeof(b->ev) + cap;
 	b->ev.time = bpf_ktime_get_ns();
-	b->ev.pid = owner ? *owner : 0;
+	b->ev.pid = pid;
 	b->ev.tid = b->ev.pid;
 	b->ev.direction = direction;
 	b->ev.orig_len = len;
@@ -1455,7 +1569,7 @@ static __always_inline int path_exit(void *ctx)
 	if (!bpf_map_lookup_elem(&pending, &tid))
 		return 0;
 	bpf_map_delete_elem(&pending, &tid);
-	r = ring_reserve(sizeof(*r));
+	r = ring_reserve(sizeof(*r), pid_tgid >> 32);
 	if (!r) {
 		return 0;
 	}
@@ -1480,7 +1594,7 @@ static __always_inline int shm_enter(void *ctx, u32 kind)
 
 	if (!file_watched())
 		return 0;
-	e = ring_reserve(sizeof(*e));
+	e = ring_reserve(sizeof(*e), pid_tgid >> 32);
 	if (!e) {
 		return 0;
 	}
@@ -1794,7 +1908,7 @@ static __always_inline int ptrace_enter(void *ctx)
 
 	if (req == PTRACE_TRACEME)
 		return 0;
-	e = ring_reserve(sizeof(*e));
+	e = ring_reserve(sizeof(*e), pid_tgid >> 32);
 	if (!e) {
 		return 0;
 	}
@@ -1831,7 +1945,7 @@ static __always_inline int on_module_load(u64 *args, bool unused)
 	if (tgid <= 2 || (BPF_CORE_READ(task, flags) & PF_KTHREAD) ||
 	    BPF_CORE_READ(task, real_parent, tgid) == 2)
 		return 0;
-	e = ring_reserve(sizeof(*e));
+	e = ring_reserve(sizeof(*e), pid_tgid >> 32);
 	if (!e) {
 		return 0;
 	}

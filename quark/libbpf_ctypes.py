@@ -73,12 +73,14 @@ class BpfLinkP(ctypes.c_void_p):
     """``struct bpf_link *``"""
 
 
-class U32Cell:
-    """A u32 at the start of an mmapable BPF array map, shared with the
-    programs (:meth:`BpfObject.data_u32`). Its mapping outlives the
-    object's close until :meth:`close` (or collection)."""
+class DataCell:
+    """An unsigned integer of ``width`` bytes at the start of an mmapable
+    BPF array map, shared with the programs (:meth:`BpfObject.data_cell`).
+    Its mapping outlives the object's close until :meth:`close` (or
+    collection)."""
 
-    def __init__(self, map_fd: int) -> None:
+    def __init__(self, map_fd: int, width: int = 4) -> None:
+        self._width = width
         try:
             self._mm = mmap.mmap(map_fd, mmap.PAGESIZE, mmap.MAP_SHARED)
         except OSError as e:
@@ -88,11 +90,13 @@ class U32Cell:
 
     @property
     def value(self) -> int:
-        return int.from_bytes(self._mm[:4], sys.byteorder)
+        return int.from_bytes(self._mm[: self._width], sys.byteorder)
 
     @value.setter
     def value(self, v: int) -> None:
-        self._mm[:4] = v.to_bytes(4, sys.byteorder)
+        # one store of the whole cell (see quark/sys/ringbuf.py on torn
+        # writes): a slice assignment of an aligned 4 or 8 bytes
+        self._mm[: self._width] = v.to_bytes(self._width, sys.byteorder)
 
     def close(self) -> None:
         self._mm.close()
@@ -139,12 +143,28 @@ SYMBOLS: dict[str, tuple[Any, list[Any], str]] = {
     "bpf_map__name": (c_char_p, [BpfMapP], "raw"),
     "bpf_map__fd": (c_int, [BpfMapP], "int"),
     "bpf_map__set_max_entries": (c_int, [BpfMapP, ctypes.c_uint32], "int"),
+    "bpf_map__value_size": (ctypes.c_uint32, [BpfMapP], "raw"),
+    "bpf_map__max_entries": (ctypes.c_uint32, [BpfMapP], "raw"),
     "bpf_map__initial_value": (
         c_void_p,
         [BpfMapP, ctypes.POINTER(c_size_t)],
         "ptr",
     ),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], "int"),
+    "bpf_map_delete_elem": (c_int, [c_int, c_void_p], "raw"),
+    "bpf_map_lookup_batch": (
+        c_int,
+        [
+            c_int,
+            c_void_p,
+            c_void_p,
+            c_void_p,
+            c_void_p,
+            ctypes.POINTER(ctypes.c_uint32),
+            c_void_p,
+        ],
+        "raw",
+    ),
     "libbpf_find_vmlinux_btf_id": (c_int, [c_char_p, c_int], "int"),
     "btf__load_vmlinux_btf": (c_void_p, [], "ptr"),
     "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint], "int"),
@@ -427,11 +447,22 @@ class BpfObject:
             )
         ctypes.memmove(ptr, data, len(data))
 
-    def data_u32(self, name: str) -> U32Cell:
-        """The first u32 of a loaded data map (``.data.*``, which libbpf
-        makes mmapable), mapped from the kernel's map: setting its
-        ``value`` is seen by the programs at once, with no syscall."""
-        return U32Cell(self.map_fd(name))
+    def data_cell(self, name: str, width: int = 4) -> DataCell:
+        """The first ``width`` bytes (a u32 or u64) of a loaded data map
+        (``.data.*``, which libbpf makes mmapable), mapped from the
+        kernel's map: setting its ``value`` is seen by the programs at
+        once, with no syscall."""
+        return DataCell(self.map_fd(name), width)
+
+    def map_batch(self, name: str) -> Batch:
+        """A :class:`Batch` reader of the loaded hash map ``name`` (keyed
+        by u32), sized from the map."""
+        m = self.map(name)
+        return Batch(
+            self.map_fd(name),
+            lib().bpf_map__value_size(m),
+            lib().bpf_map__max_entries(m),
+        )
 
     def map_fd(self, name: str) -> int:
         fd: int = lib().bpf_map__fd(self.map(name))
@@ -526,6 +557,51 @@ def lookup_percpu_u64(map_fd: int, key: int, ncpus: int) -> list[int]:
     values = (ctypes.c_uint64 * ncpus)()
     lib().bpf_map_lookup_elem(map_fd, ctypes.byref(k), values)
     return list(values)
+
+
+def delete_u32(map_fd: int, key: int) -> bool:
+    """Delete ``key`` from a hash map: True when this call removed it,
+    False when it was not there (another took it first)."""
+    k = ctypes.c_uint32(key)
+    r = lib().bpf_map_delete_elem(map_fd, ctypes.byref(k))
+    if r == 0:
+        return True
+    if r == -_errno.ENOENT:
+        return False
+    raise _error(-r, "bpf_map_delete_elem")
+
+
+class Batch:
+    """Reads a hash map keyed by u32 in one syscall (BPF_MAP_LOOKUP_BATCH,
+    Linux 5.6), into buffers made once."""
+
+    def __init__(self, map_fd: int, value_size: int, max_entries: int):
+        self._fd = map_fd
+        self._size = value_size
+        self._max = max_entries
+        self._keys = (ctypes.c_uint32 * max_entries)()
+        self._values = ctypes.create_string_buffer(value_size * max_entries)
+        self._base = ctypes.addressof(self._values)
+        self._token = ctypes.c_uint64()
+        self._count = ctypes.c_uint32()
+
+    def read(self) -> list[tuple[int, bytes]]:
+        """(key, value) of every entry (an entry added or removed
+        meanwhile may or may not be seen)."""
+        self._count.value = self._max
+        r = lib().bpf_map_lookup_batch(
+            self._fd, None, ctypes.byref(self._token), self._keys,
+            self._values, ctypes.byref(self._count), None,
+        )  # fmt: skip
+        # ENOENT: the walk reached the end, which it does at once here
+        # (room for max_entries); what it found is in count all the same
+        if r != 0 and r != -_errno.ENOENT:
+            raise _error(-r, "bpf_map_lookup_batch")
+        keys, base, size = self._keys, self._base, self._size
+        return [
+            (keys[i], ctypes.string_at(base + i * size, size))
+            for i in range(self._count.value)
+        ]
 
 
 # uapi enum values (stable)

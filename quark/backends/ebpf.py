@@ -162,6 +162,15 @@ _PENDING_MAX = 65536
 #: how often the programs' skipped runs are read (ns)
 MISSES_NS = 1_000_000_000
 
+def fold_period_ns(hold_time_ms: int) -> int:
+    """How often a reader that holds events sweeps the forks kept back
+    (see folding in bpf/quark.bpf.c): an eighth of the hold time, at most
+    25 ms. A fork no EXEC or EXIT came for reaches the engine at most
+    about that late, well inside the time the engine holds events to
+    order them."""
+    return min(hold_time_ms * 1_000_000 // 8, 25_000_000)
+
+
 # the kinds the object has programs for
 _PROGRAM_KINDS = QQ(0)
 for _bit in KIND_ROLES.values():
@@ -175,6 +184,7 @@ class EbpfBackend(Backend):
 
     def __init__(self, attr: QueueAttr, **options: object) -> None:
         probe = bool(options.pop("probe_kinds", False))
+        fold = bool(options.pop("fold_forks", True))
         if options.pop("ignore_btf", False):
             # CO-RE relocates against the kernel's own BTF: without it there
             # is no EBPF (the auto order goes on to KPROBE)
@@ -191,6 +201,10 @@ class EbpfBackend(Backend):
                 "(which is live wherever the ebpf backend opens)"
             )
         self._reset(attr, probe)
+        # a short process's FORK record carried by its EXEC or EXIT (see
+        # folding in bpf/quark.bpf.c): not where the fork must be an event
+        # of its own (QQ.MIN_AGG), nor where records go out undecoded
+        self._folds = fold and not attr.flags & (QQ.MIN_AGG | QQ.BYPASS)
         try:
             _preflight()
             ensure_mounts()
@@ -219,7 +233,17 @@ class EbpfBackend(Backend):
         self._hold_ms = attr.hold_time
         self._timer: HoldTimer | None = None  # waking the reader: fileno
         self._epoll: select.epoll | None = None
-        self._wake: bpf.U32Cell | None = None
+        self._wake: bpf.DataCell | None = None
+        # folding: the deadline told to the programs (fold_until), the map
+        # of kept-back forks, read in one syscall, and when it is swept
+        self._folds = False
+        self._fold: bpf.DataCell | None = None
+        self._fold_fd = -1
+        self._fold_batch: bpf.Batch | None = None
+        self._fold_ns = fold_period_ns(attr.hold_time)
+        self._fold_told = False  # a deadline is told (not 0)
+        self._sweep_at: int | None = None  # when a sweep is owed
+        self._swept = 0  # forks the sweeps took
         self._misses = 0  # the last recursion-miss count that could be read
         self._misses_due = 0  # when it is read again
         self._programs: dict[str, Program] = {}
@@ -260,6 +284,7 @@ class EbpfBackend(Backend):
             "file_dedup_ns": attr.hold_time * 1_000_000,
             # 0: cgroup v2; else a legacy layout's v1 controller, + 1
             "cgroup_v1": 0 if src.ssid is None else src.ssid + 1,
+            "fold": 1 if self._folds else 0,
         }
         # a kind's switch, for the hooks that serve more than one kind:
         # the field named as the kind (q_config.file for QQ.FILE)
@@ -467,7 +492,11 @@ class EbpfBackend(Backend):
         self._counters_fd = obj.map_fd("counters")
         self._ring_fd = obj.map_fd("ringbuf")
         self._ring = RingReader(self._ring_fd, self._ring_size)
-        self._wake = obj.data_u32(".data.wake")
+        self._wake = obj.data_cell(".data.wake")
+        if self._folds:
+            self._fold = obj.data_cell(".data.fold", 8)
+            self._fold_fd = obj.map_fd("folding")
+            self._fold_batch = obj.map_batch("folding")
         self._timer = HoldTimer(self._hold_ms)
         self._epoll = select.epoll()
         self._epoll.register(self._ring_fd, select.EPOLLIN)
@@ -537,7 +566,55 @@ class EbpfBackend(Backend):
             wake.value = 1
             # a record that came between the read and this woke nobody
             soon = ring.sample() > 0
-        timer.settle(now, held, soon)
+        fold = self._fold
+        if fold is not None:
+            if held:
+                # forks may be kept back until then: come back by then
+                until = now + self._fold_ns
+                fold.value = until
+                self._fold_told = True
+                if self._sweep_at is None:
+                    self._sweep_at = until
+            elif self._fold_told:
+                # idle: every fork goes out at once again, and the ones
+                # kept back meanwhile are swept once the programs that
+                # read the old deadline are done (a millisecond is ample)
+                fold.value = 0
+                self._fold_told = False
+                if self._sweep_at is None:
+                    self._sweep_at = now + 1_000_000
+        timer.settle(now, held, soon, self._sweep_at)
+
+    def _sweep(self, out: list[RawEvent]) -> None:
+        """Take the forks kept back that no EXEC or EXIT record carried
+        (see folding in bpf/quark.bpf.c) into ``out``: a delete succeeds
+        once, so an entry deleted here is this reader's to decode."""
+        batch, decode = self._fold_batch, self._decode
+        self._sweep_at = None
+        if batch is None or decode is None:
+            return
+        try:
+            for pid, rec in batch.read():
+                if not bpf.delete_u32(self._fold_fd, pid):
+                    continue  # its EXEC, EXIT or another record took it
+                self._swept += 1
+                try:
+                    item = decode(rec)
+                except DecodeError as e:
+                    self._decode_errors += 1
+                    log.warning("skipped a kept-back fork: %s", e)
+                    continue
+                if isinstance(item, RawEvent):
+                    out.append(item)
+        except LibbpfError as e:
+            # no sweeping, no folding: the forks go out at once from now
+            # on, and the ones kept back with their process's next record
+            log.warning("cannot sweep the kept-back forks (%s): folding "
+                        "is off for this queue", e)  # fmt: skip
+            if self._fold is not None:
+                self._fold.value = 0
+            self._fold = None
+            self._fold_batch = None
 
     def read(self, limit: int) -> list[RawEvent]:
         ring = self._ring
@@ -546,6 +623,9 @@ class EbpfBackend(Backend):
             return []
         out: list[RawEvent] = []
         pending = self._pending
+        sweep_at = self._sweep_at
+        if sweep_at is not None and self.now() >= sweep_at:
+            self._sweep(out)
         recs = ring.read(limit)
         self._watch(bool(recs))
         for rec in recs:
@@ -557,6 +637,8 @@ class EbpfBackend(Backend):
                 continue
             if isinstance(item, RawEvent):
                 out.append(item)
+            elif type(item) is tuple:  # a folded fork, then its record
+                out.extend(item)
             elif isinstance(item, Pending):
                 if pending.pop(item.raw.tid, None) is not None:
                     self._unresolved += 1  # its result never came
@@ -592,6 +674,18 @@ class EbpfBackend(Backend):
                 continue
             out.append((_TIME.unpack_from(data, at)[0], data))
         return out
+
+    def fold_counts(self) -> dict[str, int]:
+        """How the forks went (see folding in bpf/quark.bpf.c): kept back
+        (``deferred``), carried by their EXEC or EXIT (``folded``), sent
+        before another record of their pid (``flushed``), and taken by
+        this reader's sweeps (``swept``)."""
+        return {
+            "deferred": self._counter("Q_CNT_DEFERRED"),
+            "folded": self._counter("Q_CNT_FOLDED"),
+            "flushed": self._counter("Q_CNT_FLUSHED"),
+            "swept": self._swept,
+        }
 
     def _counter(self, name: str) -> int:
         if self._counters_fd < 0:
@@ -694,6 +788,12 @@ class EbpfBackend(Backend):
         if self._wake is not None:
             self._wake.close()
             self._wake = None
+        if self._fold is not None:
+            self._fold.value = 0
+            self._fold.close()
+            self._fold = None
+        self._fold_batch = None
+        self._fold_fd = -1
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None

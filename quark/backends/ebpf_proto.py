@@ -52,7 +52,7 @@ from quark.raw.types import memo as _memo
 __all__ = ["PROTO_VERSION", "Decoder", "Pending", "Result"]
 
 #: The version of bpf/proto.h that this decoder speaks.
-PROTO_VERSION = 7
+PROTO_VERSION = 8
 
 
 class Pending:
@@ -78,7 +78,8 @@ class Result:
 
 #: what decode() returns: a raw event, one that waits for its syscall's
 #: result, that result, or None for a record that is not an event here
-Decoded = RawEvent | Pending | Result | None
+# a tuple: a folded fork's FORK raw event, then its record's EXEC or EXIT
+Decoded = RawEvent | tuple[RawEvent, RawEvent] | Pending | Result | None
 
 _SHM_DIR = "/dev/shm/"
 _O_CREAT = os.O_CREAT
@@ -576,6 +577,8 @@ def _make_decode(
     i_pid, i_tid = ev.index("pid"), ev.index("tid")
     i_flags, i_idc = ev.index("flags"), ev.index("id_change")
     i_comm, i_code = ev.index("comm"), ev.index("exit_code")
+    i_fork = ev.index("fork_time")
+    k_fork_raw = RawKind.WAKE_UP_NEW_TASK
     lens = ev.span("len")
     if lens.stop - lens.start != c("Q_VAR_NUM"):
         raise ProtocolError(
@@ -608,7 +611,13 @@ def _make_decode(
     }
 
     def decode(rec: bytes) -> Decoded:
-        """One ring record -> one raw event."""
+        """One ring record -> its raw event; an EXEC or EXIT record that
+        carries its process's fork (q_event.fork_time, see folding in
+        bpf/quark.bpf.c) -> (FORK, EXEC or EXIT). The FORK shares the
+        record's task: nothing of the process came between its fork and
+        this record (the programs send a kept-back fork before any other
+        record of its pid), so the engine always merges the two and the
+        fork's own values never show."""
         if len(rec) >= 4:
             other = other_kinds.get(int.from_bytes(rec[:4], "little"))
             if other is not None:
@@ -640,7 +649,8 @@ def _make_decode(
         task.comm = cstr(v[i_comm])
         if kind == k_exit:
             task.exit_code = v[i_code]
-            return ev
+            if not v[i_fork]:
+                return ev  # no areas; with a fork, the fork's cwd, cgroup
         if kind == k_idc:
             ev.id_change = v[i_idc]
             return ev
@@ -672,6 +682,9 @@ def _make_decode(
                 if flags & f_env:  # cut by max_env: whole entries only
                     env = env[: env.rfind(b"\0") + 1]
                 task.env = strs(env)
+        fork_time = v[i_fork]
+        if fork_time and kind in (k_exec, k_exit):
+            return task_event(k_fork_raw, fork_time, pid, pid, task), ev
         return ev
 
     return decode

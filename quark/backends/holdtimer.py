@@ -42,22 +42,30 @@ class HoldTimer:
         self._due = self._last_records + self.due_ns
         return self._due > now
 
-    def settle(self, now: int, held: bool, soon: bool) -> None:
+    def settle(
+        self, now: int, held: bool, soon: bool, by: int | None = None
+    ) -> None:
         """Set the timer after :meth:`held`: at once when ``soon`` (a record
         came while the wakeups were being switched on, and woke nobody),
-        when what is held is due, or not at all when nothing is held."""
+        when what is held is due or at ``by`` (the backend has work of its
+        own then) if that is sooner, or not at all when neither."""
         timer = self._timer
         if timer is None:
             return
         if soon:
             timer.arm(1)
             self._deadline = now
-        elif held:
+            return
+        target = self._due if held else None
+        if by is not None and (target is None or by < target):
+            target = by
+        if target is not None:
             # set once per batch of reads: when it fires, the read that
             # follows comes here again and sets it to the latest due time
-            if self._deadline is None or self._deadline <= now:
-                timer.arm(self._due - now)
-                self._deadline = self._due
+            dl = self._deadline
+            if dl is None or dl <= now or target < dl:
+                timer.arm(max(target - now, 1))
+                self._deadline = target
         elif self._deadline is not None:
             timer.disarm()  # fired, and nothing read since: quiet
             self._deadline = None

@@ -247,6 +247,99 @@ def t_id_change(backend: str) -> None:
 
 
 @case()
+def t_fold(backend: str) -> None:
+    """While the reader holds events (a busy system), which is when EBPF
+    keeps a fork back for its process's EXEC or EXIT record to carry: a
+    short process is one FORK|EXEC|EXIT event with its argv and cwd; a
+    fork no exec follows is delivered while its process lives; a fork
+    followed by another record of its process (setgid) before the exec
+    is delivered first, with the parent's name. On EBPF the programs'
+    counters show forks kept back and carried."""
+    if os.geteuid() != 0:
+        raise AssertionError("t_fold needs root")
+    busy = subprocess.Popen(
+        ["/bin/sh", "-c", f"while :; do {TRUE}; sleep 0.02; done"]
+    )
+    lone = -1
+    try:
+        with tempfile.TemporaryDirectory() as d, _queue(backend) as q:
+            cwd = os.path.realpath(d)
+            got: dict[int, list[Event]] = {}
+
+            def pump(seconds: float) -> None:
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    ev = q.get_event()
+                    if ev is None:
+                        q.block(0.01)
+                    elif ev.process is not None:
+                        got.setdefault(ev.process.pid, []).append(ev)
+
+            def kinds(pid: int) -> EV:
+                return EV(sum(e.events for e in got.get(pid, [])))
+
+            b = q._backend
+            counts = getattr(b, "fold_counts", None)
+            pump(0.5)  # the reader holds the busy shell's events now
+            before = counts() if counts else None
+            short = subprocess.Popen([TRUE, "fold"], cwd=cwd)
+            assert short.wait() == 0
+            pump(0.05)
+            lone = os.fork()
+            if lone == 0:
+                time.sleep(60)
+                os._exit(0)
+            pump(0.05)
+            flushed = os.fork()
+            if flushed == 0:
+                try:
+                    os.setgid(os.getgid())
+                    os.execv(TRUE, [TRUE])
+                finally:
+                    os._exit(127)
+            os.waitpid(flushed, 0)
+            deadline = time.monotonic() + DEADLINE
+            while time.monotonic() < deadline and not (
+                kinds(short.pid) & EV.EXIT
+                and kinds(flushed) & EV.EXIT
+                and kinds(lone) & EV.FORK
+            ):
+                pump(0.1)
+            ev = _only(got.get(short.pid, []))
+            assert ev.events == EV.FORK | EV.EXEC | EV.EXIT, ev.events
+            p = ev.process
+            assert p is not None
+            assert (p.cmdline, p.cwd, p.ppid) == ([TRUE, "fold"], cwd,
+                                                  os.getpid())  # fmt: skip
+            evs = got.get(lone, [])
+            assert evs and evs[0].events == EV.FORK, evs
+            p = evs[0].process
+            assert p is not None and p.exit_time is None
+            assert p.ppid == os.getpid() and p.cwd == os.getcwd()
+            evs = got.get(flushed, [])
+            assert len(evs) == 2, [str(e.events) for e in evs]
+            first, second = evs
+            assert first.events == EV.FORK | EV.ID_CHANGE, first.events
+            assert second.events == EV.EXEC | EV.EXIT, second.events
+            with open("/proc/self/comm") as f:
+                parent = f.read().strip()
+            assert first.process is not None and second.process is not None
+            assert first.process.comm == parent, first.process.comm
+            assert second.process.comm == "true"
+            if counts is not None:
+                after = counts()
+                assert before is not None
+                assert after["deferred"] > before["deferred"], after
+                assert after["folded"] > before["folded"], after
+    finally:
+        busy.kill()
+        busy.wait()
+        if lone > 0:
+            os.kill(lone, signal.SIGKILL)
+            os.waitpid(lone, 0)
+
+
+@case()
 def t_orphan(backend: str) -> None:
     """An orphan reparented to a subreaper shows the new ppid."""
     code = (

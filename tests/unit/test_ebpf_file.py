@@ -265,6 +265,8 @@ def _backend(layout: Layout, records: list[bytes]) -> EbpfBackend:
     b._fds = []
     b._misses = b._misses_due = 0
     b._wake = b._timer = None  # no kernel ring to wake on
+    b._fold = b._fold_batch = None  # nor forks kept back
+    b._sweep_at = None
     return b
 
 

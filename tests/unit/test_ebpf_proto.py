@@ -78,7 +78,7 @@ def test_every_q_event_member_is_decoded_or_framing(layout: Layout) -> None:
     """A member the decoder would silently drop is a bug: each is either a
     task field of Process (copied by name) or the record's framing."""
     framing = {"kind", "size", "time", "pid", "tid", "id_change", "flags",
-               "comm", "exit_code", "pad"}  # fmt: skip
+               "comm", "exit_code", "pad", "fork_time"}  # fmt: skip
     task = set(quark.raw.RawTask.FIELDS)
     for name in layout.record("q_event").names:
         base = name.rsplit("_", 1)[0] if name.startswith("len_") else name
@@ -139,6 +139,63 @@ def test_exit_comm_and_id_change(layout: Layout) -> None:
                       id_change=layout.const("Q_ID_SETUID")))  # fmt: skip
     assert idc.kind == RawKind.ID_CHANGE
     assert idc.id_change == quark.ID_CHANGE.SETUID
+
+
+def test_a_folded_fork_comes_first_with_the_records_task(
+    layout: Layout,
+) -> None:
+    """An EXEC or EXIT record that carries its process's kept-back fork
+    (fork_time) decodes to that FORK, at the fork's time, then the record's
+    own raw event; an EXIT's areas are then the fork's cwd and cgroup."""
+    dec = Decoder(layout).decode
+    areas = {"EXE": b"true\0bin\0", "ARGS": b"true\0", "CWD": b"tmp\0",
+             "CGROUP": b"a\0"}  # fmt: skip
+    fork, ex = dec(_record(layout, "Q_EXEC", areas, time=50, fork_time=40,
+                           pid=7, tid=7, comm=b"true", **TASK))  # fmt: skip
+    assert (fork.kind, fork.time, fork.pid, fork.tid) == (
+        RawKind.WAKE_UP_NEW_TASK, 40, 7, 7)  # fmt: skip
+    assert (ex.kind, ex.time, ex.exe) == (RawKind.EXEC, 50, "/bin/true")
+    assert fork.task is ex.task and fork.task.cwd == "/tmp"
+    _check_task(fork.task)
+    fork, ex = dec(_record(layout, "Q_EXIT", {"CWD": b"tmp\0",
+                                              "CGROUP": b"a\0"},
+                           time=60, fork_time=55, pid=8, tid=8,
+                           exit_code=256, **TASK))  # fmt: skip
+    assert (fork.kind, fork.time, ex.kind, ex.time) == (
+        RawKind.WAKE_UP_NEW_TASK, 55, RawKind.EXIT_THREAD, 60)  # fmt: skip
+    assert ex.task.exit_code == 256
+    assert (ex.task.cwd, ex.task.cgroup) == ("/tmp", "/a")
+    # without fork_time: the record alone, and an exit carries no cwd
+    ex = dec(_record(layout, "Q_EXIT", pid=8, tid=8, **TASK))
+    assert ex.kind == RawKind.EXIT_THREAD and ex.task.cwd is None
+
+
+def test_a_folded_short_process_is_one_event(layout: Layout) -> None:
+    """Two records, the EXEC carrying the fork, and the EXIT: one event
+    FORK|EXEC|EXIT at the fork's time, the parent's values inherited."""
+    from quark.engine import Engine
+    from quark.raw.types import Seed
+
+    dec = Decoder(layout).decode
+    eng = Engine(hold_time=10)
+    eng.seed([Seed(9, quark.raw.RawTask(ppid=1, comm="sh", cwd="/"),
+                   exe="/bin/sh", args=("sh",))])
+    areas = {"EXE": b"true\0bin\0", "ARGS": b"true\0x\0",
+             "CWD": b"tmp\0"}  # fmt: skip
+    for raw in (*dec(_record(layout, "Q_EXEC", areas, time=50, fork_time=40,
+                             pid=7, tid=7, comm=b"true", **TASK)),
+                dec(_record(layout, "Q_EXIT", time=70, pid=7, tid=7,
+                            comm=b"true", exit_code=0, **TASK))):  # fmt: skip
+        eng.push(raw)
+    out = list(eng.drain(10**9))
+    assert len(out) == 1, out
+    ev = out[0]
+    assert ev.events == quark.EV.FORK | quark.EV.EXEC | quark.EV.EXIT
+    assert ev.time == 40
+    p = ev.process
+    assert p is not None
+    assert (p.pid, p.ppid, p.comm, p.exe, p.cwd, list(p.cmdline)) == (
+        7, 9, "true", "/bin/true", "/tmp", ["true", "x"])  # fmt: skip
 
 
 def test_cgroup_move_and_getpid_carry_no_cwd(layout: Layout) -> None:
