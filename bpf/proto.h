@@ -6,8 +6,9 @@
  * ebpf_layout.py); struct q_wire puts each type in that BTF.
  *
  * Every ring buffer record is a struct q_event, followed for FORK and
- * EXEC by the variable-length areas whose sizes are in q_event.len[], in
- * enum q_var order:
+ * EXEC (and an EXIT that carries its process's fork, see fork_time) by
+ * the variable-length areas whose sizes are in q_event.len[], in enum
+ * q_var order:
  *   Q_VAR_EXE     path components of the executable, leaf first, each
  *                 NUL-terminated (userspace joins them in reverse)
  *   Q_VAR_ARGS    argv as in /proc/PID/cmdline (NUL-separated)

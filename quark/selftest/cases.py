@@ -253,8 +253,8 @@ def t_fold(backend: str) -> None:
     short process is one FORK|EXEC|EXIT event with its argv and cwd; a
     fork no exec follows is delivered while its process lives; a fork
     followed by another record of its process (setgid) before the exec
-    is delivered first, with the parent's name. On EBPF the programs'
-    counters show forks kept back and carried."""
+    is delivered first, with the parent's name and its new gid. On EBPF
+    the programs' counters show forks kept back and carried."""
     if os.geteuid() != 0:
         raise AssertionError("t_fold needs root")
     busy = subprocess.Popen(
@@ -293,7 +293,7 @@ def t_fold(backend: str) -> None:
             flushed = os.fork()
             if flushed == 0:
                 try:
-                    os.setgid(os.getgid())
+                    os.setgid(4243)  # a change: KPROBE tells no other
                     os.execv(TRUE, [TRUE])
                 finally:
                     os._exit(127)
@@ -325,6 +325,7 @@ def t_fold(backend: str) -> None:
                 parent = f.read().strip()
             assert first.process is not None and second.process is not None
             assert first.process.comm == parent, first.process.comm
+            assert first.process.gid == 4243
             assert second.process.comm == "true"
             if counts is not None:
                 after = counts()

@@ -203,6 +203,8 @@ def test_the_backend_counts_bad_records_and_goes_on(layout: Layout) -> None:
     backend._counters_fd = -1
     backend._fds = []
     backend._misses = backend._misses_due = 0
+    backend._fold = backend._fold_batch = None
+    backend._sweep_at = None
     backend._wake = backend._timer = None  # no kernel ring to wake on
     got = backend.read(100)
     assert [r.kind for r in got] == [
