@@ -585,16 +585,29 @@ class EbpfBackend(Backend):
                     self._sweep_at = now + 1_000_000
         timer.settle(now, held, soon, self._sweep_at)
 
-    def _sweep(self, out: list[RawEvent]) -> None:
+    def _sweep(self, out: list[RawEvent], now: int) -> None:
         """Take the forks kept back that no EXEC or EXIT record carried
         (see folding in bpf/quark.bpf.c) into ``out``: a delete succeeds
-        once, so an entry deleted here is this reader's to decode."""
+        once, so an entry deleted here is this reader's to decode. While
+        the programs may keep forks back, one younger than the fold period
+        is left for its exec to carry, and swept a period later (at the
+        latest twice the period after its fork); once they may not, all
+        go."""
         batch, decode = self._fold_batch, self._decode
         self._sweep_at = None
         if batch is None or decode is None:
             return
+        at = self._header[0]
+        oldest = now - self._fold_ns if self._fold_told else None
+        left = False
         try:
             for pid, rec in batch.read():
+                young = oldest is not None and (
+                    _TIME.unpack_from(rec, at)[0] > oldest
+                )
+                if young:
+                    left = True
+                    continue
                 if not bpf.delete_u32(self._fold_fd, pid):
                     continue  # its EXEC, EXIT or another record took it
                 self._swept += 1
@@ -606,6 +619,8 @@ class EbpfBackend(Backend):
                     continue
                 if isinstance(item, RawEvent):
                     out.append(item)
+            if left:
+                self._sweep_at = now + self._fold_ns
         except LibbpfError as e:
             # no sweeping, no folding: the forks go out at once from now
             # on, and the ones kept back with their process's next record
@@ -624,8 +639,10 @@ class EbpfBackend(Backend):
         out: list[RawEvent] = []
         pending = self._pending
         sweep_at = self._sweep_at
-        if sweep_at is not None and self.now() >= sweep_at:
-            self._sweep(out)
+        if sweep_at is not None:
+            now = self.now()
+            if now >= sweep_at:
+                self._sweep(out, now)
         recs = ring.read(limit)
         self._watch(bool(recs))
         for rec in recs:

@@ -262,7 +262,12 @@ def t_fold(backend: str) -> None:
     )
     lone = -1
     try:
-        with tempfile.TemporaryDirectory() as d, _queue(backend) as q:
+        # the default hold time: forks kept back for an exec up to 25 ms,
+        # more than a TCG guest's fork and exec take
+        with (
+            tempfile.TemporaryDirectory() as d,
+            _queue(backend, hold_time=1000) as q,
+        ):
             cwd = os.path.realpath(d)
             got: dict[int, list[Event]] = {}
 
