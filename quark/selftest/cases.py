@@ -249,7 +249,8 @@ def t_id_change(backend: str) -> None:
 @case()
 def t_fold(backend: str) -> None:
     """While the reader holds events (a busy system), which is when EBPF
-    keeps a fork back for its process's EXEC or EXIT record to carry: a
+    with ``fold_forks=True`` keeps a fork back for its process's EXEC or
+    EXIT record to carry: a
     short process is one FORK|EXEC|EXIT event with its argv and cwd; a
     fork no exec follows is delivered while its process lives; a fork
     followed by another record of its process (setgid) before the exec
@@ -257,6 +258,8 @@ def t_fold(backend: str) -> None:
     the programs' counters show forks kept back and carried."""
     if os.geteuid() != 0:
         raise AssertionError("t_fold needs root")
+    # folding is EBPF's option (fold_forks); KPROBE must give the same
+    fold = {"fold_forks": True} if backend == "ebpf" else {}
     busy = subprocess.Popen(
         ["/bin/sh", "-c", f"while :; do {TRUE}; sleep 0.02; done"]
     )
@@ -266,7 +269,7 @@ def t_fold(backend: str) -> None:
         # more than a TCG guest's fork and exec take
         with (
             tempfile.TemporaryDirectory() as d,
-            _queue(backend, hold_time=1000) as q,
+            _queue(backend, hold_time=1000, **fold) as q,
         ):
             cwd = os.path.realpath(d)
             got: dict[int, list[Event]] = {}

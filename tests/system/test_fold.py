@@ -1,6 +1,7 @@
-"""Folding on the host's EBPF backend (issue 15, item 2): a FORK record
-kept back in the kernel and carried by the process's EXEC or EXIT record,
-so that a short process sends two records, not three. What users rely on:
+"""Folding on the host's EBPF backend (issue 15, item 2), the
+``fold_forks=True`` option: a FORK record kept back in the kernel and
+carried by the process's EXEC or EXIT record, so that a short process
+sends two records, not three. What users rely on:
 
 - every short process is still one FORK|EXEC|EXIT event with its exe,
   argv and cwd, and the forks are really folded (the programs' counters);
@@ -34,7 +35,7 @@ pytestmark = [pytest.mark.ebpf, pytest.mark.root]
 @pytest.fixture
 def queue() -> Iterator[quark.Queue]:
     require("ebpf")
-    with quark.Queue(backend="ebpf") as q:
+    with quark.Queue(backend="ebpf", fold_forks=True) as q:
         yield q
 
 
